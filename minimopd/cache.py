@@ -1,0 +1,103 @@
+"""On-disk cache of stage outputs, keyed by a hash of everything that determines them.
+
+Recipes share prefixes (every recipe starts base -> SFT), so each stage's trained model is saved
+once under `$MINIMOPD_CACHE/<stage>-<hash>/` and reused. The key holds the stage's config, its
+inputs' keys (so changing the base invalidates everything after it) and `CACHE_VERSION` (bump it
+when training code changes meaning). An artifact is written to a temporary directory and
+renamed into place, and its weights' SHA-256 is checked on every load: a corrupt or half-written
+artifact is reported and rebuilt, never silently used.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from .models import CheckpointError, load_model, save_model
+
+CACHE_VERSION = 1
+CACHE_ENV = "MINIMOPD_CACHE"
+
+
+def cache_root() -> Path:
+    """`$MINIMOPD_CACHE`, else `~/.cache/minimopd`."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "minimopd")
+
+
+def _jsonable(obj):
+    if dataclasses.is_dataclass(obj):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(obj.items())}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def stage_key(stage: str, **parts) -> str:
+    """A short stable hash of a stage name and its (JSON-able) inputs."""
+    blob = json.dumps({"stage": stage, "v": CACHE_VERSION, **_jsonable(parts)}, sort_keys=True)
+    return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class Artifact:
+    """A cached (or freshly trained) stage output."""
+    model: object
+    tokenizer: object
+    history: list[dict]
+    info: dict
+    path: Path
+    cached: bool
+
+
+def load_artifact(path: Path, device: str = "cpu") -> Artifact:
+    """Load and verify a cached stage; raises CheckpointError if anything is off."""
+    meta_file = path / "minimopd.json"
+    if not meta_file.exists():
+        raise CheckpointError(f"{path} has no minimopd.json: it was never finished")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{meta_file} is not valid JSON: {exc}") from exc
+    weights = path / "model.safetensors"
+    if not weights.exists() or _sha256(weights) != meta.get("weights_sha256"):
+        raise CheckpointError(f"{weights} is missing or does not match its recorded checksum")
+    model, tok = load_model(path, device=device)
+    model.eval()
+    return Artifact(model, tok, meta.get("history", []), meta.get("info", {}), path, cached=True)
+
+
+def cached_stage(key: str, build: Callable[[], tuple], *, device: str = "cpu",
+                 refresh: bool = False) -> Artifact:
+    """Return the artifact stored under `key`, or run `build() -> (model, tokenizer, StageResult)`,
+    save it, and return it. `refresh=True` retrains even when a valid artifact exists."""
+    path = cache_root() / key
+    if path.exists() and not refresh:
+        try:
+            return load_artifact(path, device)
+        except CheckpointError as exc:
+            warnings.warn(f"cached artifact {path} is unusable ({exc}); rebuilding it", stacklevel=2)
+    model, tokenizer, result = build()
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tokenizer, tmp)
+    meta = {"key": key, "history": result.history, "info": _jsonable(result.info),
+            "weights_sha256": _sha256(tmp / "model.safetensors")}
+    (tmp / "minimopd.json").write_text(json.dumps(meta))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return Artifact(model, tokenizer, result.history, result.info, path, cached=False)

@@ -1,0 +1,109 @@
+"""The `minimopd` command.
+
+    minimopd lineage [--profile cpu] [--seed 0] [--recipes sft ...] [--out runs/]
+        run the recipes of the lineage, print the results table, write report.html + results.json
+    minimopd grade labs/lab01_sft.ipynb      autograde a lab notebook (points + feedback)
+    minimopd build-labs [--check]            regenerate labs/ from solutions/ (or check freshness)
+    minimopd tasks [--show N]                list the registered tasks with sample items
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _cmd_lineage(args) -> int:
+    from . import plots
+    from .profiles import get_profile
+    from .recipes import RECIPES, run_recipe
+
+    prof = get_profile(args.profile)
+    names = args.recipes or list(RECIPES)
+    out = Path(args.out or f"runs/{prof.name}-seed{args.seed}")
+    print(f"minimopd lineage: profile={prof.name} device={prof.device} seed={args.seed} "
+          f"recipes={','.join(names)}")
+    sections, results, evals = [], {}, {}
+    for name in names:
+        t0 = time.perf_counter()
+        res = run_recipe(name, prof, seed=args.seed, progress=not args.no_progress)
+        elapsed = time.perf_counter() - t0
+        print(f"\n== recipe {name} ({elapsed:.1f}s) ==")
+        print(res.table_text())
+        for stage, ev in res.evals.items():
+            print(f"\n[{name}/{stage}] accuracy by domain and difficulty (greedy, test split)")
+            print(ev.table())
+            evals[f"{name}/{stage}"] = ev
+        results[name] = {"table": res.table(), "info": res.info,
+                         "evals": {s: ev.rows for s, ev in res.evals.items()}}
+        for stage, hist in res.histories.items():
+            keys = [k for k in ("loss", "eval/heldout_loss", "reward", "eval/acc") if any(k in r for r in hist)]
+            if keys:
+                sections.append((f"{name}: {stage} training curves",
+                                 plots.history_figure({stage: hist}, keys, smooth=5)))
+        sections.append((f"{name}: results", res.table_text()))
+    if evals:
+        sections.insert(0, ("Held-out accuracy of every evaluated stage", plots.accuracy_figure(evals)))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(
+        {"profile": prof.name, "seed": args.seed, "recipes": results}, indent=1, default=str))
+    report = plots.write_report(out / "report.html", f"minimopd lineage — {prof.name}, seed {args.seed}",
+                                sections)
+    print(f"\nwrote {report} and {out / 'results.json'}")
+    return 0
+
+
+def _cmd_tasks(args) -> int:
+    from .tasks import get_task, list_tasks
+
+    for name in list_tasks():
+        task = get_task(name)
+        print(f"{name} ({task.kind})")
+        for ex in task.sample(args.show, split="test", seed=0):
+            print(f"   [{ex.difficulty}] {ex.prompt!r} -> {task.solution(ex)!r}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minimopd", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("lineage", help="run the recipes of the lineage and write a report")
+    p.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $MINIMOPD_PROFILE, "
+                   "else gpu if CUDA is available, else cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recipes", nargs="*", default=None, help="subset of recipes to run")
+    p.add_argument("--out", default=None, help="output directory (default runs/<profile>-seed<seed>)")
+    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser("grade", help="autograde a lab notebook")
+    p.add_argument("notebook")
+    p = sub.add_parser("build-labs", help="regenerate labs/ from solutions/")
+    p.add_argument("--check", action="store_true", help="only report stale labs (exit 1 if any)")
+    p = sub.add_parser("tasks", help="list registered tasks")
+    p.add_argument("--show", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "lineage":
+            return _cmd_lineage(args)
+        if args.command == "tasks":
+            return _cmd_tasks(args)
+        if args.command == "grade":
+            from .grading import main as grade_main
+            return grade_main([args.notebook])
+        if args.command == "build-labs":
+            from .notebooks import main as build_main
+            return build_main(["--check"] if args.check else [])
+    except (ValueError, KeyError, FileNotFoundError, FloatingPointError) as exc:
+        # Bad input gets one clear line, not a traceback (set MINIMOPD_DEBUG=1 to see it).
+        import os
+        if os.environ.get("MINIMOPD_DEBUG"):
+            raise
+        print(f"minimopd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Single-source labs: `solutions/labNN_*.ipynb` -> the student version `labs/labNN_*.ipynb`.
+
+Each lab is written once, complete, with nbgrader metadata and markers:
+
+    ### BEGIN SOLUTION            (in solution cells: the student writes this part)
+    ### END SOLUTION
+    ### BEGIN HIDDEN TESTS        (in test cells: only the autograder runs these)
+    ### END HIDDEN TESTS
+
+`build_lab` runs nbgrader's own preprocessors as a library, in the order nbgrader's
+`generate_assignment` uses them: LockCells (test cells read-only, graded cells undeletable),
+ClearSolutions (each solution region -> `# YOUR CODE HERE` / `raise NotImplementedError()`),
+ClearHiddenTests, ClearOutput, then CheckCellMetadata validates the nbgrader metadata. Execution
+counts, run-dependent cell metadata and notebook metadata (widget state, Python version) are
+dropped, so the student notebook depends on the source's text only and is byte-for-byte
+reproducible: CI runs `minimopd build-labs --check` and fails when `labs/` is stale.
+The nbgrader cell metadata is kept, so instructors can still use nbgrader on either version.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from typing import Optional
+
+import nbformat
+
+# Cell metadata that belongs to the lab itself; anything else (timings, scroll state, ...) is
+# an artefact of whoever last ran the source notebook and is dropped.
+CELL_METADATA_KEEP = ("nbgrader", "tags", "deletable", "editable")
+DEFAULT_KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def _preprocessors() -> list:
+    from nbgrader.preprocessors import (CheckCellMetadata, ClearHiddenTests, ClearOutput,
+                                        ClearSolutions, LockCells)
+    from traitlets.config import Config
+
+    cfg = Config()
+    # Solution / hidden-test regions must sit in cells marked as such: nbgrader needs their
+    # grade_id, and an unmarked region is almost certainly a mistake that would leak an answer.
+    cfg.ClearSolutions.enforce_metadata = True
+    cfg.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+    cfg.ClearHiddenTests.enforce_metadata = True
+    return [LockCells(config=cfg), ClearSolutions(config=cfg), ClearHiddenTests(config=cfg),
+            ClearOutput(config=cfg), CheckCellMetadata(config=cfg)]
+
+
+def build_lab(src_path: str) -> nbformat.NotebookNode:
+    """The student version of the solution notebook `src_path` (nothing is written)."""
+    nb = nbformat.read(src_path, as_version=4)
+    resources: dict = {}
+    for pre in _preprocessors():
+        nb, resources = pre.preprocess(nb, resources)
+    nb.metadata = nbformat.from_dict({
+        "kernelspec": dict(nb.metadata.get("kernelspec") or DEFAULT_KERNELSPEC),
+        "language_info": {"name": "python"},
+    })
+    for cell in nb.cells:
+        cell.metadata = nbformat.from_dict({k: cell.metadata[k] for k in CELL_METADATA_KEEP
+                                            if k in cell.metadata})
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    return nb
+
+
+def render(nb: nbformat.NotebookNode) -> str:
+    """The exact text written to disk (nbformat's JSON layout plus a final newline)."""
+    return nbformat.writes(nb) + "\n"
+
+
+def _pairs(src_dir: str, dst_dir: str) -> list[tuple[str, str]]:
+    if not os.path.isdir(src_dir):
+        raise FileNotFoundError(f"no lab sources in {src_dir!r} (run from the repository root, "
+                                "or pass the solutions folder)")
+    return [(src, os.path.join(dst_dir, os.path.basename(src)))
+            for src in sorted(glob.glob(os.path.join(src_dir, "lab*.ipynb")))]
+
+
+def build_labs(src_dir: str = "solutions", dst_dir: str = "labs", *, check: bool = False) -> list[str]:
+    """Regenerate `dst_dir/labNN_*.ipynb` from every `src_dir/labNN_*.ipynb`.
+
+    Returns the student notebooks written (only those whose content changed are touched on
+    disk), or with `check=True` writes nothing and returns those that are missing or stale.
+    """
+    out = []
+    for src, dst in _pairs(src_dir, dst_dir):
+        text = render(build_lab(src))
+        current = None
+        if os.path.exists(dst):
+            with open(dst, encoding="utf-8") as f:
+                current = f.read()
+        if check:
+            if current != text:
+                out.append(dst)
+            continue
+        if current != text:
+            os.makedirs(dst_dir, exist_ok=True)
+            with open(dst, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+        out.append(dst)
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`minimopd build-labs [--check]`: 0 when labs/ is (now) up to date, 1 when stale (--check)."""
+    parser = argparse.ArgumentParser(prog="minimopd build-labs",
+                                     description="Generate the student labs from solutions/.")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if labs/ is missing or out of date")
+    parser.add_argument("--src", default="solutions", help="folder of lab sources (default: solutions)")
+    parser.add_argument("--dst", default="labs", help="folder of student labs (default: labs)")
+    args = parser.parse_args(argv)
+    try:
+        paths = build_labs(args.src, args.dst, check=args.check)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        print(f"minimopd build-labs: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        if paths:
+            print("these student labs are stale or missing:\n" + "\n".join(f"  {p}" for p in paths)
+                  + "\nrun `minimopd build-labs` to regenerate them from solutions/", file=sys.stderr)
+            return 1
+        print(f"{args.dst}/ is up to date ({len(_pairs(args.src, args.dst))} labs)")
+        return 0
+    for p in paths:
+        print(f"built {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Plotly figures for stage histories and evaluations, and the HTML report of `minimopd lineage`.
+
+Thin on purpose: every figure is drawn from a metrics history (list of dicts) or an
+`EvalResult`, the same objects the tests read, so a plot can never disagree with a number.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .tasks import DIFFICULTIES
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def _series(history: list[dict], key: str):
+    rows = [r for r in history if key in r and r[key] is not None]
+    return [r.get("step", i) for i, r in enumerate(rows)], [r[key] for r in rows]
+
+
+def history_figure(histories: dict[str, list[dict]] | list[dict], keys=("loss",), *,
+                   title: str = "", smooth: int = 1) -> go.Figure:
+    """One subplot per metric in `keys`, one line per run in `histories` ({label: history}).
+
+    `smooth` > 1 adds a trailing moving average (raw values stay visible, faded).
+    """
+    if isinstance(histories, list):
+        histories = {"run": histories}
+    keys = list(keys)
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=keys)
+    for i, (label, hist) in enumerate(histories.items()):
+        color = PALETTE[i % len(PALETTE)]
+        for c, key in enumerate(keys, start=1):
+            x, y = _series(hist, key)
+            if not x:
+                continue
+            if smooth > 1 and len(y) > smooth:
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color, width=1),
+                                         opacity=0.3, showlegend=False, hoverinfo="skip"), 1, c)
+                y = [sum(y[max(0, j - smooth + 1):j + 1]) / len(y[max(0, j - smooth + 1):j + 1])
+                     for j in range(len(y))]
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 30 else "lines",
+                                     name=label, legendgroup=label, showlegend=c == 1,
+                                     line=dict(color=color)), 1, c)
+            fig.update_xaxes(title_text="step", row=1, col=c)
+    fig.update_layout(title=title, height=360, width=max(480, 420 * len(keys)),
+                      template="plotly_white", hovermode="x unified")
+    return fig
+
+
+def accuracy_figure(evals: dict, *, title: str = "Accuracy on held-out test items") -> go.Figure:
+    """Grouped bars: one group per (domain, difficulty), one bar per evaluated model."""
+    fig = go.Figure()
+    for i, (label, ev) in enumerate(evals.items()):
+        rows = sorted(ev.rows, key=lambda r: (r["domain"], DIFFICULTIES.index(r["difficulty"])
+                                              if r["difficulty"] in DIFFICULTIES else 9))
+        fig.add_trace(go.Bar(
+            x=[[r["domain"] for r in rows], [r["difficulty"] for r in rows]],
+            y=[r["accuracy"] for r in rows], name=label, marker_color=PALETTE[i % len(PALETTE)],
+            customdata=[[r["n"], r["format_rate"], r["mean_length"]] for r in rows],
+            hovertemplate="%{x}<br>accuracy %{y:.3f}<br>n=%{customdata[0]} "
+                          "format=%{customdata[1]:.2f} len=%{customdata[2]:.1f}<extra>" + label + "</extra>"))
+    fig.update_layout(barmode="group", title=title, yaxis=dict(range=[0, 1.02], title="accuracy"),
+                      height=400, width=900, template="plotly_white")
+    return fig
+
+
+def write_report(path: str | Path, title: str, sections: list[tuple[str, object]]) -> Path:
+    """Write a self-contained HTML page: each section is (heading, figure | text | html table).
+
+    plotly.js is embedded once so the report opens offline.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts, first_fig = [], True
+    for heading, body in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if isinstance(body, go.Figure):
+            parts.append(body.to_html(full_html=False, include_plotlyjs=first_fig))
+            first_fig = False
+        elif isinstance(body, str) and body.lstrip().startswith("<"):
+            parts.append(body)
+        else:
+            parts.append(f"<pre>{html.escape(str(body))}</pre>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;}"
+            "pre{background:#f6f8fa;padding:1em;overflow-x:auto}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
+    path.write_text(page)
+    return path

@@ -1,0 +1,201 @@
+"""Batched sampling with a KV cache: the rollout engine of every online stage.
+
+`generate` left-pads the prompts, runs one prefill forward pass, then decodes one token per step
+for the whole batch, reusing the key/value cache, until every row has produced `<|end|>` or the
+token budget runs out. It records the log-probability of each sampled token under the sampling
+distribution (logits / temperature, before top-p truncation, as vLLM and trl report them), so an
+RL or distillation stage gets pi_old(y_t) for free. Those log-probs equal a full forward pass on
+the finished sequences (`sequence_logprobs`) up to float error: tests/test_rollout.py checks it.
+
+    >>> ro = generate(model, tok, ["What is 2+2?"], num_samples=4, max_new_tokens=8, seed=0)
+    >>> ro.texts            # 4 completions of the one prompt, grouped prompt-major
+    >>> ro.logprobs.shape   # (4, T), token-aligned with ro.input_ids, 0 outside completions
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from .tokenizer import chat_prompt, check_compatible
+
+
+@dataclass
+class Rollout:
+    """A batch of sampled completions. Rows are grouped prompt-major: [p0s0, p0s1, ..., p1s0, ...].
+
+    All (N, T) tensors share one alignment: the prompt is left-padded to a common length P and
+    the completion follows (right-padded), so `input_ids[:, P:]` are the generated tokens.
+    """
+    input_ids: torch.Tensor        # (N, T) long
+    attention_mask: torch.Tensor   # (N, T) long, 1 on real (non-pad) tokens
+    completion_mask: torch.Tensor  # (N, T) float, 1 on generated tokens incl. the final <|end|>
+    logprobs: torch.Tensor         # (N, T) float, log pi(y_t | <t) at sampling time, 0 elsewhere
+    prompts: list[str]             # N user prompts (repeated num_samples times)
+    texts: list[str]               # N decoded completions, special tokens dropped except tags
+    prompt_index: torch.Tensor     # (N,) long, index into the original prompt list
+    finished: torch.Tensor         # (N,) bool, True if the row ended with <|end|>
+    prompt_length: int             # P, the padded prompt length
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def completion_lengths(self) -> torch.Tensor:
+        """(N,) number of generated tokens per row (the final <|end|> included)."""
+        return self.completion_mask.sum(dim=1).long()
+
+    @property
+    def prompt_mask(self) -> torch.Tensor:
+        """(N, T) float, 1 on real prompt tokens."""
+        mask = self.attention_mask.float().clone()
+        mask[:, self.prompt_length:] = 0
+        return mask
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device) -> "Rollout":
+        for name in ("input_ids", "attention_mask", "completion_mask", "logprobs",
+                     "prompt_index", "finished"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) positions that skip left padding, so a padded row sees the same positions as alone."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def forward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) logits of a padded batch with padding-aware positions. Use it for every training
+    forward pass so that training log-probs and sampling log-probs agree."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+    return out.logits
+
+
+def sequence_logprobs(model, input_ids, attention_mask, *, temperature: float = 1.0):
+    """(B, T) token-aligned log-probs of `input_ids` under `model` (column 0 is 0)."""
+    logits = forward_logits(model, input_ids, attention_mask).float()
+    if temperature > 0:
+        logits = logits / temperature
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero out the tail of each row outside the smallest set with cumulative mass >= top_p."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    keep_sorted = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p  # always keeps the top token
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return probs * keep
+
+
+def encode_prompts(tokenizer, prompts, *, chat: bool = True):
+    """Token ids of each prompt (chat-formatted unless `chat=False`) as lists of ints."""
+    texts = [chat_prompt(tokenizer, p) if chat else p for p in prompts]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens: int = 32,
+             temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
+             chat: bool = True) -> Rollout:
+    """Sample `num_samples` completions for each prompt; see the module docstring.
+
+    `temperature=0` decodes greedily (log-probs are then those of the untempered model).
+    `chat=False` feeds the prompts as raw text (for base models that never saw the chat format).
+    """
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("generate() got an empty prompt list; pass at least one prompt")
+    if num_samples < 1 or max_new_tokens < 1:
+        raise ValueError(f"num_samples ({num_samples}) and max_new_tokens ({max_new_tokens}) must be >= 1")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    check_compatible(tokenizer, model)
+    device = next(model.parameters()).device
+    context = getattr(model.config, "max_position_embeddings", None)
+
+    encoded = encode_prompts(tokenizer, prompts, chat=chat)
+    P = max(len(ids) for ids in encoded)
+    if context is not None and P + max_new_tokens > context:
+        longest = max(range(len(prompts)), key=lambda i: len(encoded[i]))
+        raise ValueError(
+            f"prompt {longest} is {len(encoded[longest])} tokens and max_new_tokens={max_new_tokens}: "
+            f"{P + max_new_tokens} exceeds the model's context of {context} tokens. Shorten the "
+            f"prompt or lower max_new_tokens to at most {max(context - P, 0)}.")
+
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    N = len(prompts) * num_samples
+    prompt_ids = torch.full((N, P), pad, dtype=torch.long)
+    prompt_attn = torch.zeros((N, P), dtype=torch.long)
+    for i, ids in enumerate(encoded):
+        rows = slice(i * num_samples, (i + 1) * num_samples)
+        prompt_ids[rows, P - len(ids):] = torch.tensor(ids)
+        prompt_attn[rows, P - len(ids):] = 1
+    prompt_ids, prompt_attn = prompt_ids.to(device), prompt_attn.to(device)
+
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+    was_training = model.training
+    model.eval()
+    cache = DynamicCache()
+    positions = position_ids_from_mask(prompt_attn)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_attn, position_ids=positions,
+                past_key_values=cache, use_cache=True, logits_to_keep=1)
+    next_pos = positions[:, -1:] + 1
+    attn = prompt_attn
+    tokens, logps = [], []
+    finished = torch.zeros(N, dtype=torch.bool, device=device)
+    for _ in range(max_new_tokens):
+        logits = out.logits[:, -1].float()
+        scaled = logits / temperature if temperature > 0 else logits
+        logprobs_all = torch.log_softmax(scaled, dim=-1)
+        if temperature > 0:
+            probs = logprobs_all.exp()
+            if top_p < 1:
+                probs = _top_p_filter(probs, top_p)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        else:
+            nxt = logits.argmax(dim=-1)
+        lp = logprobs_all.gather(1, nxt[:, None]).squeeze(1)
+        # Rows that already ended keep emitting padding with log-prob 0 and mask 0.
+        nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
+        lp = torch.where(finished, torch.zeros_like(lp), lp)
+        tokens.append(nxt)
+        logps.append(lp)
+        alive = ~finished
+        finished = finished | (nxt == eos)
+        if bool(finished.all()):
+            break
+        attn = torch.cat([attn, alive.long()[:, None]], dim=1)
+        out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=next_pos,
+                    past_key_values=cache, use_cache=True)
+        next_pos = next_pos + 1
+    model.train(was_training)
+
+    gen = torch.stack(tokens, dim=1)                                   # (N, L)
+    gen_lp = torch.stack(logps, dim=1)
+    # A generated token is real if it is not padding emitted after the row finished.
+    ended_before = torch.zeros_like(gen, dtype=torch.bool)
+    ended_before[:, 1:] = (gen[:, :-1] == eos).cumsum(dim=1).bool()
+    gen_mask = (~ended_before).float()
+    input_ids = torch.cat([prompt_ids, gen], dim=1)
+    attention_mask = torch.cat([prompt_attn, gen_mask.long()], dim=1)
+    completion_mask = torch.cat([torch.zeros_like(prompt_attn, dtype=torch.float), gen_mask], dim=1)
+    logprobs = torch.cat([torch.zeros_like(prompt_attn, dtype=torch.float), gen_lp * gen_mask], dim=1)
+
+    texts = []
+    for row, m in zip(gen.tolist(), gen_mask.tolist()):
+        ids = [t for t, keep in zip(row, m) if keep and t not in (eos, pad)]
+        texts.append(tokenizer.decode(ids, skip_special_tokens=False))
+    return Rollout(
+        input_ids=input_ids, attention_mask=attention_mask, completion_mask=completion_mask,
+        logprobs=logprobs, prompts=[p for p in prompts for _ in range(num_samples)], texts=texts,
+        prompt_index=torch.arange(len(prompts), device=device).repeat_interleave(num_samples),
+        finished=finished, prompt_length=P,
+        meta={"temperature": temperature, "top_p": top_p, "seed": seed, "chat": chat},
+    )

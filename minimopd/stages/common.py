@@ -1,0 +1,125 @@
+"""The one offline batch loop shared by pretraining, SFT, reward modelling, DPO and
+rejection-sampling SFT, plus the `StageResult` every stage returns.
+
+Offline stages differ only in where batches come from and how a batch becomes a loss, so a
+stage hands `train_offline` a batch iterator and a `step_fn(model, batch) -> (loss, metrics)`;
+the loop owns the optimiser, the learning-rate schedule, gradient clipping, the NaN guard,
+the progress bar, periodic evaluation and the metrics history.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class StageResult:
+    """What every stage returns: the trained model and one metrics dict per step."""
+    model: Any
+    history: list[dict] = field(default_factory=list)
+    info: dict = field(default_factory=dict)   # totals: wall time, tokens, final eval, ...
+
+    def last(self, key: str, default=None):
+        """The most recent value of a metric (skipping steps that did not log it)."""
+        for row in reversed(self.history):
+            if key in row:
+                return row[key]
+        return default
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1    # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0
+
+
+def make_optimizer(model, cfg: OptimConfig) -> torch.optim.Optimizer:
+    # Decay matrices only: norms and biases are scale parameters, decaying them hurts tiny models.
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
+    """Linear warm-up then cosine decay to `min_lr_ratio * lr`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def check_finite_loss(loss: torch.Tensor, *, stage: str, step: int) -> None:
+    """Stop with a message that names the stage, the step and the usual fixes."""
+    if not torch.isfinite(loss).all():
+        raise FloatingPointError(
+            f"{stage}: the loss became {loss.item()} at step {step}. Lower the learning rate, "
+            "check the batch for empty masks or out-of-range token ids, or resume from the "
+            "last good checkpoint.")
+
+
+def train_offline(model, batches: Iterator[dict], step_fn: Callable, *, steps: int,
+                  optim: OptimConfig, stage: str, device: str = "cpu",
+                  eval_fn: Callable | None = None, eval_every: int = 0,
+                  log_every: int = 1, progress: bool = True) -> StageResult:
+    """Run `steps` optimiser steps; `step_fn(model, batch)` returns `(loss, metrics_dict)`.
+
+    `eval_fn(model) -> dict` runs every `eval_every` steps and at the end; its metrics are
+    merged into that step's history row (prefixed with `eval/`).
+    """
+    model.to(device)
+    model.train()
+    opt = make_optimizer(model, optim)
+    history: list[dict] = []
+    start = time.perf_counter()
+    tokens_seen = 0
+    bar = tqdm(range(steps), desc=stage, disable=not progress, leave=False)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, optim)
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
+        loss, metrics = step_fn(model, batch)
+        check_finite_loss(loss, stage=stage, step=step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+        opt.step()
+        if "attention_mask" in batch:
+            tokens_seen += int(batch["attention_mask"].sum())
+        row = {"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
+               "grad_norm": float(grad_norm), "tokens": tokens_seen,
+               "time": time.perf_counter() - start}
+        row.update({k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()})
+        last = step == steps - 1
+        if eval_fn is not None and ((eval_every and (step + 1) % eval_every == 0) or last):
+            model.eval()
+            row.update({f"eval/{k}": v for k, v in eval_fn(model).items()})
+            model.train()
+        if step % log_every == 0 or last or any(k.startswith("eval/") for k in row):
+            history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}")
+    model.eval()
+    info = {"wall_time": time.perf_counter() - start, "tokens": tokens_seen, "steps": steps}
+    return StageResult(model=model, history=history, info=info)
+
+
+def cycle_batches(items: list, batch_size: int, collate_fn: Callable, *, seed: int = 0):
+    """Endless shuffled mini-batches over `items` (a new permutation each epoch)."""
+    if not items:
+        raise ValueError("no training items: the dataset is empty")
+    g = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(items), generator=g).tolist()
+        for i in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+            yield collate_fn([items[j] for j in order[i:i + batch_size]])
