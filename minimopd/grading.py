@@ -98,7 +98,7 @@ class GradedFunction:
 
 def _fmt(x: Any) -> str:
     if isinstance(x, float):
-        return "nan" if math.isnan(x) else f"{x:.6g}"
+        return "nan" if math.isnan(x) else f"{x + 0.0:.6g}"  # + 0.0 turns -0.0 into 0
     return repr(x)
 
 

@@ -35,7 +35,7 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 
 def _prepend_zero_column(x: torch.Tensor) -> torch.Tensor:
     """(B, T-1) values for tokens 1..T-1 -> (B, T) token-aligned values, column 0 = 0."""
-    return torch.cat([torch.zeros_like(x[:, :1]), x], dim=1)
+    return torch.cat([x.new_zeros(x.shape[0], 1), x], dim=1)  # works for T-1 == 0 too
 
 
 def _prediction_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -36,6 +36,11 @@ class Profile:
     sft_batch_size: int
     sft_lr: float
     sft_examples: int
+    # online RL / distillation (stages/online.py)
+    rl_steps: int
+    rl_prompts: int              # prompts per step
+    rl_group_size: int           # samples per prompt
+    rl_lr: float
     # evaluation
     eval_per_level: int          # test items per (domain, difficulty)
     max_new_tokens: int
@@ -55,16 +60,19 @@ _PROFILES = {
                   pretrain_steps=30, pretrain_batch_size=8, pretrain_seq_len=128, pretrain_lr=3e-3,
                   corpus_lines=2000,
                   sft_steps=20, sft_batch_size=8, sft_lr=2e-3, sft_examples=200,
+                  rl_steps=3, rl_prompts=4, rl_group_size=4, rl_lr=1e-4,
                   eval_per_level=4, max_new_tokens=24, eval_batch_size=64),
     "cpu": dict(model_size="small", small_model_size="mini",
-                pretrain_steps=1500, pretrain_batch_size=32, pretrain_seq_len=256, pretrain_lr=2e-3,
-                corpus_lines=200_000,
-                sft_steps=400, sft_batch_size=32, sft_lr=1e-3, sft_examples=12_000,
+                pretrain_steps=1200, pretrain_batch_size=32, pretrain_seq_len=128, pretrain_lr=2e-3,
+                corpus_lines=120_000,
+                sft_steps=300, sft_batch_size=32, sft_lr=1e-3, sft_examples=9_600,
+                rl_steps=150, rl_prompts=16, rl_group_size=8, rl_lr=5e-5,
                 eval_per_level=100, max_new_tokens=32, eval_batch_size=300),
     "gpu": dict(model_size="base", small_model_size="small",
                 pretrain_steps=6000, pretrain_batch_size=128, pretrain_seq_len=256, pretrain_lr=1e-3,
                 corpus_lines=1_000_000,
                 sft_steps=1500, sft_batch_size=64, sft_lr=5e-4, sft_examples=60_000,
+                rl_steps=300, rl_prompts=64, rl_group_size=8, rl_lr=2e-5,
                 eval_per_level=300, max_new_tokens=32, eval_batch_size=1000),
 }
 PROFILE_NAMES = tuple(_PROFILES)

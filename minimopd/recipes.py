@@ -126,3 +126,7 @@ def run_recipe(name: str, profile: Profile | str | None = None, *, seed: int = 0
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; known recipes: {', '.join(RECIPES)}")
     return RECIPES[name](get_profile(profile), seed=seed, progress=progress)
+
+
+# The RLVR / R1 recipes live in their own module and register themselves here.
+from . import recipes_rl  # noqa: E402,F401  (import for its side effect)

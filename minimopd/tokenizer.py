@@ -54,7 +54,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + CHARACTERS)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=None))
     # Split every character into its own piece; special tokens are matched before this runs.
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     backend.decoder = decoders.Fuse()  # join characters back without inserting spaces
     backend.add_special_tokens(list(SPECIAL_TOKENS))
     tok = PreTrainedTokenizerFast(

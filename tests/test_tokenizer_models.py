@@ -11,7 +11,7 @@ from minimopd.tokenizer import (CHARACTERS, END, SPECIAL_TOKENS, build_tokenizer
 
 
 def test_roundtrip_every_character(tok):
-    text = "".join(CHARACTERS) + "  double  spaces\nand 48+375=423"
+    text = "".join(CHARACTERS) + "  double  spaces\n\n\nand 48+375=423"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == len(text)                 # one token per character
     assert tok.decode(ids) == text

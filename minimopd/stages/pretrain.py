@@ -71,14 +71,15 @@ def build_corpus(domains, n_lines: int, *, seed: int = 0, worked_fraction: float
 
 
 def pack_corpus(tokenizer, lines: list[str], seq_len: int) -> torch.Tensor:
-    """Concatenate lines (separated by newlines) into one token stream and cut it into
+    """Concatenate lines into one token stream, each closed by the end token `<|end|>` (the
+    document separator of real pretraining, so the base knows how to stop), and cut it into
     `(num_chunks, seq_len)` rows. Packing wastes no compute on padding, unlike one line a row."""
-    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    end = [tokenizer.eos_token_id]
     # The Rust backend encodes a batch in parallel, ~10x faster than the Python wrapper.
     encodings = tokenizer.backend_tokenizer.encode_batch(list(lines), add_special_tokens=False)
     ids: list[int] = []
     for enc in encodings:
-        ids += enc.ids + newline
+        ids += enc.ids + end
     n = len(ids) // seq_len
     if n == 0:
         raise ValueError(f"the corpus has {len(ids)} tokens, fewer than one sequence of {seq_len}; "

@@ -1,0 +1,191 @@
+"""RLVR and DeepSeek-R1 recipes: `tulu3`, `grpo_vs_drgrpo`, `r1_zero`, `r1` (with distillation
+into a smaller model vs RL on it at matched compute). Registered into `recipes.RECIPES`.
+
+Each recipe reuses the cached base / SFT prefixes and caches its own stages, so the lineage can
+be re-run cheaply and a lab can pick up any intermediate model.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+from .cache import cached_stage, stage_key
+from .evaluate import evaluate
+from .models import count_parameters
+from .profiles import Profile
+from .recipes import RecipeResult, _record, base_artifact, register_recipe, sft_artifact
+from .rewards import r1_reward, rejection_filter
+from .rollout import generate
+from .stages.online import OnlineConfig, preset, train_online
+from .stages.sft import SFTConfig, sft_dataset, train_sft
+from .tasks import VERIFIABLE_DOMAINS, get_task
+from .signals import VerifierSignal
+
+REASONING_TOKENS = 4   # reasoning runs get this many times the profile's answer budget
+
+
+def online_artifact(parent, profile: Profile, cfg: OnlineConfig, *, name: str, reward: str = "accuracy",
+                    progress: bool = True):
+    """An online stage (verifier signal) on top of a cached parent artifact, itself cached."""
+    reward_fn = {"accuracy": None, "r1": r1_reward(0.5), "r1_consistency": r1_reward(0.5, 0.25)}[reward]
+
+    def build():
+        res = train_online(parent.model, parent.tokenizer, cfg, signal=VerifierSignal(reward_fn),
+                           device=profile.device, progress=progress)
+        return res.model, parent.tokenizer, res
+    key = stage_key(name, config=cfg, reward=reward, parent=parent.path.name)
+    return cached_stage(key, build, device=profile.device)
+
+
+def reasoning_config(profile: Profile, **overrides) -> OnlineConfig:
+    return OnlineConfig.from_profile(profile, max_new_tokens=profile.max_new_tokens * REASONING_TOKENS,
+                                     **overrides)
+
+
+def recipe_tulu3(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
+    """Tülu 3 in miniature: SFT -> RLVR (GRPO with the verifier reward).
+
+    Tülu 3 puts DPO between the two; the DPO stage arrives with the preference-learning labs,
+    until then the recipe runs SFT -> RLVR."""
+    result = RecipeResult("tulu3", profile.name, seed)
+    sft = sft_artifact(profile, seed=seed, progress=progress)
+    _record(result, "sft", sft, evaluate(sft.model, sft.tokenizer, profile=profile, seed=seed))
+    cfg = preset("grpo", OnlineConfig.from_profile(profile, seed=seed))
+    rl = online_artifact(sft, profile, cfg, name="rlvr", progress=progress)
+    _record(result, "rlvr", rl, evaluate(rl.model, rl.tokenizer, profile=profile, seed=seed))
+    return result
+
+
+def recipe_grpo_vs_drgrpo(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
+    """GRPO vs Dr.GRPO from the same reasoning (cold-start SFT) model, same data and budget.
+
+    GRPO divides each sequence's loss by its own length, so a long *wrong* answer is penalised
+    less per token than a short one, and wrong answers drift longer; Dr.GRPO's constant
+    normaliser (and no std scaling) removes that bias. Watch `length_wrong` in both histories."""
+    result = RecipeResult("grpo_vs_drgrpo", profile.name, seed)
+    cold = cold_start_artifact(profile, seed, progress)
+    for algo in ("grpo", "dr_grpo"):
+        cfg = preset(algo, reasoning_config(profile, seed=seed))
+        art = online_artifact(cold, profile, cfg, name=algo, reward="r1", progress=progress)
+        _record(result, algo, art, evaluate(art.model, art.tokenizer, profile=profile, seed=seed,
+                                            reasoning=True))
+    return result
+
+
+def recipe_r1_zero(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
+    """R1-Zero: GRPO straight from the pretrained base (no SFT) with rule rewards for accuracy
+    and the `<think>..</think><answer>..</answer>` format. The base has seen such traces only as
+    a few percent of its raw corpus, never in the chat format, so format starts near zero."""
+    result = RecipeResult("r1_zero", profile.name, seed)
+    base = base_artifact(profile, seed=seed, progress=progress)
+    _record(result, "base", base, evaluate(base.model, base.tokenizer, profile=profile, seed=seed,
+                                           reasoning=True))
+    cfg = preset("grpo", reasoning_config(profile, seed=seed, steps=profile.rl_steps * 2))
+    rl = online_artifact(base, profile, cfg, name="r1_zero", reward="r1", progress=progress)
+    _record(result, "r1_zero", rl, evaluate(rl.model, rl.tokenizer, profile=profile, seed=seed,
+                                            reasoning=True))
+    return result
+
+
+def cold_start_artifact(profile: Profile, seed: int, progress: bool, *, model_size: str | None = None):
+    """R1's cold start: SFT of the base on a *small* set of readable worked solutions."""
+    base = (base_artifact(profile, seed=seed, progress=progress) if model_size is None else
+            base_artifact(profile, seed=seed, progress=progress, model_size=model_size))
+    cfg = SFTConfig.from_profile(profile, seed=seed, reasoning=True, domains=VERIFIABLE_DOMAINS,
+                                 n_examples=max(40, profile.sft_examples // 10),
+                                 steps=max(10, profile.sft_steps // 2))
+
+    def build():
+        pairs = sft_dataset(cfg.domains, cfg.n_examples, seed=seed, reasoning=True)
+        res = train_sft(base.model, base.tokenizer, pairs, cfg, device=profile.device, progress=progress)
+        return res.model, base.tokenizer, res
+    return cached_stage(stage_key("cold_start", config=cfg, parent=base.path.name), build,
+                        device=profile.device)
+
+
+def sample_traces(art, profile: Profile, *, n_prompts: int, samples: int, seed: int):
+    """Rejection sampling: sample `samples` completions per train prompt, keep the correct ones.
+
+    Returns `(pairs, stats)`; stats count the tokens and FLOPs the sampling cost."""
+    pairs, generated, forward = [], 0, 0
+    per_domain = max(1, n_prompts // len(VERIFIABLE_DOMAINS))
+    for d, name in enumerate(VERIFIABLE_DOMAINS):
+        task = get_task(name)
+        examples = task.sample(per_domain, split="train", seed=seed * 977 + 500 + d)
+        for i in range(0, len(examples), 64):
+            chunk = examples[i:i + 64]
+            ro = generate(art.model, art.tokenizer, [e.prompt for e in chunk], num_samples=samples,
+                          max_new_tokens=profile.max_new_tokens * REASONING_TOKENS, temperature=1.0,
+                          seed=seed + i + 1000 * d)
+            rows = [e for e in chunk for _ in range(samples)]
+            scores = [task.score(e, t) for e, t in zip(rows, ro.texts)]
+            pairs += rejection_filter(rows, ro.texts, scores, per_prompt=1, require_format=True)
+            generated += int(ro.completion_mask.sum())
+            forward += int(ro.attention_mask.sum())
+    flops = 2.0 * count_parameters(art.model) * forward
+    return pairs, {"prompts": per_domain * len(VERIFIABLE_DOMAINS), "kept": len(pairs),
+                   "tokens_generated": generated, "flops": flops}
+
+
+def sft_on_traces(parent, pairs, profile: Profile, seed: int, name: str, progress: bool, **extra):
+    """SFT of `parent` on (prompt, trace) pairs; cached. FLOPs = 6 x params x trained tokens."""
+    cfg = SFTConfig.from_profile(profile, seed=seed, reasoning=True, n_examples=len(pairs),
+                                 steps=profile.sft_steps)
+
+    def build():
+        res = train_sft(parent.model, parent.tokenizer, pairs, cfg, device=profile.device, progress=progress)
+        res.info["flops"] = 6.0 * count_parameters(res.model) * res.info["tokens"]
+        return res.model, parent.tokenizer, res
+    key = stage_key(name, config=cfg, parent=parent.path.name, data=sorted(pairs)[:50], n=len(pairs), **extra)
+    return cached_stage(key, build, device=profile.device)
+
+
+def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
+    """DeepSeek-R1 in miniature, then its distillation table.
+
+    cold-start SFT -> reasoning RL (accuracy + format + consistency) -> rejection sampling
+    (correct traces only) -> SFT of the *base* on them -> final RL. Then the small model: SFT on
+    the final model's correct traces (distillation) vs GRPO on the small model's own cold-start
+    model with the same FLOPs budget."""
+    result = RecipeResult("r1", profile.name, seed)
+    ev = lambda art: evaluate(art.model, art.tokenizer, profile=profile, seed=seed, reasoning=True)
+    cold = cold_start_artifact(profile, seed, progress)
+    _record(result, "cold_start", cold, ev(cold))
+    cfg = preset("grpo", reasoning_config(profile, seed=seed))
+    rl1 = online_artifact(cold, profile, cfg, name="r1_reasoning_rl", reward="r1_consistency",
+                          progress=progress)
+    _record(result, "reasoning_rl", rl1, ev(rl1))
+
+    n_prompts = max(16, profile.sft_examples // 4)
+    traces, sample_stats = sample_traces(rl1, profile, n_prompts=n_prompts, samples=4, seed=seed)
+    # R1 mixes non-reasoning data into this SFT round; ours is the notes (chat) domain.
+    mixed = traces + sft_dataset(("notes",), max(8, len(traces) // 4), seed=seed)
+    base = base_artifact(profile, seed=seed, progress=progress)
+    rs_sft = sft_on_traces(base, mixed, profile, seed, "r1_rejection_sft", progress)
+    rs_sft.info.update(rejection=sample_stats)
+    _record(result, "rejection_sft", rs_sft, ev(rs_sft))
+    final = online_artifact(rs_sft, profile, replace(cfg, seed=seed + 1), name="r1_final_rl",
+                            reward="r1", progress=progress)
+    _record(result, "final_rl", final, ev(final))
+
+    # --- distillation into a smaller model vs RL on it (the R1 distillation table) ---
+    small = profile.small_model_size
+    teacher_traces, t_stats = sample_traces(final, profile, n_prompts=n_prompts, samples=4, seed=seed + 7)
+    small_base = base_artifact(profile, seed=seed, progress=progress, model_size=small)
+    distilled = sft_on_traces(small_base, teacher_traces, profile, seed, "r1_distill", progress,
+                              teacher=final.path.name)
+    distill_flops = t_stats["flops"] + distilled.info.get("flops", 0.0)
+    distilled.info.update(compute_flops=distill_flops, teacher_sampling=t_stats)
+    _record(result, "distilled_small", distilled, ev(distilled))
+    small_cold = cold_start_artifact(profile, seed, progress, model_size=small)
+    rl_cfg = preset("grpo", reasoning_config(profile, seed=seed, steps=profile.rl_steps * 4,
+                                             flops_budget=distill_flops))
+    small_rl = online_artifact(small_cold, profile, rl_cfg, name="r1_small_rl", reward="r1",
+                               progress=progress)
+    small_rl.info.update(compute_flops=small_rl.info.get("flops", 0.0))
+    _record(result, "rl_small", small_rl, ev(small_rl))
+    return result
+
+
+for _name, _fn in {"tulu3": recipe_tulu3, "r1_zero": recipe_r1_zero, "r1": recipe_r1,
+                   "grpo_vs_drgrpo": recipe_grpo_vs_drgrpo}.items():
+    register_recipe(_name, _fn, overwrite=True)
