@@ -139,7 +139,7 @@ def machine(device: torch.device) -> str:
         pass
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
+            f"({torch.get_num_threads()} intra-op threads), transformers {transformers.__version__}, "
             f"Python {platform.python_version()}, GPU: {gpu}")
 
 

@@ -6,7 +6,8 @@ be re-run cheaply and a lab can pick up any intermediate model.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+import warnings
+from dataclasses import replace
 
 from .cache import cached_stage, stage_key
 from .evaluate import evaluate
@@ -170,6 +171,12 @@ def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeR
     # --- distillation into a smaller model vs RL on it (the R1 distillation table) ---
     small = profile.small_model_size
     teacher_traces, t_stats = sample_traces(final, profile, n_prompts=n_prompts, samples=4, seed=seed + 7)
+    if not teacher_traces:
+        # Nothing verified-correct to distil (typical of the smoke profile): say so, don't fake it.
+        warnings.warn(f"r1: the final model produced no correct traces on {t_stats['prompts']} "
+                      "prompts; the distillation stages are skipped", stacklevel=2)
+        result.info["distilled_small"] = {"skipped": "teacher produced no correct traces", **t_stats}
+        return result
     small_base = base_artifact(profile, seed=seed, progress=progress, model_size=small)
     distilled = sft_on_traces(small_base, teacher_traces, profile, seed, "r1_distill", progress,
                               teacher=final.path.name)

@@ -119,10 +119,16 @@ def sample_examples(cfg: OnlineConfig, step: int):
 
 
 def train_online(model, tokenizer, config: OnlineConfig, *, signal=None, ref_model=None,
-                 eval_fn=None, device: str = "cpu", progress: bool = True) -> StageResult:
+                 eval_fn=None, advantage_fn=None, loss_fn=None, device: str = "cpu",
+                 progress: bool = True) -> StageResult:
     """Optimise `model` on its own samples; see the module docstring. Returns the model and a
     per-step history of reward, accuracy, lengths (correct / wrong), entropy, KL, clip fraction
-    and compute counters (tokens generated, trained, and forwarded through other models)."""
+    and compute counters (tokens generated, trained, and forwarded through other models).
+
+    `advantage_fn(config, rewards, token_advantages)` and `loss_fn` (same signature as
+    `losses.grpo_loss`) replace the library's pieces — the labs plug the student's in here."""
+    advantage_fn = advantage_fn or compute_advantages
+    loss_fn = loss_fn or losses.grpo_loss
     from tqdm.auto import tqdm
 
     cfg = config
@@ -152,7 +158,7 @@ def train_online(model, tokenizer, config: OnlineConfig, *, signal=None, ref_mod
         if cfg.overlong_buffer:   # DAPO: linear penalty inside the last `overlong_buffer` tokens
             over = (lengths - (cfg.max_new_tokens - cfg.overlong_buffer)).clamp(min=0)
             rewards = rewards - cfg.overlong_penalty * over / cfg.overlong_buffer
-        adv = compute_advantages(cfg, rewards, out.token_advantages)
+        adv = advantage_fn(cfg, rewards, out.token_advantages)
         losses.check_finite("advantages", adv, step)
         mask = ro.completion_mask
         keep = torch.ones(len(ro), dtype=torch.bool, device=mask.device)
@@ -185,7 +191,7 @@ def train_online(model, tokenizer, config: OnlineConfig, *, signal=None, ref_mod
                     lp = losses.token_logprobs(logits, ro.input_ids[mb])
                     if epoch == 0 and m == 0:   # policy entropy before this step's updates
                         entropy = losses.masked_mean(losses.token_entropy(logits.detach()), mask[mb]).item()
-                    loss, stats = losses.grpo_loss(
+                    loss, stats = loss_fn(
                         lp, ro.logprobs[mb], adv[mb], mask[mb], eps_low=cfg.eps_low,
                         eps_high=cfg.eps_high, aggregation=cfg.aggregation,
                         max_tokens=cfg.max_new_tokens,
