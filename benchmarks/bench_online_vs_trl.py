@@ -28,7 +28,8 @@ Model construction and trainer set-up are not. The first `--warmup` steps of eac
 median and mean of the next `--steps` are reported. Generated tokens per step come from our
 history (`tokens_generated`) and from trl's log history (`completions/mean_length` x P*G); a
 randomly initialised model rarely says `<|end|>`, so both mostly run to `max_new_tokens`.
-Compare the `tokens/step` column before the times: unequal lengths make unequal work.
+Compare the `tokens/step` column before the times: unequal lengths make unequal work; the
+`tok/s` columns (generated tokens per second of whole-step time) normalise for it.
 
 Run from the repo root (CPU; on a shared machine pin threads with --threads 1):
 
@@ -75,18 +76,16 @@ class TrlUnavailable(RuntimeError):
     """trl (or its GRPOTrainer) cannot be imported or constructed here, e.g. offline."""
 
 
-def step_times(ends: list[float]) -> list[float]:
-    """Per-step durations from a list of clock readings [start, end_0, end_1, ...]."""
+def step_times(ends: list) -> list:
+    """Per-step increments of a cumulative series [start, end_0, end_1, ...] (seconds, tokens)."""
     return [b - a for a, b in zip(ends, ends[1:])]
 
 
 def run_ours(model_dir, tok, cfg: OnlineConfig, device: str):
     model, _ = load_model(model_dir)
     res = train_online(model, tok, cfg, device=device, progress=False)
-    times = step_times([0.0] + [row["time"] for row in res.history])
-    tokens = [b - a for a, b in zip([0] + [r["tokens_generated"] for r in res.history],
-                                    [r["tokens_generated"] for r in res.history])]
-    return times, tokens
+    return (step_times([0.0] + [r["time"] for r in res.history]),
+            step_times([0] + [r["tokens_generated"] for r in res.history]))
 
 
 def trl_dataset(cfg: OnlineConfig):
@@ -163,8 +162,7 @@ def run_trl(model_dir, tok, cfg: OnlineConfig, device: str):
     return step_times(clock.ends), [round(m * n) for m in lengths]
 
 
-def summarise(times, tokens, warmup):
-    t, k = times[warmup:], tokens[warmup:]
+def summarise(t, k):
     return {"median": statistics.median(t), "mean": statistics.mean(t),
             "tokens": statistics.mean(k) if k else float("nan"),
             "tok_s": sum(k) / sum(t) if k else float("nan"), "n": len(t)}
@@ -217,7 +215,7 @@ def main(argv=None) -> str:
         max_new_tokens=args.max_new_tokens, temperature=1.0, lr=args.lr, epochs=1, minibatches=1,
         kl_beta=0.0, domains=tuple(args.domains), seed=0))
     load_before = os.getloadavg()[0]
-    times = {"ours": [], "trl": []}
+    timed = {"ours": ([], []), "trl": ([], [])}     # name -> (seconds per step, tokens per step)
     with tempfile.TemporaryDirectory(prefix="bench-online-model-") as model_dir:
         model = build_model(args.size, tok, seed=0)
         params = count_parameters(model)
@@ -226,13 +224,14 @@ def main(argv=None) -> str:
             for name in (("ours", "trl") if r % 2 == 0 else ("trl", "ours")):
                 run = run_ours if name == "ours" else run_trl
                 t, k = run(model_dir, tok, cfg, args.device)
-                s = summarise(t, k, args.warmup)
+                t, k = t[args.warmup:], k[args.warmup:]
+                s = summarise(t, k)
                 print(f"  round {r + 1} {name}: {s['median']:.3f} s/step median, "
                       f"{s['tokens']:.0f} tokens/step", file=sys.stderr, flush=True)
-                times[name].append((t, k))
+                timed[name][0].extend(t)
+                timed[name][1].extend(k)
     load_after = os.getloadavg()[0]
-    ours = summarise(*[sum((x[i][args.warmup:] for x in times["ours"]), []) for i in (0, 1)], 0)
-    trl_ = summarise(*[sum((x[i][args.warmup:] for x in times["trl"]), []) for i in (0, 1)], 0)
+    ours, trl_ = summarise(*timed["ours"]), summarise(*timed["trl"])
     row = (f"| {args.size} ({params / 1e6:.2f}M) | {args.prompts} x {args.samples} | {args.max_new_tokens} | "
            f"{ours['tokens']:.0f} / {trl_['tokens']:.0f} | {ours['median']:.3f} / {ours['mean']:.3f} | "
            f"{trl_['median']:.3f} / {trl_['mean']:.3f} | {ours['tok_s']:,.0f} | {trl_['tok_s']:,.0f} | "
@@ -246,7 +245,10 @@ def main(argv=None) -> str:
         f"{args.rounds} round(s); device {args.device})",
         f"- machine: {machine(torch.get_num_threads())}",
         f"- 1-min load average: {load_before:.2f} before, {load_after:.2f} after",
-        "- ratio = trl median s/step / ours median s/step (above 1x: ours is faster)",
+        "- tokens/step: completion tokens (final `<|end|>` included) generated per optimizer step; "
+        "both samplers stop at `<|end|>`, with different random streams, so counts differ by noise",
+        "- tok/s: generated tokens per second of whole-step time; ratio = trl median s/step / "
+        "ours median s/step (above 1x: ours is faster)",
         "", "| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1), row]
     table = "\n".join(lines) + "\n"
     print(table)

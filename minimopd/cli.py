@@ -16,43 +16,42 @@ from pathlib import Path
 
 
 def _cmd_lineage(args) -> int:
-    from . import plots
     from .profiles import get_profile
     from .recipes import RECIPES, run_recipe
+    from .report import html_report, results_markdown
 
     prof = get_profile(args.profile)
     names = args.recipes or list(RECIPES)
     out = Path(args.out or f"runs/{prof.name}-seed{args.seed}")
     print(f"minimopd lineage: profile={prof.name} device={prof.device} seed={args.seed} "
           f"recipes={','.join(names)}")
-    sections, results, evals = [], {}, {}
+    results = {}
     for name in names:
         t0 = time.perf_counter()
         res = run_recipe(name, prof, seed=args.seed, progress=not args.no_progress)
-        elapsed = time.perf_counter() - t0
-        print(f"\n== recipe {name} ({elapsed:.1f}s) ==")
+        results[name] = res
+        print(f"\n== recipe {name} ({time.perf_counter() - t0:.1f}s) ==")
         print(res.table_text())
         for stage, ev in res.evals.items():
             print(f"\n[{name}/{stage}] accuracy by domain and difficulty (greedy, test split)")
             print(ev.table())
-            evals[f"{name}/{stage}"] = ev
-        results[name] = {"table": res.table(), "info": res.info,
-                         "evals": {s: ev.rows for s, ev in res.evals.items()}}
-        for stage, hist in res.histories.items():
-            keys = [k for k in ("loss", "eval/heldout_loss", "reward", "eval/acc") if any(k in r for r in hist)]
-            if keys:
-                sections.append((f"{name}: {stage} training curves",
-                                 plots.history_figure({stage: hist}, keys, smooth=5)))
-        sections.append((f"{name}: results", res.table_text()))
-    if evals:
-        sections.insert(0, ("Held-out accuracy of every evaluated stage", plots.accuracy_figure(evals)))
+    command = "minimopd lineage " + " ".join(sys.argv[2:] if argv_is_cli() else [])
+    markdown = results_markdown(results, profile=prof.name, seed=args.seed, command=command.strip())
     out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(markdown)
     (out / "results.json").write_text(json.dumps(
-        {"profile": prof.name, "seed": args.seed, "recipes": results}, indent=1, default=str))
-    report = plots.write_report(out / "report.html", f"minimopd lineage — {prof.name}, seed {args.seed}",
-                                sections)
-    print(f"\nwrote {report} and {out / 'results.json'}")
+        {"profile": prof.name, "seed": args.seed,
+         "recipes": {n: {"table": r.table(), "info": r.info, "histories": r.histories,
+                         "evals": {s: ev.rows for s, ev in r.evals.items()}}
+                     for n, r in results.items()}}, indent=1, default=str))
+    report = html_report(results, out / "report.html", profile=prof.name, seed=args.seed,
+                         markdown=markdown)
+    print(f"\nwrote {report}, {out / 'results.md'} and {out / 'results.json'}")
     return 0
+
+
+def argv_is_cli() -> bool:
+    return bool(sys.argv) and sys.argv[0].endswith(("minimopd", "cli.py", "__main__.py"))
 
 
 def _cmd_tasks(args) -> int:

@@ -39,8 +39,14 @@ def test_grpo_vs_drgrpo_share_the_cold_start():
 
 
 def test_r1_pipeline_stages_in_order():
-    with pytest.warns(UserWarning, match="no correct traces"):   # smoke models solve nothing
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         res = run_recipe("r1", profile="smoke", progress=False)
     assert list(res.evals)[:4] == ["cold_start", "reasoning_rl", "rejection_sft", "final_rl"]
     assert res.info["rejection_sft"]["rejection"]["prompts"] > 0
-    assert "skipped" in res.info["distilled_small"]
+    if "skipped" in res.info["distilled_small"]:   # the usual smoke outcome: nothing to distil
+        assert any("no correct traces" in str(w.message) for w in caught)
+    else:                                          # a lucky smoke teacher: both arms must exist
+        assert {"distilled_small", "rl_small"} <= set(res.evals)
+        assert res.info["rl_small"]["compute_flops"] > 0

@@ -199,7 +199,8 @@ def _describe(case: Case, names: list[str]) -> str:
             parts.append(f"{name}={a!r}")
         else:
             parts.append(name)
-    parts += [f"{k}={v!r}" for k, v in case.kwargs.items()]
+    parts += [f"{k} {_shape(v)} {str(v.dtype).replace('torch.', '')}" if isinstance(v, torch.Tensor)
+              else f"{k}={v!r}" for k, v in case.kwargs.items()]
     return "[" + ", ".join(parts) + "]"
 
 

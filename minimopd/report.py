@@ -1,0 +1,104 @@
+"""What `minimopd lineage` writes: a Markdown results file (the source of RESULTS.md) and an HTML
+report with the plotly figures. Both are built from `RecipeResult`s only, so every number in them
+comes from the run that printed it.
+"""
+from __future__ import annotations
+
+import math
+import platform
+
+import torch
+
+from . import plots
+from .tasks import DIFFICULTIES
+
+
+def _fmt(v, digits=3):
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _curve(history: list[dict], key: str, points: int = 6) -> str:
+    """A few evenly spaced values of a metric over training, e.g. 'step 0: 0.02 ... step 149: 0.93'."""
+    rows = [r for r in history if key in r and not (isinstance(r[key], float) and math.isnan(r[key]))]
+    if not rows:
+        return "n/a"
+    idx = sorted({round(i * (len(rows) - 1) / max(points - 1, 1)) for i in range(points)})
+    return ", ".join(f"{rows[i]['step']}: {_fmt(rows[i][key], 2)}" for i in idx)
+
+
+def _window_mean(history, key, first: bool, frac: float = 0.1) -> float:
+    vals = [r[key] for r in history if key in r and not math.isnan(r[key])]
+    if not vals:
+        return float("nan")
+    k = max(1, int(len(vals) * frac))
+    part = vals[:k] if first else vals[-k:]
+    return sum(part) / len(part)
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, "
+            f"{gpu}, torch {torch.__version__}").replace("  ", " ")
+
+
+def results_markdown(results: dict, *, profile: str, seed: int, command: str) -> str:
+    """Markdown tables for every recipe run: stage accuracy by difficulty, format, length, time,
+    compute, and the training curves the course's claims are about."""
+    out = [f"Command: `{command}`  ", f"Profile `{profile}`, seed {seed}, machine: {machine()}.", ""]
+    for name, res in results.items():
+        out.append(f"### Recipe `{name}`\n")
+        header = ["stage"] + [f"acc {d}" for d in DIFFICULTIES] + ["acc all", "format", "length",
+                                                                   "train s", "FLOPs"]
+        rows = []
+        for stage, ev in res.evals.items():
+            s, info = ev.summary(), res.info.get(stage, {})
+            flops = info.get("compute_flops", info.get("flops"))
+            rows.append([stage] + [s.get(f"acc/{d}", float("nan")) for d in DIFFICULTIES] +
+                        [s["acc"], s["format_rate"], round(s["mean_length"], 1),
+                         round(info.get("wall_time", float("nan")), 1),
+                         f"{flops:.2e}" if flops else "-"])
+        if rows:
+            out += [_md_table(header, rows), ""]
+        for stage, ev in res.evals.items():
+            domains = list(dict.fromkeys(r["domain"] for r in ev.rows))
+            cells = [[dom] + [ev.accuracy(dom, d) for d in DIFFICULTIES] for dom in domains]
+            out += [f"<details><summary>{name}/{stage}: accuracy by domain</summary>\n",
+                    _md_table(["domain"] + list(DIFFICULTIES), cells), "\n</details>\n"]
+        for stage, hist in res.histories.items():
+            if hist and "reward" in hist[0]:
+                out.append(f"Training curve `{stage}` ({len(hist)} steps):  ")
+                for key in ("reward", "accuracy", "format_rate", "length", "length_wrong", "kl_ref"):
+                    if any(key in r for r in hist):
+                        out.append(f"- {key}: first 10% {_fmt(_window_mean(hist, key, True), 3)}, "
+                                   f"last 10% {_fmt(_window_mean(hist, key, False), 3)}; "
+                                   f"steps {_curve(hist, key)}  ")
+                out.append("")
+        skipped = {k: v for k, v in res.info.items() if isinstance(v, dict) and "skipped" in v}
+        for stage, info in skipped.items():
+            out.append(f"- `{stage}` skipped: {info['skipped']}\n")
+    return "\n".join(out)
+
+
+def html_report(results: dict, path, *, profile: str, seed: int, markdown: str):
+    sections, evals = [], {}
+    for name, res in results.items():
+        for stage, ev in res.evals.items():
+            evals[f"{name}/{stage}"] = ev
+        for stage, hist in res.histories.items():
+            keys = [k for k in ("loss", "eval/heldout_loss", "reward", "accuracy", "format_rate",
+                                "length_wrong") if any(k in r for r in hist)]
+            if keys:
+                sections.append((f"{name}: {stage} training curves",
+                                 plots.history_figure({stage: hist}, keys, smooth=5)))
+    if evals:
+        sections.insert(0, ("Held-out accuracy of every evaluated stage", plots.accuracy_figure(evals)))
+    sections.append(("Results (Markdown)", markdown))
+    return plots.write_report(path, f"minimopd lineage — {profile}, seed {seed}", sections)
