@@ -177,7 +177,8 @@ def machine(threads_used: int) -> str:
         pass
     import trl
     return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} ({threads_used} intra-op threads), "
-            f"transformers {transformers.__version__}, trl {trl.__version__}, Python {platform.python_version()}")
+            f"transformers {transformers.__version__}, trl {trl.__version__}, "
+            f"Python {platform.python_version()}")
 
 
 def parse_args(argv=None):

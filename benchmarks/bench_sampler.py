@@ -165,7 +165,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed runs per cell; the median is reported")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave torch's choice)")
     p.add_argument("--out", help="append the table (with command, machine, date) to this file")
-    p.add_argument("--quick", action="store_true", help="tiny grid (tiny model, batch 1 and 4, 8 tokens)")
+    p.add_argument("--quick", action="store_true", help="tiny grid (tiny model, batch 1 and 4, 4 tokens)")
     return p.parse_args(argv)
 
 
@@ -176,7 +176,7 @@ def main(argv=None) -> str:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        sizes, batches, new_tokens, repeats = ["tiny"], [1, 4], [8], 1
+        sizes, batches, new_tokens, repeats = ["tiny"], [1, 4], [4], 1
     else:
         sizes = args.sizes or (["small", "base", "large"] if cuda else ["small", "base"])
         batches = args.batches or ([1, 16, 64, 256] if cuda else [1, 16, 64])
@@ -192,7 +192,8 @@ def main(argv=None) -> str:
                 print(f"  {size} batch={batch} new={n}: ours {r['ours_tok_s']:,.0f} tok/s, "
                       f"HF {r['hf_tok_s']:,.0f} tok/s", file=sys.stderr, flush=True)
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    command = "python benchmarks/bench_sampler.py " + " ".join(map(shlex.quote, argv if argv is not None else sys.argv[1:]))
+    argv = sys.argv[1:] if argv is None else argv
+    command = "python benchmarks/bench_sampler.py " + " ".join(map(shlex.quote, argv))
     header = [
         f"### Sampler: minimopd `generate` vs transformers `generate` ({datetime.date.today()})",
         "",

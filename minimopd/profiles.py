@@ -66,7 +66,7 @@ _PROFILES = {
                 pretrain_steps=1200, pretrain_batch_size=32, pretrain_seq_len=128, pretrain_lr=2e-3,
                 corpus_lines=120_000,
                 sft_steps=300, sft_batch_size=32, sft_lr=1e-3, sft_examples=9_600,
-                rl_steps=150, rl_prompts=16, rl_group_size=8, rl_lr=5e-5,
+                rl_steps=80, rl_prompts=16, rl_group_size=8, rl_lr=5e-5,
                 eval_per_level=100, max_new_tokens=32, eval_batch_size=300),
     "gpu": dict(model_size="base", small_model_size="small",
                 pretrain_steps=6000, pretrain_batch_size=128, pretrain_seq_len=256, pretrain_lr=1e-3,

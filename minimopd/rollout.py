@@ -150,7 +150,7 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
     attn = prompt_attn
     tokens, logps = [], []
     finished = torch.zeros(N, dtype=torch.bool, device=device)
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         logits = out.logits[:, -1].float()
         scaled = logits / temperature if temperature > 0 else logits
         logprobs_all = torch.log_softmax(scaled, dim=-1)
@@ -169,8 +169,8 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
         logps.append(lp)
         alive = ~finished
         finished = finished | (nxt == eos)
-        if bool(finished.all()):
-            break
+        if step == max_new_tokens - 1 or bool(finished.all()):
+            break   # no forward pass for a token that will never be sampled
         attn = torch.cat([attn, alive.long()[:, None]], dim=1)
         out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=next_pos,
                     past_key_values=cache, use_cache=True)
