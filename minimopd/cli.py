@@ -35,8 +35,8 @@ def _cmd_lineage(args) -> int:
         for stage, ev in res.evals.items():
             print(f"\n[{name}/{stage}] accuracy by domain and difficulty (greedy, test split)")
             print(ev.table())
-    command = "minimopd lineage " + " ".join(sys.argv[2:] if argv_is_cli() else [])
-    markdown = results_markdown(results, profile=prof.name, seed=args.seed, command=command.strip())
+    command = "minimopd " + " ".join(args.argv)
+    markdown = results_markdown(results, profile=prof.name, seed=args.seed, command=command)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(markdown)
     (out / "results.json").write_text(json.dumps(
@@ -48,10 +48,6 @@ def _cmd_lineage(args) -> int:
                          markdown=markdown)
     print(f"\nwrote {report}, {out / 'results.md'} and {out / 'results.json'}")
     return 0
-
-
-def argv_is_cli() -> bool:
-    return bool(sys.argv) and sys.argv[0].endswith(("minimopd", "cli.py", "__main__.py"))
 
 
 def _cmd_tasks(args) -> int:
@@ -81,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="only report stale labs (exit 1 if any)")
     p = sub.add_parser("tasks", help="list registered tasks")
     p.add_argument("--show", type=int, default=2)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv   # recorded next to the numbers it produces (results.md)
 
     try:
         if args.command == "lineage":

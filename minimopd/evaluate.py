@@ -78,10 +78,11 @@ def _level_order(level: str) -> int:
 def evaluate(model, tokenizer, tasks=None, *, profile: Profile | str | None = None,
              n_per_level: int | None = None, difficulties=DIFFICULTIES, reasoning: bool = False,
              max_new_tokens: int | None = None, batch_size: int | None = None, seed: int = 0,
-             keep_samples: int = 3) -> EvalResult:
+             keep_samples: int = 3, chat: bool = True) -> EvalResult:
     """Greedy-decode held-out test items of each task and level; score them.
 
     `tasks`: names (default: the four verifiable domains). Sizes default to the profile's.
+    `chat=False` feeds raw prompts (R1-Zero's template for a base model).
     """
     prof = get_profile(profile)
     n = n_per_level or prof.eval_per_level
@@ -96,7 +97,7 @@ def evaluate(model, tokenizer, tasks=None, *, profile: Profile | str | None = No
             for i in range(0, len(examples), batch_size):
                 chunk = examples[i:i + batch_size]
                 ro = generate(model, tokenizer, [e.prompt for e in chunk], temperature=0.0,
-                              max_new_tokens=max_new_tokens)
+                              max_new_tokens=max_new_tokens, chat=chat)
                 lengths += ro.completion_lengths.tolist()
                 for ex, text, fin in zip(chunk, ro.texts, ro.finished.tolist()):
                     scores.append(task.score(ex, text))

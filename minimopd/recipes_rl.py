@@ -74,16 +74,21 @@ def recipe_grpo_vs_drgrpo(profile: Profile, seed: int = 0, progress: bool = True
 
 def recipe_r1_zero(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
     """R1-Zero: GRPO straight from the pretrained base (no SFT) with rule rewards for accuracy
-    and the `<think>..</think><answer>..</answer>` format. The base has seen such traces only as
-    a few percent of its raw corpus, never in the chat format, so format starts near zero."""
+    and the `<think>..</think><answer>..</answer>` format.
+
+    Like R1-Zero, the base gets a plain-text template rather than a chat format it never saw:
+    the bare question (`chat=False`). In its raw corpus a few percent of lines are questions
+    followed by tagged traces, so the base sometimes answers in the format and often does not;
+    RL has to make it reliable. (In the chat format the base never produces the tags at all and
+    RL gets no signal to start from: RL amplifies what the base can already do.)"""
     result = RecipeResult("r1_zero", profile.name, seed)
     base = base_artifact(profile, seed=seed, progress=progress)
-    _record(result, "base", base, evaluate(base.model, base.tokenizer, profile=profile, seed=seed,
-                                           reasoning=True))
-    cfg = preset("grpo", reasoning_config(profile, seed=seed, steps=profile.rl_steps * 2))
+    ev = lambda art: evaluate(art.model, art.tokenizer, profile=profile, seed=seed, reasoning=True,
+                              chat=False)
+    _record(result, "base", base, ev(base))
+    cfg = preset("grpo", reasoning_config(profile, seed=seed, steps=profile.rl_steps * 2, chat=False))
     rl = online_artifact(base, profile, cfg, name="r1_zero", reward="r1", progress=progress)
-    _record(result, "r1_zero", rl, evaluate(rl.model, rl.tokenizer, profile=profile, seed=seed,
-                                            reasoning=True))
+    _record(result, "r1_zero", rl, ev(rl))
     return result
 
 
@@ -112,8 +117,8 @@ def sample_traces(art, profile: Profile, *, n_prompts: int, samples: int, seed: 
     for d, name in enumerate(VERIFIABLE_DOMAINS):
         task = get_task(name)
         examples = task.sample(per_domain, split="train", seed=seed * 977 + 500 + d)
-        for i in range(0, len(examples), 64):
-            chunk = examples[i:i + 64]
+        for i in range(0, len(examples), 128):
+            chunk = examples[i:i + 128]
             ro = generate(art.model, art.tokenizer, [e.prompt for e in chunk], num_samples=samples,
                           max_new_tokens=profile.max_new_tokens * REASONING_TOKENS, temperature=1.0,
                           seed=seed + i + 1000 * d)
@@ -130,7 +135,7 @@ def sample_traces(art, profile: Profile, *, n_prompts: int, samples: int, seed: 
 def sft_on_traces(parent, pairs, profile: Profile, seed: int, name: str, progress: bool, **extra):
     """SFT of `parent` on (prompt, trace) pairs; cached. FLOPs = 6 x params x trained tokens."""
     cfg = SFTConfig.from_profile(profile, seed=seed, reasoning=True, n_examples=len(pairs),
-                                 steps=profile.sft_steps)
+                                 steps=max(10, profile.sft_steps // 2))
 
     def build():
         res = train_sft(parent.model, parent.tokenizer, pairs, cfg, device=profile.device, progress=progress)
@@ -156,7 +161,7 @@ def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeR
                           progress=progress)
     _record(result, "reasoning_rl", rl1, ev(rl1))
 
-    n_prompts = max(16, profile.sft_examples // 4)
+    n_prompts = max(16, profile.sft_examples // 20)
     traces, sample_stats = sample_traces(rl1, profile, n_prompts=n_prompts, samples=4, seed=seed)
     # R1 mixes non-reasoning data into this SFT round; ours is the notes (chat) domain.
     mixed = traces + sft_dataset(("notes",), max(8, len(traces) // 4), seed=seed)
@@ -184,7 +189,7 @@ def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeR
     distilled.info.update(compute_flops=distill_flops, teacher_sampling=t_stats)
     _record(result, "distilled_small", distilled, ev(distilled))
     small_cold = cold_start_artifact(profile, seed, progress, model_size=small)
-    rl_cfg = preset("grpo", reasoning_config(profile, seed=seed, steps=profile.rl_steps * 4,
+    rl_cfg = preset("grpo", reasoning_config(profile, seed=seed, steps=profile.rl_steps * 2,
                                              flops_budget=distill_flops))
     small_rl = online_artifact(small_cold, profile, rl_cfg, name="r1_small_rl", reward="r1",
                                progress=progress)

@@ -153,11 +153,13 @@ def test_cli_tasks_and_bad_input(capsys):
 
 def test_cli_lineage_smoke_writes_report(tmp_path, capsys):
     from minimopd.cli import main
-    assert main(["lineage", "--profile", "smoke", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert main(["lineage", "--profile", "smoke", "--recipes", "sft", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "[sft/sft] accuracy by domain and difficulty" in out
     html = (tmp_path / "report.html").read_text()
-    assert "plotly" in html and "pretrain" in html or "base" in html
+    assert "plotly" in html and "sft: base training curves" in html
+    assert (tmp_path / "results.md").read_text().startswith("Command: `minimopd lineage")
     import json
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["profile"] == "smoke" and results["recipes"]["sft"]["table"][0]["stage"] == "sft"
