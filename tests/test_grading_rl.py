@@ -3,6 +3,9 @@ with feedback that names it."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +18,6 @@ from minimopd.losses import grpo_loss as ref_grpo_loss
 from minimopd.rewards import accuracy_reward as ref_accuracy_reward
 from minimopd.rewards import format_reward as ref_format_reward
 from minimopd.rewards import rejection_filter as ref_rejection_filter
-from minimopd.tasks import extract_answer, get_task
 
 LAB05 = [gf.name for gf in LABS["lab05"]]
 LAB06 = [gf.name for gf in LABS["lab06"]]
@@ -385,9 +387,9 @@ def rf_texts_only(examples, completions, scores, *, per_prompt=1):
 LAB06_BUGS = [
     ("format_reward", fr_no_end_cut, "<|end|> tail", "first <|end|>"),
     ("format_reward", fr_no_tag_count, "duplicate or nested tags", "exactly one of each tag"),
-    ("format_reward", fr_no_whitespace, "well-formed traces", "only whitespace may surround"),
+    ("format_reward", fr_no_whitespace, "well-formed traces", "only whitespace (any amount)"),
     ("format_reward", fr_search, "text outside the blocks", "nothing but whitespace"),
-    ("format_reward", fr_contains, "missing or unclosed tag", "closing tag"),
+    ("format_reward", fr_contains, "duplicate or nested tags", "exactly one of each tag"),
     ("format_reward", fr_nonempty, "empty blocks", "contents may be empty"),
     ("format_reward", fr_constant_one, "missing or unclosed tag", "closing tag"),
     ("format_reward", fr_returns_str, "well-formed traces", "return a float"),
@@ -396,10 +398,10 @@ LAB06_BUGS = [
     ("accuracy_reward", ar_ignores_end, "text after <|end|> is ignored", "get_task(example.domain).score"),
     ("r1_reward", r1_no_format_gate, "correct answer, broken format", "only counts when the format is right"),
     ("r1_reward", r1_hardcoded_weight, "custom format_weight", "hard-coded 0.5"),
-    ("r1_reward", r1_format_counts_one, "well-formed but wrong", "worth format_weight, not 1"),
+    ("r1_reward", r1_format_counts_one, "correct and well-formed", "worth format_weight, not 1"),
     ("rejection_filter", rf_keep_all, "G samples per prompt", "verified-correct"),
     ("rejection_filter", rf_keep_partial, "partial credit is not verified", "partial credit (0.5)"),
-    ("rejection_filter", rf_no_dedup, "duplicate completions", "DISTINCT"),
+    ("rejection_filter", rf_no_dedup, "per_prompt=2", "DISTINCT"),
     ("rejection_filter", rf_global_dedup, "the same text for different prompts", "PER PROMPT"),
     ("rejection_filter", rf_no_cap, "G samples per prompt", "at most per_prompt"),
     ("rejection_filter", rf_no_strip, "trailing whitespace", "rstrip"),
@@ -425,6 +427,12 @@ def test_accuracy_cases_cover_both_outcomes():
     gf = grading.find("accuracy_reward", "lab06")
     values = [ref_accuracy_reward(*c.args) for c in gf.cases(0)]
     assert 0.0 in values and 1.0 in values
-    # and the verifier is really what decides: extract_answer alone agrees with it here
-    assert all(get_task(c.args[0].domain).score(*c.args) == float(extract_answer(c.args[1]) == c.args[0].answer)
-               for c in gf.cases(0))
+
+
+def test_python_m_grading_grades_a_student_lab():
+    """`python -m minimopd.grading` (the package's __main__) still works after the split."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "minimopd.grading", str(root / "labs" / "lab05_grpo.ipynb")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "lab05" in proc.stdout and "not implemented yet" in proc.stdout and "0 / 10" in proc.stdout

@@ -194,11 +194,11 @@ def _compare_loss_stats(expected: Any, got: Any, path: str = "") -> Optional[str
 
 
 def _policy_batch(r, g, B, T, *, spread=None, dtype=torch.float32, token_adv=False):
-    spread = r.uniform(0.1, 0.5) if spread is None else spread
+    spread = r.uniform(0.2, 0.6) if spread is None else spread   # ratios well past both clip edges
     lp = -2 * torch.rand(B, T, generator=g, dtype=torch.float64) - 0.05
     old = lp + spread * torch.randn(B, T, generator=g, dtype=torch.float64)
-    adv = torch.randn(*((B, T) if token_adv else (B,)), generator=g, dtype=torch.float64)
-    mask = _response_mask(r, B, T).to(dtype)
+    adv = 1.5 * torch.randn(*((B, T) if token_adv else (B,)), generator=g, dtype=torch.float64)
+    mask = _response_mask(r, B, T, min_len=min(T, 2)).to(dtype)
     return lp.to(dtype), old.to(dtype), adv.to(dtype), mask
 
 

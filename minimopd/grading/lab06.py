@@ -54,7 +54,8 @@ def _format_cases(seed: int) -> list[Case]:
         Case(family, (r.choice(ex), text), hint=hint, desc=f"completion={_short(text)}"))
     cases: list[Case] = []
     for _ in range(4):
-        add("well-formed traces", _well_formed(r))
+        add("well-formed traces", _well_formed(r),
+            "well-formed: the two blocks, in order, with only whitespace (any amount) around and between them")
     add("empty blocks", "<think></think><answer></answer>", "contents may be empty")
     add("empty blocks", _well_formed(r, think="", answer=r.choice(_CONTENT)), "contents may be empty")
     add("empty blocks", _well_formed(r, think=r.choice(_CONTENT), answer=""), "contents may be empty")
@@ -62,12 +63,6 @@ def _format_cases(seed: int) -> list[Case]:
     add("whitespace around and between", f"\n  <think>{r.choice(_CONTENT)}</think> \n <answer>7</answer>\n\n", ws_hint)
     add("whitespace around and between", f"\t<think>a</think>\t<answer> 7 </answer> ", ws_hint)
     add("whitespace around and between", f"<think>\n{r.choice(_CONTENT)}\n</think>\n<answer>\n7\n</answer>", ws_hint)
-    end_hint = "cut the completion at the first <|end|>: what follows the end of the turn is ignored"
-    add("<|end|> tail", _well_formed(r) + END, end_hint)
-    add("<|end|> tail", _well_formed(r) + END + r.choice(["<think>", "junk", "</answer>", END, "<answer>x</answer>"]),
-        end_hint)
-    add("<|end|> tail", f"<think>{r.choice(_CONTENT)}</think>{END}<answer>7</answer>", end_hint)
-    add("<|end|> tail", END + _well_formed(r), end_hint)
     close_hint = "every block needs its closing tag: <think>...</think><answer>...</answer>"
     for drop in range(4):
         pieces = _blocks(r)
@@ -101,6 +96,12 @@ def _format_cases(seed: int) -> list[Case]:
     add("look-alike tags", "<Think>a</Think><Answer>7</Answer>", tag_hint)
     add("look-alike tags", "<think >a</think><answer>7</answer>", tag_hint)
     add("look-alike tags", "< think>a</think><answer>7</answer>", tag_hint)
+    end_hint = "cut the completion at the first <|end|>: what follows the end of the turn is ignored"
+    add("<|end|> tail", _well_formed(r) + END, end_hint)
+    add("<|end|> tail", _well_formed(r) + END + r.choice(["<think>", "junk", "</answer>", END, "<answer>x</answer>"]),
+        end_hint)
+    add("<|end|> tail", f"<think>{r.choice(_CONTENT)}</think>{END}<answer>7</answer>", end_hint)
+    add("<|end|> tail", END + _well_formed(r), end_hint)
     for _ in range(3):   # truncated generations: the reference decides
         text = _well_formed(r) + r.choice(["", END])
         add("truncated generations", text[: r.randint(0, len(text))])
@@ -311,8 +312,8 @@ def _diagnose_rejection(case: Case, expected, got) -> Optional[str]:
     k = case.kwargs.get("per_prompt", 1)
     v = lambda **kw: _rejection_variant(exs, texts, scores, k, **kw)  # noqa: E731
     checks = [
-        (v(ok=lambda s: True), "keep only verified-correct samples (score == 1.0)"),
         (v(ok=lambda s: s > 0), "keep only score == 1.0: partial credit (0.5) is not verified-correct"),
+        (v(ok=lambda s: True), "keep only verified-correct samples (score == 1.0)"),
         (v(strip=False), "strip trailing whitespace (text.rstrip()) before comparing and keeping a completion"),
         (v(dedup="none"), "keep DISTINCT completions: skip a text already kept for that prompt"),
         (v(dedup="global"), "distinct PER PROMPT: the same text may be kept once for each prompt"),
