@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from . import losses
 from .tokenizer import chat_prompt, check_compatible
 
 
@@ -75,12 +76,11 @@ def forward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor)
 
 
 def sequence_logprobs(model, input_ids, attention_mask, *, temperature: float = 1.0):
-    """(B, T) token-aligned log-probs of `input_ids` under `model` (column 0 is 0)."""
-    logits = forward_logits(model, input_ids, attention_mask).float()
-    if temperature > 0:
-        logits = logits / temperature
-    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+    """(B, T) token-aligned log-probs of `input_ids` under `model` (column 0 is 0).
+
+    `temperature <= 0` (greedy sampling) scores under the untempered model, as `generate` does."""
+    logits = forward_logits(model, input_ids, attention_mask)
+    return losses.token_logprobs(logits, input_ids, temperature if temperature > 0 else 1.0)
 
 
 def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:

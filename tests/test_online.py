@@ -90,7 +90,10 @@ def test_grpo_changes_the_policy_and_kl_is_tracked(tok, sft_tiny):
     model, ref = copy.deepcopy(sft_tiny), copy.deepcopy(sft_tiny)
     cfg = OnlineConfig(steps=3, prompts_per_step=4, group_size=4, max_new_tokens=6, lr=5e-3,
                        domains=("add",), difficulty="medium", kl_beta=0.04, epochs=2)
-    res = train_online(model, tok, cfg, ref_model=ref, progress=False)
+    # A reward that differs within every group (completion length), so advantages are non-zero
+    # and the update is a real one rather than float noise in the KL term.
+    by_length = VerifierSignal(lambda ex, text: float(len(text)))
+    res = train_online(model, tok, cfg, signal=by_length, ref_model=ref, progress=False)
     assert res.history[0]["kl_ref"] == pytest.approx(0.0, abs=1e-6)   # starts at the reference
     assert res.history[-1]["ref_tokens"] > 0
     moved = any(not torch.equal(p, q) for p, q in zip(model.parameters(), ref.parameters()))
