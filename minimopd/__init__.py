@@ -13,12 +13,15 @@ _EXPORTS = {
     "tokenizer": ("build_tokenizer", "chat_prompt"),
     "tasks": ("DIFFICULTIES", "Example", "FunctionTask", "Task", "UnknownTaskError",
               "extract_answer", "format_ok", "get_task", "list_tasks", "register_task"),
-    "models": ("MODEL_SIZES", "CheckpointError", "build_model", "load_model", "save_model"),
-    "rollout": ("Rollout", "generate", "sequence_logprobs"),
+    "models": ("MODEL_SIZES", "CheckpointError", "PolicyWithValue", "RewardModel", "build_model",
+               "load_model", "save_model", "sequence_logprobs"),
+    "rollout": ("Rollout", "generate"),
     "profiles": ("Profile", "get_profile"),
-    "evaluate": ("EvalResult", "evaluate"),
+    "evaluation": ("EvalResult", "evaluate"),
     "recipes": ("RECIPES", "base_model", "register_recipe", "run_recipe", "sft_model"),
 }
+# No exported name may equal a submodule's name: importing the submodule would bind the module
+# to that attribute and shadow the function (why evaluation.py is not called evaluate.py).
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
 

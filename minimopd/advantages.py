@@ -1,142 +1,39 @@
-"""Masked statistics and advantage estimators.
+"""Advantage estimators: pure tensor functions, and the named estimators of the online loop.
 
-Everything here is a pure tensor function: no model, no I/O. Shapes use
+Two layers:
 
-    B = batch (sequences), T = sequence length (prompt + response tokens),
-    N = number of sampled completions (= num_prompts * group_size), G = group size.
+* Pure functions (no model, no I/O; shapes below): ``gae``, ``group_advantages``,
+  ``rloo_advantages``, ``opd_advantages``. Advantages are *constants* in a policy-gradient
+  loss, so each returns a detached tensor.
+* ``ESTIMATORS``: the same maths applied to one rollout batch (an ``Experience``), selected by
+  name with ``OnlineConfig.advantage`` -- ``group``, ``group_nostd``, ``rloo``, ``none``,
+  ``teacher_token`` and ``gae``. Each is ``estimator(experience, config) -> (advantages,
+  returns)``; ``returns`` is None except for ``gae`` (the value targets).
 
-Conventions shared with the rest of ``minimopd.losses``:
-
-* Per-token tensors are (B, T) and TOKEN-ALIGNED: column t belongs to token t.
-  Masks are (B, T) with 1 on tokens that count (usually response tokens), so a
-  mask never has to be shifted.
-* Masked positions contribute exactly 0 to values AND gradients, even when the
-  masked-out values are NaN/inf (padding log-probs are often -inf). That is why
-  masking uses ``torch.where`` instead of multiplying by the mask: ``0 * inf``
-  is NaN, and NaN survives a multiplication.
-* An all-zero mask gives 0, never NaN.
-* Outputs are float32, or float64 when the input is float64 (so gradcheck works).
-
-Advantages are *constants* in a policy-gradient loss, so every estimator here
-returns a detached tensor.
+Shapes: B = batch (sequences), T = sequence length (prompt + response tokens),
+N = number of sampled completions (= num_prompts * group_size), G = group size. Per-token
+tensors are token-aligned (column t belongs to token t), as everywhere in minimopd.
 """
-
 from __future__ import annotations
 
 import torch
+
+from minimopd.kl import kl_estimate
+from minimopd.masked import _apply_mask, _as_float, masked_mean, masked_sum, masked_whiten
 
 __all__ = [
     "masked_sum",
     "masked_mean",
     "masked_whiten",
     "gae",
+    "kl_penalized_rewards",
     "group_advantages",
     "rloo_advantages",
     "opd_advantages",
+    "ESTIMATORS",
+    "get_estimator",
+    "legacy_estimator",
 ]
-
-
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    """Upcast to float32 (bf16/fp16/int inputs) but keep float64 as float64.
-
-    Low-precision sums over thousands of tokens lose digits quickly, so every
-    reduction is done in at least float32.
-    """
-    if x.dtype == torch.float64:
-        return x
-    return x.to(torch.float32)
-
-
-def _apply_mask(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``values * mask`` where masked-out entries are exactly 0 (also for NaN/inf values).
-
-    Args:
-        values: float tensor (...,).
-        mask: tensor broadcastable to ``values``; nonzero = counts. A float mask acts
-            as a per-entry weight.
-
-    Returns:
-        tensor of ``values``' float dtype (see ``_as_float``), shape of the broadcast.
-    """
-    values = _as_float(values)
-    keep = mask != 0
-    # torch.where routes gradient only to the selected branch, so masked entries
-    # get a gradient of exactly 0 instead of 0 * (something non-finite).
-    return torch.where(keep, values * mask.to(values.dtype), torch.zeros((), dtype=values.dtype, device=values.device))
-
-
-def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Sum of ``values`` over the positions where ``mask`` is nonzero.
-
-    Args:
-        values: (B, T) (any shape) float tensor.
-        mask: same shape as ``values`` (or broadcastable); 1/True = counts.
-        dim: None -> sum over everything (scalar); an int -> sum over that dim
-            (e.g. dim=1 gives one value per row, shape (B,)).
-
-    Returns:
-        scalar tensor if ``dim is None`` else ``values`` reduced over ``dim``.
-    """
-    masked = _apply_mask(values, mask)
-    return masked.sum() if dim is None else masked.sum(dim=dim)
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of ``values`` over the positions where ``mask`` is nonzero.
-
-    Args:
-        values: (B, T) (any shape) float tensor.
-        mask: same shape as ``values`` (or broadcastable).
-        dim: None -> one scalar over all masked entries; an int -> per-slice mean
-            (dim=1 gives (B,), one mean per sequence).
-
-    Returns:
-        scalar or reduced tensor. Slices whose mask is all zero give 0 (not NaN),
-        and they pass zero gradient.
-    """
-    mask_f = torch.broadcast_to(_as_float(mask), torch.broadcast_shapes(values.shape, mask.shape))
-    total = masked_sum(values, mask_f, dim=dim)
-    count = mask_f.sum() if dim is None else mask_f.sum(dim=dim)
-    count = count.to(total.dtype)
-    nonempty = count > 0
-    # Divide by 1 where the slice is empty: the numerator is already 0 there, and
-    # this keeps 0/0 = NaN out of both the value and the backward pass.
-    return torch.where(nonempty, total / torch.where(nonempty, count, torch.ones_like(count)), torch.zeros_like(total))
-
-
-def masked_whiten(
-    values: torch.Tensor,
-    mask: torch.Tensor,
-    shift_mean: bool = True,
-    eps: float = 1e-8,
-) -> torch.Tensor:
-    """Normalise ``values`` to zero mean / unit variance over the masked entries.
-
-    Used by PPO to whiten GAE advantages across the whole batch: it makes the
-    step size insensitive to the reward scale. The variance is the unbiased
-    (Bessel-corrected) one over the masked entries, as in the classic trl/OpenAI
-    ``masked_whiten``; with a single masked entry it falls back to the biased one.
-
-    Args:
-        values: (B, T) float tensor.
-        mask: (B, T); 1 = counts.
-        shift_mean: if False the mean is added back, i.e. only the scale changes
-            (useful for rewards, whose sign carries meaning).
-        eps: added to the variance before the square root.
-
-    Returns:
-        (B, T) whitened values, exactly 0 outside the mask (all-zero mask -> all 0).
-    """
-    values = _as_float(values)
-    mean = masked_mean(values, mask)
-    centered = values - mean
-    var = masked_mean(centered**2, mask)
-    count = _as_float(mask).sum()
-    var = torch.where(count > 1, var * count / torch.clamp(count - 1, min=1), var)
-    whitened = centered * torch.rsqrt(var + eps)
-    if not shift_mean:
-        whitened = whitened + mean
-    return _apply_mask(whitened, mask)
 
 
 @torch.no_grad()
@@ -187,6 +84,47 @@ def gae(
         next_adv = adv_t
     returns = _apply_mask(advantages + values, mask)
     return advantages, returns
+
+
+@torch.no_grad()
+def kl_penalized_rewards(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    kl_kind: str = "k1",
+) -> torch.Tensor:
+    """InstructGPT's per-token reward: a KL penalty on every response token, the sequence score
+    on the last one.
+
+        r_t = -beta * KL_t(pi || ref)            for every response token t
+        r_T += score                             on the last response token T
+
+    with ``KL_t = kl_estimate(logprobs, ref_logprobs, kl_kind)`` (k1 = log pi - log ref, the
+    per-token estimate PPO-RLHF uses). GAE then spreads the score back over the tokens.
+
+    Args:
+        scores: (B,) sequence-level rewards (reward-model score or verifier reward).
+        logprobs: (B, T) sampling-policy log-probs of the response tokens.
+        ref_logprobs: (B, T) reference-model log-probs of the same tokens.
+        mask: (B, T) response mask (contiguous per row).
+        beta: KL coefficient (>= 0); 0 leaves only the score.
+        kl_kind: "k1" | "k2" | "k3".
+
+    Returns:
+        (B, T) detached per-token rewards, exactly 0 outside the mask; a row with an empty
+        mask gets no score.
+    """
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    rewards = _apply_mask(-beta * kl_estimate(logprobs.detach(), ref_logprobs.detach(), kl_kind), mask)
+    keep = mask != 0
+    cols = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = torch.where(keep, cols, torch.full_like(cols, -1)).max(dim=1).values    # (B,)
+    rows = (last >= 0).nonzero().squeeze(1)
+    rewards[rows, last[rows]] += _as_float(scores.detach()).to(rewards.dtype)[rows]
+    return rewards
 
 
 def _check_groups(n: int, group_size: int) -> None:
@@ -296,3 +234,82 @@ def opd_advantages(
         )
     diff = _as_float(teacher_logprobs.detach()) - _as_float(student_logprobs.detach())
     return _apply_mask(diff, mask)
+
+
+# ----------------------------------------------------------------------------- named estimators
+#
+# `estimator(experience, config) -> (advantages, returns)`: the online loop calls the one that
+# `OnlineConfig.advantage` names, after the signal and the reference model have run, so an
+# estimator can read everything a rollout batch holds (rewards, group size, sampling and
+# reference log-probs, the teacher's log-probs, old values). `config` is the OnlineConfig.
+
+
+def _group(exp, cfg):
+    return group_advantages(exp.rewards, exp.group_size, scale_std=True), None
+
+
+def _group_nostd(exp, cfg):
+    return group_advantages(exp.rewards, exp.group_size, scale_std=False), None
+
+
+def _rloo(exp, cfg):
+    return rloo_advantages(exp.rewards, exp.group_size), None
+
+
+def _none(exp, cfg):
+    """The raw sequence reward as the advantage (REINFORCE without a baseline); also what a
+    direct-loss objective such as reverse KL gets, since it ignores advantages."""
+    return exp.rewards, None
+
+
+def _teacher_token(exp, cfg):
+    """On-policy distillation's sampled-token advantage, log p_T(y_t) - log p_S(y_t), plus
+    ``outcome_weight`` x the group-normalised outcome advantage (MiMo-V2-Flash's alpha)."""
+    teacher = exp.signal.teacher_logprobs
+    if teacher is None:
+        raise ValueError("advantage='teacher_token' needs a teacher signal (TeacherSignal or "
+                         "RoutedTeacherSignal) that returns teacher log-probs; this batch's signal "
+                         f"({exp.signal.kind}) gives sequence rewards only")
+    adv = opd_advantages(exp.logprobs, teacher, exp.mask)
+    if cfg.outcome_weight:
+        adv = adv + cfg.outcome_weight * group_advantages(exp.rewards, exp.group_size)[:, None]
+    return adv, None
+
+
+def _gae(exp, cfg):
+    """PPO (InstructGPT): per-token rewards with the KL penalty folded in, GAE over the value
+    head's predictions, advantages whitened over the batch; returns are the value targets."""
+    if exp.old_values is None:
+        raise ValueError("advantage='gae' needs value predictions: train a PolicyWithValue "
+                         "(minimopd.models.PolicyWithValue(model)) with loss='ppo'")
+    beta = cfg.kl_beta if exp.ref_logprobs is not None else 0.0
+    ref = exp.ref_logprobs if exp.ref_logprobs is not None else exp.logprobs
+    rewards = kl_penalized_rewards(exp.rewards, exp.logprobs, ref, exp.mask, beta, cfg.kl_kind)
+    adv, returns = gae(rewards, exp.old_values, exp.mask, gamma=cfg.gamma, lam=cfg.lam)
+    if cfg.whiten_advantages:
+        adv = masked_whiten(adv, exp.mask)
+    return adv, returns
+
+
+ESTIMATORS = {"group": _group, "group_nostd": _group_nostd, "rloo": _rloo, "none": _none,
+              "teacher_token": _teacher_token, "gae": _gae}
+GROUP_ESTIMATORS = ("group", "group_nostd", "rloo")   # compare the samples of one prompt
+
+
+def get_estimator(name: str):
+    """The estimator called `name` (see ``ESTIMATORS``)."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
+    return ESTIMATORS[name]
+
+
+def legacy_estimator(advantage_fn):
+    """Wrap a hook of the older form ``advantage_fn(config, rewards, token_advantages)`` (the
+    GRPO lab's) as an estimator. ``token_advantages`` is the sampled-token teacher advantage
+    when the signal is a teacher, else None."""
+    def estimator(exp, cfg):
+        token_adv = None
+        if exp.signal.teacher_logprobs is not None:
+            token_adv = opd_advantages(exp.logprobs, exp.signal.teacher_logprobs, exp.mask)
+        return advantage_fn(cfg, exp.rewards, token_adv), None
+    return estimator

@@ -20,7 +20,7 @@ from typing import Callable
 
 from .models import CheckpointError, load_model, save_model
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 CACHE_ENV = "MINIMOPD_CACHE"
 
 

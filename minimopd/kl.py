@@ -23,14 +23,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["KL_KINDS", "kl_estimate", "token_reverse_kl", "generalized_jsd"]
+from minimopd.masked import _as_float
+
+__all__ = ["KL_KINDS", "kl_estimate", "token_reverse_kl", "token_log_softmax", "generalized_jsd"]
 
 KL_KINDS = ("k1", "k2", "k3")
-
-
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    """float32 for low-precision inputs, float64 kept (see advantages._as_float)."""
-    return x if x.dtype == torch.float64 else x.to(torch.float32)
+# Probability floor of the top-k tail bucket: float32 sums of k probabilities carry ~1e-7 of
+# rounding, so a tail below this is noise; clamping also keeps log(0) out of the gradient.
+TAIL_FLOOR = 1e-6
 
 
 def _prepend_zero_column(x: torch.Tensor) -> torch.Tensor:
@@ -110,52 +110,123 @@ def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = 
     return torch.expm1(-log_ratio) + log_ratio
 
 
+def token_log_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Token-aligned full next-token log-distributions: (B, T, V) logits -> (B, T, V) float.
+
+        out[:, t] = log softmax(logits[:, t-1] / temperature),   out[:, 0] = 0
+
+    What a teacher signal stores for the exact full-vocabulary KL, aligned like
+    ``token_logprobs`` so a (B, T) response mask selects the positions that count.
+    """
+    logp = F.log_softmax(_prediction_logits(logits, temperature), dim=-1)
+    return torch.cat([logp.new_zeros(logp.shape[0], 1, logp.shape[-1]), logp], dim=1)
+
+
+def _with_tail(support_logprobs: torch.Tensor) -> torch.Tensor:
+    """(..., k) full-vocabulary log-probs on a support -> (..., k+1) with the tail bucket
+    log(1 - sum_k p) appended (floored at ``TAIL_FLOOR``), a proper distribution again."""
+    mass = support_logprobs.exp().sum(dim=-1, keepdim=True)
+    tail = torch.log((1.0 - mass).clamp(min=TAIL_FLOOR))
+    return torch.cat([support_logprobs, tail], dim=-1)
+
+
 def token_reverse_kl(
     student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
     mode: str = "full",
     k: int = 8,
+    *,
+    support_ids: torch.Tensor | None = None,
+    teacher_support_logprobs: torch.Tensor | None = None,
+    teacher_full_logprobs: torch.Tensor | None = None,
+    tail: bool = False,
 ) -> torch.Tensor:
     """Exact per-position reverse KL(p_S || p_T) between next-token distributions.
 
-        full:  KL_t = sum_v p_S(v) (log p_S(v) - log p_T(v))           over the whole vocab
-        topk:  the same sum restricted to S_t = the student's top-k tokens at t, with
-               both p_S and p_T renormalised over S_t (so it is a true KL, >= 0).
+        full:  KL_t = sum_v p_S(v) (log p_S(v) - log p_T(v))             over the whole vocab
+        topk:  the same sum over a support S_t of k tokens, in one of two forms:
+               tail=False  both p_S and p_T renormalised over S_t (a true KL >= 0; k=1 gives 0)
+               tail=True   S_t plus one "tail" bucket holding the rest of each distribution,
+                           log(1 - sum_{v in S_t} p(v)): k+1 categories, so a small k still
+                           sees the mass the student puts outside the support (trl's async
+                           distillation and MOPD implementations use this form).
 
-    Reverse KL is mode-seeking: it penalises the student for putting mass where
-    the teacher has little, which is what on-policy distillation minimises.
-    "topk" is the cheap variant for large vocabularies (only k teacher logits per
-    position are needed). Note k=1 always gives 0 (both renormalise to a point
-    mass), and k >= V equals "full". The top-k support is chosen without gradient.
+    Reverse KL is mode-seeking: it penalises the student for putting mass where the teacher
+    has little, which is what on-policy distillation minimises. The support S_t is:
+
+    * ``support_ids`` when given: (B, T, k) token ids, token-aligned (row t is the support of
+      the distribution that predicts token t), e.g. the student's top-k recorded by the
+      sampler, or the teacher's top-k. The teacher's side is ``teacher_support_logprobs``
+      (B, T, k), its *full-vocabulary* log-probs at those ids (what a teacher signal stores),
+      or else gathered from ``teacher_logits``.
+    * otherwise the student's current top-k (``k``), chosen without gradient, with the
+      teacher's side gathered from ``teacher_logits``.
+
+    For "full", the teacher's side is ``teacher_logits`` or, token-aligned like everything a
+    teacher signal stores, ``teacher_full_logprobs`` (B, T, V) with row t the distribution
+    that predicts token t (``token_log_softmax``). k >= V with tail=False equals "full". No
+    gradient reaches the teacher.
 
     Args:
         student_logits: (B, T, V) student logits (gradient flows).
-        teacher_logits: (B, T, V) teacher logits on the same tokens (treated as a
-            constant: detached).
+        teacher_logits: (B, T, V) teacher logits (or log-probs) on the same tokens; needed for
+            "full" and for "topk" without ``teacher_support_logprobs``.
         mode: "full" | "topk".
-        k: support size for "topk" (>= 1; values above V are clamped to V).
+        k: support size for "topk" when ``support_ids`` is None (values above V clamp to V).
+        support_ids: (B, T, k) long, optional (see above).
+        teacher_support_logprobs: (B, T, k), optional (see above).
+        teacher_full_logprobs: (B, T, V) token-aligned teacher log-probs, optional (see above).
+        tail: add the tail bucket (mode "topk" only).
 
     Returns:
-        (B, T) token-aligned: column t is the KL of the distributions predicting
-        token t (from logits[:, t-1]); column 0 is 0.
+        (B, T) token-aligned: column t is the KL of the distributions predicting token t
+        (from logits[:, t-1]); column 0 is 0.
     """
-    _check_pair(student_logits, teacher_logits)
     if mode not in ("full", "topk"):
         raise ValueError(f"unknown mode {mode!r}; expected 'full' or 'topk'")
+    if teacher_logits is not None:
+        _check_pair(student_logits, teacher_logits)
+    elif teacher_full_logprobs is not None:
+        _check_pair(student_logits, teacher_full_logprobs)
+    elif mode == "full" or teacher_support_logprobs is None:
+        raise ValueError("token_reverse_kl needs the teacher's side: teacher_logits or teacher_full_logprobs "
+                         "(mode 'full'), or teacher_support_logprobs / teacher_logits (mode 'topk')")
     s = _prediction_logits(student_logits)
-    t = _prediction_logits(teacher_logits.detach()).to(s.dtype)
-    if mode == "topk":
+    if mode == "full":
+        if tail:
+            raise ValueError("tail=True only applies to mode='topk' (the full KL has no tail)")
+        if teacher_full_logprobs is not None:
+            logp_t = _as_float(teacher_full_logprobs[:, 1:].detach()).to(s.dtype)
+        else:
+            logp_t = F.log_softmax(_prediction_logits(teacher_logits.detach()).to(s.dtype), dim=-1)
+        return _prepend_zero_column(_kl_rows(F.log_softmax(s, dim=-1), logp_t))
+
+    if support_ids is None:
         if k < 1:
             raise ValueError(f"k must be >= 1 for mode='topk', got {k}")
-        k = min(k, s.shape[-1])
-        # Pick the support from the student (it is the distribution we sample from);
-        # the choice is discrete, so no gradient goes through it.
-        idx = s.detach().topk(k, dim=-1).indices  # (B, T-1, k)
-        s = s.gather(-1, idx)
-        t = t.gather(-1, idx)
-    # log_softmax over the (possibly restricted) support renormalises both sides.
-    logp_s = F.log_softmax(s, dim=-1)
-    logp_t = F.log_softmax(t, dim=-1)
+        # The student's own top-k (it is the distribution we sample from); a discrete choice,
+        # so no gradient goes through it.
+        idx = s.detach().topk(min(k, s.shape[-1]), dim=-1).indices        # (B, T-1, k)
+    else:
+        if support_ids.shape[:2] != student_logits.shape[:2] or support_ids.dim() != 3:
+            raise ValueError(f"support_ids must be (B, T, k) = {tuple(student_logits.shape[:2])} + (k,), "
+                             f"got {tuple(support_ids.shape)}")
+        idx = support_ids[:, 1:].long()
+    if teacher_support_logprobs is None and teacher_logits is None:
+        raise ValueError("mode 'topk' needs teacher_support_logprobs or teacher_logits")
+    if teacher_support_logprobs is not None:
+        if teacher_support_logprobs.shape[:2] != student_logits.shape[:2] or \
+                teacher_support_logprobs.shape[-1] != idx.shape[-1]:
+            raise ValueError(f"teacher_support_logprobs {tuple(teacher_support_logprobs.shape)} must be "
+                             f"(B, T, k) like support_ids {tuple(idx.shape)} (k = {idx.shape[-1]})")
+        t_sup = _as_float(teacher_support_logprobs[:, 1:].detach()).to(s.dtype)
+    else:
+        t_sup = F.log_softmax(_prediction_logits(teacher_logits.detach()).to(s.dtype), dim=-1).gather(-1, idx)
+    s_sup = F.log_softmax(s, dim=-1).gather(-1, idx)   # full-vocabulary log-probs on the support
+    if tail:
+        logp_s, logp_t = _with_tail(s_sup), _with_tail(t_sup)
+    else:   # renormalise both over the support
+        logp_s, logp_t = F.log_softmax(s_sup, dim=-1), F.log_softmax(t_sup, dim=-1)
     return _prepend_zero_column(_kl_rows(logp_s, logp_t))  # (B, T-1) -> (B, T)
 
 

@@ -30,12 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from minimopd.advantages import (
-    _as_float,
     gae,
     group_advantages,
-    masked_mean,
-    masked_sum,
-    masked_whiten,
+    kl_penalized_rewards,
     opd_advantages,
     rloo_advantages,
 )
@@ -45,8 +42,10 @@ from minimopd.kl import (
     _prepend_zero_column,
     generalized_jsd,
     kl_estimate,
+    token_log_softmax,
     token_reverse_kl,
 )
+from minimopd.masked import _as_float, masked_mean, masked_sum, masked_whiten
 
 __all__ = [
     # masked statistics and advantages (minimopd.advantages)
@@ -54,6 +53,7 @@ __all__ = [
     "masked_mean",
     "masked_whiten",
     "gae",
+    "kl_penalized_rewards",
     "group_advantages",
     "rloo_advantages",
     "opd_advantages",
@@ -61,6 +61,7 @@ __all__ = [
     "KL_KINDS",
     "kl_estimate",
     "token_reverse_kl",
+    "token_log_softmax",
     "generalized_jsd",
     # defined here
     "token_logprobs",
@@ -71,13 +72,16 @@ __all__ = [
     "value_loss",
     "DPO_LOSS_TYPES",
     "dpo_loss",
+    "AGGREGATIONS",
     "GRPO_AGGREGATIONS",
+    "aggregate",
     "grpo_loss",
     "check_finite",
 ]
 
 DPO_LOSS_TYPES = ("sigmoid", "ipo")
-GRPO_AGGREGATIONS = ("grpo", "dr_grpo", "dapo")
+AGGREGATIONS = ("grpo", "dr_grpo", "dapo")
+GRPO_AGGREGATIONS = AGGREGATIONS   # the name the GRPO lab and older code use
 
 
 # ----------------------------------------------------------------------------- per-token quantities
@@ -322,6 +326,50 @@ def dpo_loss(
 # ----------------------------------------------------------------------------- GRPO
 
 
+def aggregate(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    aggregation: str = "dapo",
+    max_tokens: int | None = None,
+) -> torch.Tensor:
+    """Reduce a per-token loss to the scalar an optimiser steps on: the one reducer every
+    objective shares (policy gradient, value loss, reverse KL).
+
+    With N sequences, masks m and lengths |o_i| = sum_t m_it:
+
+        "grpo":     (1/N) sum_i (1/|o_i|) sum_t m_it l_it   per-sequence mean, then mean
+        "dr_grpo":  sum_it m_it l_it / (N * L_max)          constant normaliser (Dr.GRPO)
+        "dapo":     sum_it m_it l_it / sum_it m_it          token-level mean (DAPO)
+
+    "grpo" gives each sequence equal total weight, so a token in a short response weighs
+    more than one in a long response (a length bias: short correct and long wrong answers
+    are both favoured). "dapo" weighs every token equally. "dr_grpo" divides by a constant,
+    so no length-dependent weighting at all; with L_max = T it equals "dapo" times
+    (tokens / (N * T)).
+
+    Args:
+        per_token: (B, T) unreduced loss.
+        mask: (B, T) response mask (a float mask weights tokens).
+        aggregation: "grpo" | "dr_grpo" | "dapo".
+        max_tokens: L_max for "dr_grpo" (default: T = mask.shape[1]).
+
+    Returns:
+        0-dim tensor; 0 (not NaN) for an all-zero mask.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; expected one of grpo, dr_grpo, dapo")
+    n_seq, n_cols = mask.shape
+    if max_tokens is None:
+        max_tokens = n_cols
+    if aggregation == "grpo":
+        return masked_mean(per_token, mask, dim=1).mean() if n_seq > 0 else masked_sum(per_token, mask)
+    if aggregation == "dr_grpo":
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be > 0, got {max_tokens}")
+        return masked_sum(per_token, mask) / (max(n_seq, 1) * max_tokens)
+    return masked_mean(per_token, mask)
+
+
 def grpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -339,19 +387,10 @@ def grpo_loss(
     """GRPO-family policy loss: clipped surrogate + optional KL, aggregated to a scalar.
 
     Per token:  l_t = ppo_clip_loss(logp, old_logp, A)_t + beta * KL_t(pi || ref)
-    (KL_t = ``kl_estimate(logp, ref_logp, kl_kind)``, k3 by default, as in GRPO).
-
-    Aggregation over the N sequences with masks m (lengths |o_i| = sum_t m_it):
-
-        "grpo":     (1/N) sum_i (1/|o_i|) sum_t m_it l_it   per-sequence mean, then mean
-        "dr_grpo":  sum_it m_it l_it / (N * L_max)          constant normaliser (Dr.GRPO)
-        "dapo":     sum_it m_it l_it / sum_it m_it          token-level mean (DAPO)
-
-    "grpo" gives each sequence equal total weight, so a token in a short
-    response weighs more than one in a long response (a length bias: short
-    correct and long wrong answers are both favoured). "dapo" weighs every token
-    equally. "dr_grpo" divides by a constant, so no length-dependent weighting
-    at all; with L_max = T it equals "dapo" times (tokens / (N * T)).
+    (KL_t = ``kl_estimate(logp, ref_logp, kl_kind)``, k3 by default, as in GRPO), reduced
+    to a scalar by ``aggregate`` ("grpo": per-sequence mean then mean; "dr_grpo": a
+    constant normaliser N * L_max; "dapo": token-level mean; see there for the length bias
+    each one has or removes).
 
     Args:
         logprobs: (B, T) current policy log-probs (gradient flows).
@@ -372,7 +411,7 @@ def grpo_loss(
         "clip_frac_high" (split by side, as trl logs them), "kl" (masked mean
         KL estimate; 0.0 when no ref_logprobs), "ratio_mean".
     """
-    if aggregation not in GRPO_AGGREGATIONS:
+    if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; expected one of grpo, dr_grpo, dapo")
     if beta != 0.0 and ref_logprobs is None:
         raise ValueError(f"beta={beta} needs ref_logprobs for the KL term (pass ref_logprobs or set beta=0)")
@@ -381,10 +420,7 @@ def grpo_loss(
             f"logprobs {tuple(logprobs.shape)}, old_logprobs {tuple(old_logprobs.shape)} and mask "
             f"{tuple(mask.shape)} must all be (B, T)"
         )
-    n_seq, n_cols = mask.shape
-    if max_tokens is None:
-        max_tokens = n_cols
-    if aggregation == "dr_grpo" and max_tokens <= 0:
+    if aggregation == "dr_grpo" and max_tokens is not None and max_tokens <= 0:
         raise ValueError(f"max_tokens must be > 0, got {max_tokens}")
 
     pg, clipped = ppo_clip_loss(logprobs, old_logprobs, advantages, eps_low, eps_high)
@@ -395,14 +431,7 @@ def grpo_loss(
         if beta != 0.0:
             per_token = per_token + beta * kl
 
-    def aggregate(x: torch.Tensor) -> torch.Tensor:
-        if aggregation == "grpo":
-            return masked_mean(x, mask, dim=1).mean() if n_seq > 0 else masked_sum(x, mask)
-        if aggregation == "dr_grpo":
-            return masked_sum(x, mask) / (max(n_seq, 1) * max_tokens)
-        return masked_mean(x, mask)
-
-    loss = aggregate(per_token)
+    loss = aggregate(per_token, mask, aggregation, max_tokens)
     with torch.no_grad():
         adv = _as_float(advantages)
         adv = adv.unsqueeze(-1) if adv.dim() == 1 else adv
@@ -410,7 +439,7 @@ def grpo_loss(
         ratio = torch.exp(_as_float(logprobs) - _as_float(old_logprobs))
         stats = {
             "loss": float(loss.detach()),
-            "pg_loss": float(aggregate(pg.detach())),
+            "pg_loss": float(aggregate(pg.detach(), mask, aggregation, max_tokens)),
             "clip_frac": float(masked_mean(clipped, mask)),
             "clip_frac_low": float(masked_mean((clipped > 0) & (adv < 0), mask)),
             "clip_frac_high": float(masked_mean((clipped > 0) & (adv > 0), mask)),
@@ -423,30 +452,32 @@ def grpo_loss(
 # ----------------------------------------------------------------------------- debugging
 
 
-def check_finite(name: str, tensor: torch.Tensor | float, step: int | None = None) -> torch.Tensor | float:
+def check_finite(name: str, tensor: torch.Tensor | float, step: int | None = None, *,
+                 stage: str | None = None) -> torch.Tensor | float:
     """Raise ``FloatingPointError`` if ``tensor`` holds NaN or inf; otherwise return it unchanged.
 
-    Trainers call this on every loss so a blow-up stops the run at the step
-    where it happened, with a message that says what went wrong, instead of
-    silently training on NaN weights.
+    The one NaN guard of the library: every trainer (offline and online) calls it on every
+    loss, so a blow-up stops the run at the step where it happened, with a message that says
+    what went wrong and what to try, instead of silently training on NaN weights.
 
     Args:
-        name: what the value is ("dpo loss", "grpo kl", ...), used in the message.
+        name: what the value is ("the loss", "advantages", ...), used in the message.
         tensor: tensor (any shape) or python number.
         step: optional training step for the message.
+        stage: optional stage name ("sft", "online", ...) that prefixes the message.
     """
     t = torch.as_tensor(tensor)
     if t.is_floating_point() or t.is_complex():
         t_det = t.detach()
-        finite = torch.isfinite(t_det)
-        if not bool(finite.all()):
+        if not bool(torch.isfinite(t_det).all()):
             n_nan = int(torch.isnan(t_det).sum())
             n_inf = int(torch.isinf(t_det).sum())
             where = f" at step {step}" if step is not None else ""
+            prefix = f"{stage}: " if stage else ""
             raise FloatingPointError(
-                f"{name}{where} is not finite ({n_nan} NaN, {n_inf} inf out of {t_det.numel()} values). "
+                f"{prefix}{name}{where} is not finite ({n_nan} NaN, {n_inf} inf out of {t_det.numel()} values). "
                 "Hint: lower the learning rate (or enable gradient clipping), and check the inputs: "
-                "-inf log-probs on unmasked tokens, an all-masked batch, or bf16 overflow in the logits."
+                "-inf log-probs on unmasked tokens, an all-masked batch, out-of-range token ids, or "
+                "bf16 overflow in the logits; or resume from the last good checkpoint."
             )
     return tensor
-

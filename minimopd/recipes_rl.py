@@ -1,5 +1,6 @@
 """RLVR and DeepSeek-R1 recipes: `tulu3`, `grpo_vs_drgrpo`, `r1_zero`, `r1` (with distillation
-into a smaller model vs RL on it at matched compute). Registered into `recipes.RECIPES`.
+into a smaller model vs RL on it at matched compute), collected in `RECIPES` (which
+`recipes.RECIPES` includes).
 
 Each recipe reuses the cached base / SFT prefixes and caches its own stages, so the lineage can
 be re-run cheaply and a lab can pick up any intermediate model.
@@ -9,32 +10,26 @@ from __future__ import annotations
 import warnings
 from dataclasses import replace
 
+from .artifacts import RecipeResult, base_artifact, online_artifact, sft_artifact, sft_on_pairs
 from .cache import cached_stage, stage_key
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .models import count_parameters
 from .profiles import Profile
-from .recipes import RecipeResult, _record, base_artifact, register_recipe, sft_artifact
 from .rewards import r1_reward, rejection_filter
 from .rollout import generate
-from .stages.online import OnlineConfig, preset, train_online
+from .signals import VerifierSignal
+from .stages.online import OnlineConfig, preset
 from .stages.sft import SFTConfig, sft_dataset, train_sft
 from .tasks import VERIFIABLE_DOMAINS, get_task
-from .signals import VerifierSignal
 
 REASONING_TOKENS = 4   # reasoning runs get this many times the profile's answer budget
 
 
-def online_artifact(parent, profile: Profile, cfg: OnlineConfig, *, name: str, reward: str = "accuracy",
-                    progress: bool = True):
-    """An online stage (verifier signal) on top of a cached parent artifact, itself cached."""
-    reward_fn = {"accuracy": None, "r1": r1_reward(0.5), "r1_consistency": r1_reward(0.5, 0.25)}[reward]
-
-    def build():
-        res = train_online(parent.model, parent.tokenizer, cfg, signal=VerifierSignal(reward_fn),
-                           device=profile.device, progress=progress)
-        return res.model, parent.tokenizer, res
-    key = stage_key(name, config=cfg, reward=reward, parent=parent.path.name)
-    return cached_stage(key, build, device=profile.device)
+def verifier(reward: str = "accuracy") -> VerifierSignal:
+    """The rule rewards of the RL recipes by name: the task's accuracy, R1's accuracy + 0.5 x
+    format, and R1's reasoning-stage reward with answer consistency."""
+    rewards = {"accuracy": None, "r1": r1_reward(0.5), "r1_consistency": r1_reward(0.5, 0.25)}
+    return VerifierSignal(rewards[reward])
 
 
 def reasoning_config(profile: Profile, **overrides) -> OnlineConfig:
@@ -49,10 +44,10 @@ def recipe_tulu3(profile: Profile, seed: int = 0, progress: bool = True) -> Reci
     until then the recipe runs SFT -> RLVR."""
     result = RecipeResult("tulu3", profile.name, seed)
     sft = sft_artifact(profile, seed=seed, progress=progress)
-    _record(result, "sft", sft, evaluate(sft.model, sft.tokenizer, profile=profile, seed=seed))
+    result.record("sft", sft, evaluate(sft.model, sft.tokenizer, profile=profile, seed=seed))
     cfg = preset("grpo", OnlineConfig.from_profile(profile, seed=seed))
-    rl = online_artifact(sft, profile, cfg, name="rlvr", progress=progress)
-    _record(result, "rlvr", rl, evaluate(rl.model, rl.tokenizer, profile=profile, seed=seed))
+    rl = online_artifact(sft, profile, cfg, name="rlvr", signal=verifier(), progress=progress)
+    result.record("rlvr", rl, evaluate(rl.model, rl.tokenizer, profile=profile, seed=seed))
     return result
 
 
@@ -66,9 +61,9 @@ def recipe_grpo_vs_drgrpo(profile: Profile, seed: int = 0, progress: bool = True
     cold = cold_start_artifact(profile, seed, progress)
     for algo in ("grpo", "dr_grpo"):
         cfg = preset(algo, reasoning_config(profile, seed=seed))
-        art = online_artifact(cold, profile, cfg, name=algo, reward="r1", progress=progress)
-        _record(result, algo, art, evaluate(art.model, art.tokenizer, profile=profile, seed=seed,
-                                            reasoning=True))
+        art = online_artifact(cold, profile, cfg, name=algo, signal=verifier("r1"), progress=progress)
+        result.record(algo, art, evaluate(art.model, art.tokenizer, profile=profile, seed=seed,
+                                          reasoning=True))
     return result
 
 
@@ -85,10 +80,10 @@ def recipe_r1_zero(profile: Profile, seed: int = 0, progress: bool = True) -> Re
     base = base_artifact(profile, seed=seed, progress=progress)
     ev = lambda art: evaluate(art.model, art.tokenizer, profile=profile, seed=seed, reasoning=True,
                               chat=False)
-    _record(result, "base", base, ev(base))
+    result.record("base", base, ev(base))
     cfg = preset("grpo", reasoning_config(profile, seed=seed, steps=profile.rl_steps * 2, chat=False))
-    rl = online_artifact(base, profile, cfg, name="r1_zero", reward="r1", progress=progress)
-    _record(result, "r1_zero", rl, ev(rl))
+    rl = online_artifact(base, profile, cfg, name="r1_zero", signal=verifier("r1"), progress=progress)
+    result.record("r1_zero", rl, ev(rl))
     return result
 
 
@@ -136,13 +131,7 @@ def sft_on_traces(parent, pairs, profile: Profile, seed: int, name: str, progres
     """SFT of `parent` on (prompt, trace) pairs; cached. FLOPs = 6 x params x trained tokens."""
     cfg = SFTConfig.from_profile(profile, seed=seed, reasoning=True, n_examples=len(pairs),
                                  steps=max(10, profile.sft_steps // 2))
-
-    def build():
-        res = train_sft(parent.model, parent.tokenizer, pairs, cfg, device=profile.device, progress=progress)
-        res.info["flops"] = 6.0 * count_parameters(res.model) * res.info["tokens"]
-        return res.model, parent.tokenizer, res
-    key = stage_key(name, config=cfg, parent=parent.path.name, data=sorted(pairs)[:50], n=len(pairs), **extra)
-    return cached_stage(key, build, device=profile.device)
+    return sft_on_pairs(parent, pairs, cfg, profile, name=name, progress=progress, **extra)
 
 
 def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
@@ -155,11 +144,11 @@ def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeR
     result = RecipeResult("r1", profile.name, seed)
     ev = lambda art: evaluate(art.model, art.tokenizer, profile=profile, seed=seed, reasoning=True)
     cold = cold_start_artifact(profile, seed, progress)
-    _record(result, "cold_start", cold, ev(cold))
+    result.record("cold_start", cold, ev(cold))
     cfg = preset("grpo", reasoning_config(profile, seed=seed))
-    rl1 = online_artifact(cold, profile, cfg, name="r1_reasoning_rl", reward="r1_consistency",
+    rl1 = online_artifact(cold, profile, cfg, name="r1_reasoning_rl", signal=verifier("r1_consistency"),
                           progress=progress)
-    _record(result, "reasoning_rl", rl1, ev(rl1))
+    result.record("reasoning_rl", rl1, ev(rl1))
 
     n_prompts = max(16, profile.sft_examples // 20)
     traces, sample_stats = sample_traces(rl1, profile, n_prompts=n_prompts, samples=4, seed=seed)
@@ -168,10 +157,10 @@ def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeR
     base = base_artifact(profile, seed=seed, progress=progress)
     rs_sft = sft_on_traces(base, mixed, profile, seed, "r1_rejection_sft", progress)
     rs_sft.info.update(rejection=sample_stats)
-    _record(result, "rejection_sft", rs_sft, ev(rs_sft))
+    result.record("rejection_sft", rs_sft, ev(rs_sft))
     final = online_artifact(rs_sft, profile, replace(cfg, seed=seed + 1), name="r1_final_rl",
-                            reward="r1", progress=progress)
-    _record(result, "final_rl", final, ev(final))
+                            signal=verifier("r1"), progress=progress)
+    result.record("final_rl", final, ev(final))
 
     # --- distillation into a smaller model vs RL on it (the R1 distillation table) ---
     small = profile.small_model_size
@@ -187,17 +176,16 @@ def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeR
                               teacher=final.path.name)
     distill_flops = t_stats["flops"] + distilled.info.get("flops", 0.0)
     distilled.info.update(compute_flops=distill_flops, teacher_sampling=t_stats)
-    _record(result, "distilled_small", distilled, ev(distilled))
+    result.record("distilled_small", distilled, ev(distilled))
     small_cold = cold_start_artifact(profile, seed, progress, model_size=small)
     rl_cfg = preset("grpo", reasoning_config(profile, seed=seed, steps=profile.rl_steps * 2,
                                              flops_budget=distill_flops))
-    small_rl = online_artifact(small_cold, profile, rl_cfg, name="r1_small_rl", reward="r1",
+    small_rl = online_artifact(small_cold, profile, rl_cfg, name="r1_small_rl", signal=verifier("r1"),
                                progress=progress)
     small_rl.info.update(compute_flops=small_rl.info.get("flops", 0.0))
-    _record(result, "rl_small", small_rl, ev(small_rl))
+    result.record("rl_small", small_rl, ev(small_rl))
     return result
 
 
-for _name, _fn in {"tulu3": recipe_tulu3, "r1_zero": recipe_r1_zero, "r1": recipe_r1,
-                   "grpo_vs_drgrpo": recipe_grpo_vs_drgrpo}.items():
-    register_recipe(_name, _fn, overwrite=True)
+RECIPES = {"tulu3": recipe_tulu3, "r1_zero": recipe_r1_zero, "r1": recipe_r1,
+           "grpo_vs_drgrpo": recipe_grpo_vs_drgrpo}

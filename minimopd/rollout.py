@@ -5,7 +5,9 @@ for the whole batch, reusing the key/value cache, until every row has produced `
 token budget runs out. It records the log-probability of each sampled token under the sampling
 distribution (logits / temperature, before top-p truncation, as vLLM and trl report them), so an
 RL or distillation stage gets pi_old(y_t) for free. Those log-probs equal a full forward pass on
-the finished sequences (`sequence_logprobs`) up to float error: tests/test_rollout.py checks it.
+the finished sequences (`models.sequence_logprobs`) up to float error: tests/test_rollout.py
+checks it. With `topk=k` it also records the ids of the k most likely tokens at every step, the
+support of top-k distillation.
 
     >>> ro = generate(model, tok, ["What is 2+2?"], num_samples=4, max_new_tokens=8, seed=0)
     >>> ro.texts            # 4 completions of the one prompt, grouped prompt-major
@@ -13,12 +15,14 @@ the finished sequences (`sequence_logprobs`) up to float error: tests/test_rollo
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 from transformers import DynamicCache
 
-from . import losses
+from .models import position_ids_from_mask, unwrap
 from .tokenizer import chat_prompt, check_compatible
 
 
@@ -39,6 +43,8 @@ class Rollout:
     finished: torch.Tensor         # (N,) bool, True if the row ended with <|end|>
     prompt_length: int             # P, the padded prompt length
     meta: dict = field(default_factory=dict)
+    topk_ids: torch.Tensor | None = None   # (N, T, k) long with generate(topk=k): the k most
+                                           # likely ids of the distribution that sampled token t
 
     @property
     def completion_lengths(self) -> torch.Tensor:
@@ -57,30 +63,18 @@ class Rollout:
 
     def to(self, device) -> "Rollout":
         for name in ("input_ids", "attention_mask", "completion_mask", "logprobs",
-                     "prompt_index", "finished"):
-            setattr(self, name, getattr(self, name).to(device))
+                     "prompt_index", "finished", "topk_ids"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
         return self
 
 
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) positions that skip left padding, so a padded row sees the same positions as alone."""
-    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
-
-
-def forward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, V) logits of a padded batch with padding-aware positions. Use it for every training
-    forward pass so that training log-probs and sampling log-probs agree."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=position_ids_from_mask(attention_mask), use_cache=False)
-    return out.logits
-
-
-def sequence_logprobs(model, input_ids, attention_mask, *, temperature: float = 1.0):
-    """(B, T) token-aligned log-probs of `input_ids` under `model` (column 0 is 0).
-
-    `temperature <= 0` (greedy sampling) scores under the untempered model, as `generate` does."""
-    logits = forward_logits(model, input_ids, attention_mask)
-    return losses.token_logprobs(logits, input_ids, temperature if temperature > 0 else 1.0)
+@lru_cache(maxsize=None)
+def _cache_kwarg(model_class) -> str:
+    """The name a model's forward takes its KV cache under: `cache` in transformers >= 5.24,
+    `past_key_values` before (still accepted there, with a FutureWarning until 5.40)."""
+    params = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -100,12 +94,16 @@ def encode_prompts(tokenizer, prompts, *, chat: bool = True):
 @torch.no_grad()
 def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens: int = 32,
              temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
-             chat: bool = True) -> Rollout:
+             chat: bool = True, topk: int = 0) -> Rollout:
     """Sample `num_samples` completions for each prompt; see the module docstring.
 
     `temperature=0` decodes greedily (log-probs are then those of the untempered model).
     `chat=False` feeds the prompts as raw text (for base models that never saw the chat format).
+    `topk=k` records the k most likely token ids at every sampled position (`Rollout.topk_ids`).
     """
+    if isinstance(prompts, str):
+        raise TypeError("generate() takes a list of prompts, got one string (it would be read as "
+                        f"one prompt per character); pass [{prompts[:30]!r}]")
     prompts = list(prompts)
     if not prompts:
         raise ValueError("generate() got an empty prompt list; pass at least one prompt")
@@ -113,6 +111,9 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
         raise ValueError(f"num_samples ({num_samples}) and max_new_tokens ({max_new_tokens}) must be >= 1")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if topk < 0:
+        raise ValueError(f"topk must be >= 0, got {topk}")
+    model = unwrap(model)
     check_compatible(tokenizer, model)
     device = next(model.parameters()).device
     context = getattr(model.config, "max_position_embeddings", None)
@@ -142,13 +143,13 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
 
     was_training = model.training
     model.eval()
-    cache = DynamicCache()
+    cache = {_cache_kwarg(type(model)): DynamicCache()}
     positions = position_ids_from_mask(prompt_attn)
     out = model(input_ids=prompt_ids, attention_mask=prompt_attn, position_ids=positions,
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
+                use_cache=True, logits_to_keep=1, **cache)
     next_pos = positions[:, -1:] + 1
     attn = prompt_attn
-    tokens, logps = [], []
+    tokens, logps, tops = [], [], []
     finished = torch.zeros(N, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
         logits = out.logits[:, -1].float()
@@ -162,6 +163,8 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
         else:
             nxt = logits.argmax(dim=-1)
         lp = logprobs_all.gather(1, nxt[:, None]).squeeze(1)
+        if topk:
+            tops.append(logprobs_all.topk(min(topk, logprobs_all.shape[-1]), dim=-1).indices)
         # Rows that already ended keep emitting padding with log-prob 0 and mask 0.
         nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
         lp = torch.where(finished, torch.zeros_like(lp), lp)
@@ -173,7 +176,7 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
             break   # no forward pass for a token that will never be sampled
         attn = torch.cat([attn, alive.long()[:, None]], dim=1)
         out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
+                    use_cache=True, **cache)
         next_pos = next_pos + 1
     model.train(was_training)
 
@@ -188,6 +191,11 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
     completion_mask = torch.cat([torch.zeros_like(prompt_attn, dtype=torch.float), gen_mask], dim=1)
     logprobs = torch.cat([torch.zeros_like(prompt_attn, dtype=torch.float), gen_lp * gen_mask], dim=1)
 
+    topk_ids = None
+    if topk:
+        gen_top = torch.stack(tops, dim=1) * gen_mask.long()[..., None]          # (N, L, k)
+        topk_ids = torch.cat([gen_top.new_zeros(N, P, gen_top.shape[-1]), gen_top], dim=1)
+
     texts = []
     for row, m in zip(gen.tolist(), gen_mask.tolist()):
         ids = [t for t, keep in zip(row, m) if keep and t not in (eos, pad)]
@@ -196,6 +204,6 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
         input_ids=input_ids, attention_mask=attention_mask, completion_mask=completion_mask,
         logprobs=logprobs, prompts=[p for p in prompts for _ in range(num_samples)], texts=texts,
         prompt_index=torch.arange(len(prompts), device=device).repeat_interleave(num_samples),
-        finished=finished, prompt_length=P,
+        finished=finished, prompt_length=P, topk_ids=topk_ids,
         meta={"temperature": temperature, "top_p": top_p, "seed": seed, "chat": chat},
     )

@@ -8,8 +8,10 @@ import torch
 from minimopd.rewards import (accuracy_reward, consistency_reward, format_reward, r1_reward,
                               rejection_filter)
 from minimopd.signals import VerifierSignal
-from minimopd.stages.online import (OnlineConfig, compute_advantages, preset, sample_examples,
-                                    train_online)
+from minimopd.advantages import get_estimator
+from minimopd.experience import Experience
+from minimopd.signals import SignalOutput
+from minimopd.stages.online import OnlineConfig, preset, sample_examples, train_online
 from minimopd.stages.sft import SFTConfig, train_sft
 from minimopd.tasks import Example, get_task
 
@@ -39,15 +41,29 @@ def test_rejection_filter_keeps_only_verified_and_dedupes():
         rejection_filter(rows, texts, scores[:2])
 
 
+def _experience(rewards, group_size):
+    n = len(rewards)
+    ones = torch.ones(n, 3)
+    return Experience(input_ids=torch.zeros(n, 3, dtype=torch.long), attention_mask=ones.long(),
+                      mask=ones, logprobs=torch.zeros(n, 3), examples=[ADD] * n, rewards=rewards,
+                      scores=rewards, signal=SignalOutput(rewards, rewards), finished=ones[:, 0].bool(),
+                      group_size=group_size, prompt_length=1)
+
+
 def test_advantage_selection():
     r = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0])
     cfg = OnlineConfig(group_size=4)
-    g = compute_advantages(cfg, r, None)
+    exp = _experience(r, 4)
+    g, returns = get_estimator(cfg.advantage)(exp, cfg)
+    assert returns is None
     assert g[0] > 0 and g[1] < 0 and torch.allclose(g.view(2, 4).sum(1), torch.zeros(2), atol=1e-5)
-    nostd = compute_advantages(preset("dr_grpo", cfg), r, None)
+    dr = preset("dr_grpo", cfg)
+    nostd, _ = get_estimator(dr.advantage)(exp, dr)
     assert torch.allclose(nostd, torch.tensor([0.75, -0.25, -0.25, -0.25, 0.25, 0.25, -0.75, 0.25]))
-    with pytest.raises(ValueError, match="token_advantages"):
-        compute_advantages(OnlineConfig(advantage="token"), r, None)
+    with pytest.raises(ValueError, match="needs a teacher signal"):
+        get_estimator("teacher_token")(exp, cfg)
+    with pytest.raises(ValueError, match="unknown advantage estimator 'token'"):
+        get_estimator("token")
     with pytest.raises(ValueError, match="unknown algorithm"):
         preset("ppo2", cfg)
 

@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from minimopd.preference import (LEXICON, MAX_RESPONSE_CHARS, NAMES, POSITIVE_WORDS, PROMPT_TEMPLATES, TOPICS,
+from minimopd.tasks.preference import (LEXICON, MAX_RESPONSE_CHARS, NAMES, POSITIVE_WORDS, PROMPT_TEMPLATES, TOPICS,
                                  NotesTask, gold_breakdown, gold_score, label_pair, preference_pairs,
                                  sample_responses)
 from minimopd.tasks import DIFFICULTIES, Example, get_task

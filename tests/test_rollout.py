@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from minimopd.models import build_model
-from minimopd.rollout import generate, sequence_logprobs
+from minimopd.models import build_model, sequence_logprobs
+from minimopd.rollout import generate
 
 PROMPTS = ["What is 48+375?", "Sort: 5 12 3 9 1", "Hi"]   # different lengths -> left padding
 

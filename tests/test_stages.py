@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minimopd.cache import cache_root, cached_stage, stage_key
-from minimopd.evaluate import EvalResult, evaluate, well_formed
+from minimopd.evaluation import EvalResult, evaluate, well_formed
 from minimopd.models import build_model
 from minimopd.profiles import get_profile
 from minimopd.rollout import generate
@@ -75,7 +75,7 @@ def test_offline_loop_stops_on_nan(tok):
     def nan_step(model, batch):
         return model.lm_head.weight.sum() * float("nan"), {}
     batches = iter(lambda: {"x": torch.zeros(1)}, None)
-    with pytest.raises(FloatingPointError, match="unit-test: the loss became nan at step 0"):
+    with pytest.raises(FloatingPointError, match="unit-test: the loss at step 0 is not finite"):
         train_offline(model, batches, nan_step, steps=3, optim=OptimConfig(), stage="unit-test",
                       progress=False)
 

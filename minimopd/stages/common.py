@@ -3,7 +3,8 @@ rejection-sampling SFT, plus the `StageResult` every stage returns.
 
 Offline stages differ only in where batches come from and how a batch becomes a loss, so a
 stage hands `train_offline` a batch iterator and a `step_fn(model, batch) -> (loss, metrics)`;
-the loop owns the optimiser, the learning-rate schedule, gradient clipping, the NaN guard,
+the loop owns the optimiser, the learning-rate schedule, gradient clipping, the NaN guard
+(`losses.check_finite`, shared with the online loop),
 the progress bar, periodic evaluation and the metrics history.
 """
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
+
+from ..losses import check_finite
 
 
 @dataclass
@@ -60,15 +63,6 @@ def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
-def check_finite_loss(loss: torch.Tensor, *, stage: str, step: int) -> None:
-    """Stop with a message that names the stage, the step and the usual fixes."""
-    if not torch.isfinite(loss).all():
-        raise FloatingPointError(
-            f"{stage}: the loss became {loss.item()} at step {step}. Lower the learning rate, "
-            "check the batch for empty masks or out-of-range token ids, or resume from the "
-            "last good checkpoint.")
-
-
 def train_offline(model, batches: Iterator[dict], step_fn: Callable, *, steps: int,
                   optim: OptimConfig, stage: str, device: str = "cpu",
                   eval_fn: Callable | None = None, eval_every: int = 0,
@@ -90,7 +84,7 @@ def train_offline(model, batches: Iterator[dict], step_fn: Callable, *, steps: i
             group["lr"] = lr_at(step, steps, optim)
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
         loss, metrics = step_fn(model, batch)
-        check_finite_loss(loss, stage=stage, step=step)
+        check_finite("the loss", loss, step, stage=stage)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)

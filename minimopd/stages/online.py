@@ -1,64 +1,147 @@
-"""The online trainer: the one loop behind GRPO, Dr.GRPO, DAPO, RLOO, R1-Zero/R1 reasoning RL,
-on-policy distillation and MOPD.
+"""The online trainer: the one loop behind PPO, GRPO, Dr.GRPO, DAPO, RLOO, R1-Zero/R1 reasoning
+RL, on-policy distillation and MOPD.
 
-    sample prompts -> student rollouts (KV-cache sampler) -> SIGNAL -> ADVANTAGE -> clipped update
+    collect_experience:  prompts -> student rollouts (KV-cache sampler) -> SIGNAL -> reference
+                         log-probs (and old values) -> ESTIMATOR -> Experience
+    optimize:            for epoch, minibatch: OBJECTIVE(logits, logprobs, values, minibatch)
+                         -> loss -> one clipped optimiser step
 
-Every method of the lineage is this loop with two parts swapped: the *signal* (a verifier, a
-reward model, a teacher's log-probs; see signals.py) and the *advantage* (group-normalised,
-leave-one-out, or per-token from a teacher). The update is always the clipped importance-
-weighted policy gradient of `losses.grpo_loss`, over `epochs` passes of a rollout batch, with the
-ratio taken against the rollout policy's log-probs recorded at sampling time.
+Every method of the lineage is this loop with three parts swapped, each chosen by name in the
+config or passed in as an object:
 
-Run it alone (GRPO on the SFT model):  python -m minimopd.stages.online --profile smoke
+* the signal (signals.py): a verifier, a reward model, a teacher, teachers routed by domain;
+* the advantage estimator (advantages.ESTIMATORS, `advantage=`): group, group_nostd, rloo,
+  none, teacher_token, gae;
+* the objective (objectives.OBJECTIVES, `loss=`): clipped_pg, ppo, reverse_kl.
+
+The presets below name the combinations of the papers. What each one changes relative to its
+paper, in this miniature:
+
+* grpo (DeepSeekMath): group-normalised advantages, per-sequence mean. No KL term by default
+  (`kl_beta=0`; the paper uses 0.04 with k3); one update per rollout batch, so the ratio is 1
+  and the clip is inactive unless you raise `epochs` / `minibatches`.
+* dr_grpo (Liu et al. 2025): no std scaling, constant normaliser N * max_new_tokens. As in the
+  paper.
+* dapo (Yu et al. 2025): clip-higher (0.2 / 0.28), token-level mean, dynamic sampling, no KL.
+  Dynamic sampling *drops* all-equal groups from the batch instead of re-sampling until the
+  batch is full, so the batch shrinks; the soft over-long penalty is off unless you set
+  `overlong_buffer`.
+* rloo (Ahmadian et al. 2024): leave-one-out baseline, in the clipped loss with a per-sequence
+  mean; the paper uses plain REINFORCE and k1 KL folded into the reward.
+* ppo (InstructGPT): GAE over a value head on the same backbone (`PolicyWithValue`), whitened
+  advantages, per-token k1 KL folded into the reward, clipped surrogate + clipped value loss.
+  The paper's value function is a separate 6B model initialised from the reward model, and it
+  adds the pretraining loss (PPO-ptx); neither is done here.
+* opd_sampled (Thinking Machines / Qwen3, Nemotron 3 Ultra): per-token advantage
+  log p_T - log p_S on the sampled tokens in the clipped loss, token-level mean; add an outcome
+  advantage with `outcome_weight` (MiMo-V2-Flash's alpha).
+* opd_full (DeepSeek V4): the exact full-vocabulary reverse KL at every sampled prefix, no
+  advantage; the paper weighs several teachers per token, we route one teacher per prompt.
+* opd_topk: the exact reverse KL over a k-token support plus a tail bucket (trl's async
+  distillation form), the support being the student's top-k recorded by the sampler.
+
+Run it: `minimopd lineage --recipes tulu3` (GRPO on the SFT model), or call `train_online`.
 """
 from __future__ import annotations
 
-import argparse
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from .. import losses
+from ..advantages import GROUP_ESTIMATORS, get_estimator, legacy_estimator
+from ..experience import Experience
+from ..models import PolicyWithValue, count_parameters, policy_forward, sequence_logprobs
+from ..objectives import make_objective
 from ..profiles import Profile, get_profile
-from ..models import count_parameters
-from ..rollout import forward_logits, generate, sequence_logprobs
-from ..tasks import VERIFIABLE_DOMAINS, get_task
-from .common import OptimConfig, StageResult, make_optimizer
+from ..rollout import generate
 from ..signals import VerifierSignal
-
-ADVANTAGES = ("group", "group_nostd", "rloo", "token", "none")
+from ..tasks import VERIFIABLE_DOMAINS, get_task
+from .common import OptimConfig, StageResult, lr_at, make_optimizer
 
 
 @dataclass
-class OnlineConfig:
-    steps: int = 10
+class SamplingConfig:
+    """Which prompts, how many samples, how they are decoded."""
     prompts_per_step: int = 8
     group_size: int = 4                 # G completions per prompt
     max_new_tokens: int = 32
     temperature: float = 1.0
     top_p: float = 1.0
-    lr: float = 5e-4
-    epochs: int = 1                     # PPO epochs over each rollout batch
-    minibatches: int = 1                # gradient steps per epoch
-    advantage: str = "group"            # one of ADVANTAGES
-    aggregation: str = "grpo"           # grpo | dr_grpo | dapo (see losses.grpo_loss)
-    eps_low: float = 0.2
-    eps_high: float | None = None       # None: symmetric; DAPO's clip-higher uses 0.28
-    kl_beta: float = 0.0                # KL(pi || ref) penalty; 0 = no reference model (DAPO)
-    kl_kind: str = "k3"
-    dynamic_sampling: bool = False      # DAPO: drop groups whose rewards are all equal
-    overlong_buffer: int = 0            # DAPO soft over-long penalty over the last N tokens
-    overlong_penalty: float = 1.0
-    outcome_weight: float = 0.0         # "token" advantage + this x group advantage (MOPD's alpha)
     domains: tuple[str, ...] = VERIFIABLE_DOMAINS
     difficulty: object = None           # None mixes all levels
-    chat: bool = True
-    max_kl: float = 20.0                # stop when the KL to the reference passes this
-    flops_budget: float | None = None   # stop early once the estimated FLOPs reach this
+    chat: bool = True                   # False: raw-text prompts (R1-Zero on a base model)
+    dynamic_sampling: bool = False      # DAPO: drop groups whose rewards are all equal
+
+
+@dataclass
+class ObjectiveConfig:
+    """What the update minimises and how it steps."""
+    advantage: str = "group"            # an estimator of advantages.ESTIMATORS
+    loss: str = "clipped_pg"            # the objective, one of objectives.OBJECTIVES
+    aggregation: str = "grpo"           # grpo | dr_grpo | dapo (losses.aggregate)
+    eps_low: float = 0.2
+    eps_high: float | None = None       # None: symmetric; DAPO's clip-higher uses 0.28
+    kl_beta: float = 0.0                # KL(pi || ref) strength; 0 = no reference model (DAPO)
+    kl_kind: str = "k3"                 # k3 in the GRPO loss; k1 in PPO's per-token reward
+    outcome_weight: float = 0.0         # teacher_token: + this x group outcome advantage (alpha)
+    overlong_buffer: int = 0            # DAPO soft over-long penalty over the last N tokens
+    overlong_penalty: float = 1.0
+    gamma: float = 1.0                  # GAE discount
+    lam: float = 0.95                   # GAE lambda
+    whiten_advantages: bool = True      # GAE: whiten over the batch (PPO)
+    vf_coef: float = 0.1                # PPO value-loss weight
+    vf_clip: float | None = 0.2         # PPO value clipping (None: plain 0.5 MSE)
+    topk_tail: bool = True              # reverse_kl over a top-k support: add the tail bucket
+    lr: float = 5e-4
+    warmup_steps: int = 0               # linear warm-up, then cosine to lr * min_lr_ratio
+    min_lr_ratio: float = 1.0           # 1.0: constant learning rate (the default)
+    epochs: int = 1                     # passes over each rollout batch
+    minibatches: int = 1                # optimiser steps per pass
     grad_clip: float = 1.0
+
+
+@dataclass
+class BudgetConfig:
+    """When to stop, and when to look."""
+    steps: int = 10
+    flops_budget: float | None = None   # stop once the estimated FLOPs reach this
+    max_kl: float = 20.0                # stop with an error when KL to the reference passes this
     eval_every: int = 0
+
+
+_PARTS = {"sampling": SamplingConfig, "objective": ObjectiveConfig, "budget": BudgetConfig}
+_OWNER = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
+
+
+@dataclass(init=False)
+class OnlineConfig:
+    """Settings of `train_online` in three parts (`sampling`, `objective`, `budget`) plus the
+    seed. Build it flat, `OnlineConfig(steps=100, group_size=8, lr=1e-4)`, or from parts; read
+    any setting flat too (`cfg.group_size` is `cfg.sampling.group_size`), and change settings
+    with `dataclasses.replace(cfg, lr=1e-5)`."""
+    sampling: SamplingConfig
+    objective: ObjectiveConfig
+    budget: BudgetConfig
     seed: int = 0
+
+    def __init__(self, sampling: SamplingConfig | None = None, objective: ObjectiveConfig | None = None,
+                 budget: BudgetConfig | None = None, seed: int = 0, **settings):
+        unknown = sorted(set(settings) - set(_OWNER))
+        if unknown:
+            raise TypeError(f"OnlineConfig has no setting {unknown[0]!r}; settings: {', '.join(sorted(_OWNER))}")
+        given = {"sampling": sampling, "objective": objective, "budget": budget}
+        for part, cls in _PARTS.items():
+            own = {k: v for k, v in settings.items() if _OWNER[k] == part}
+            setattr(self, part, replace(given[part] or cls(), **own))
+        self.seed = seed
+
+    def __getattr__(self, name):
+        part = _OWNER.get(name)
+        if part is None:
+            raise AttributeError(f"OnlineConfig has no setting {name!r}")
+        return getattr(object.__getattribute__(self, part), name)
 
     @classmethod
     def from_profile(cls, profile: Profile | str | None = None, **overrides) -> "OnlineConfig":
@@ -68,41 +151,24 @@ class OnlineConfig:
         return cls(**{**base, **overrides})
 
 
-PRESETS = {  # the GRPO family as configurations of one loop
+PRESETS = {  # the lineage's online methods as settings of one loop (see the module docstring)
     "grpo": dict(advantage="group", aggregation="grpo"),
     "dr_grpo": dict(advantage="group_nostd", aggregation="dr_grpo"),
     "dapo": dict(advantage="group", aggregation="dapo", eps_high=0.28, dynamic_sampling=True,
                  kl_beta=0.0),
     "rloo": dict(advantage="rloo", aggregation="grpo"),
+    "ppo": dict(advantage="gae", loss="ppo", aggregation="dapo", kl_kind="k1"),
+    "opd_sampled": dict(advantage="teacher_token", loss="clipped_pg", aggregation="dapo"),
+    "opd_topk": dict(advantage="none", loss="reverse_kl", aggregation="dapo", topk_tail=True),
+    "opd_full": dict(advantage="none", loss="reverse_kl", aggregation="dapo"),
 }
 
 
 def preset(name: str, base: OnlineConfig) -> OnlineConfig:
-    """`base` with the settings of a named algorithm (grpo, dr_grpo, dapo, rloo)."""
+    """`base` with the settings of a named method (see `PRESETS`)."""
     if name not in PRESETS:
         raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(PRESETS)}")
     return replace(base, **PRESETS[name])
-
-
-def compute_advantages(cfg: OnlineConfig, rewards: torch.Tensor, token_adv: torch.Tensor | None):
-    """(N,) or (N, T) advantages from the signal, as selected by `cfg.advantage`."""
-    G = cfg.group_size
-    if cfg.advantage == "group":
-        return losses.group_advantages(rewards, G, scale_std=True)
-    if cfg.advantage == "group_nostd":
-        return losses.group_advantages(rewards, G, scale_std=False)
-    if cfg.advantage == "rloo":
-        return losses.rloo_advantages(rewards, G)
-    if cfg.advantage == "none":
-        return rewards
-    if cfg.advantage == "token":
-        if token_adv is None:
-            raise ValueError("advantage='token' needs a signal that returns token_advantages "
-                             "(a teacher signal); a verifier only gives sequence rewards")
-        if cfg.outcome_weight:
-            return token_adv + cfg.outcome_weight * losses.group_advantages(rewards, G)[:, None]
-        return token_adv
-    raise ValueError(f"unknown advantage {cfg.advantage!r}; choose one of {', '.join(ADVANTAGES)}")
 
 
 def sample_examples(cfg: OnlineConfig, step: int):
@@ -118,113 +184,159 @@ def sample_examples(cfg: OnlineConfig, step: int):
     return examples
 
 
-def train_online(model, tokenizer, config: OnlineConfig, *, signal=None, ref_model=None,
-                 eval_fn=None, advantage_fn=None, loss_fn=None, device: str = "cpu",
-                 progress: bool = True) -> StageResult:
-    """Optimise `model` on its own samples; see the module docstring. Returns the model and a
-    per-step history of reward, accuracy, lengths (correct / wrong), entropy, KL, clip fraction
-    and compute counters (tokens generated, trained, and forwarded through other models).
+def shaped_rewards(rewards: torch.Tensor, lengths: torch.Tensor, cfg: OnlineConfig) -> torch.Tensor:
+    """The signal's rewards with DAPO's soft over-long penalty: linear inside the last
+    `overlong_buffer` tokens of the budget."""
+    if not cfg.overlong_buffer:
+        return rewards
+    over = (lengths - (cfg.max_new_tokens - cfg.overlong_buffer)).clamp(min=0)
+    return rewards - cfg.overlong_penalty * over / cfg.overlong_buffer
 
-    `advantage_fn(config, rewards, token_advantages)` and `loss_fn` (same signature as
-    `losses.grpo_loss`) replace the library's pieces — the labs plug the student's in here."""
-    advantage_fn = advantage_fn or compute_advantages
-    loss_fn = loss_fn or losses.grpo_loss
-    from tqdm.auto import tqdm
 
-    cfg = config
-    if cfg.advantage in ("group", "group_nostd", "rloo") and cfg.group_size < 2:
+def collect_experience(model, tokenizer, cfg: OnlineConfig, step: int, *, signal, estimator,
+                       ref_model=None, totals: dict) -> Experience:
+    """One rollout batch: sample, score with the signal, add reference log-probs and old
+    values, estimate advantages, decide which rows to keep. Counts compute into `totals` (2N
+    FLOPs per forward token, the usual estimate; the signal counts its own models)."""
+    examples = sample_examples(cfg, step)
+    ro = generate(model, tokenizer, [ex.prompt for ex in examples], num_samples=cfg.group_size,
+                  max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                  seed=cfg.seed * 1_000_003 + step, chat=cfg.chat,
+                  topk=getattr(signal, "rollout_topk", 0))
+    model.train()
+    rows = [ex for ex in examples for _ in range(cfg.group_size)]
+    out = signal(ro, rows)
+    lengths = ro.completion_lengths.float()
+    exp = Experience(input_ids=ro.input_ids, attention_mask=ro.attention_mask, mask=ro.completion_mask,
+                     logprobs=ro.logprobs, examples=rows,
+                     rewards=shaped_rewards(out.rewards.float(), lengths, cfg),
+                     scores=out.scores.float(), signal=out, finished=ro.finished,
+                     group_size=cfg.group_size, prompt_length=ro.prompt_length)
+    tokens = float(ro.attention_mask.sum())
+    totals["tokens_generated"] += int(exp.mask.sum())
+    totals["signal_tokens"] += out.forward_tokens
+    totals["flops"] += 2.0 * count_parameters(model) * tokens + out.flops
+    with torch.no_grad():
+        if ref_model is not None:
+            exp.ref_logprobs = sequence_logprobs(ref_model, exp.input_ids, exp.attention_mask,
+                                                 temperature=cfg.temperature).detach()
+            totals["ref_tokens"] += int(tokens)
+            totals["flops"] += 2.0 * count_parameters(ref_model) * tokens
+        if isinstance(model, PolicyWithValue):
+            exp.old_values = policy_forward(model, exp.input_ids, exp.attention_mask)[1].detach()
+            totals["flops"] += 2.0 * count_parameters(model) * tokens
+    exp.advantages, exp.returns = estimator(exp, cfg)
+    losses.check_finite("advantages", exp.advantages, step, stage="online")
+    exp.keep = torch.ones(len(exp), dtype=torch.bool, device=exp.mask.device)
+    if cfg.dynamic_sampling:   # groups with identical rewards carry no learning signal
+        spread = exp.rewards.view(-1, cfg.group_size).std(dim=1) > 1e-6
+        exp.keep = spread.repeat_interleave(cfg.group_size)
+    return exp
+
+
+def optimize(model, opt, exp: Experience, objective, cfg: OnlineConfig, step: int, *,
+             totals: dict) -> tuple[list[dict], float]:
+    """`epochs` passes over the kept rows of `exp`, `minibatches` optimiser steps each.
+    Returns the objective's stats per step and the policy entropy before the first update."""
+    stats, entropy = [], float("nan")
+    idx = exp.keep.nonzero().squeeze(1)
+    if not len(idx):
+        return stats, entropy
+    n_params = count_parameters(model)
+    for epoch in range(cfg.epochs):
+        order = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(step * 7 + epoch))
+                    .to(idx.device)]
+        for m, rows in enumerate(order.chunk(cfg.minibatches)):
+            mb = exp.select(rows)
+            logits, values = policy_forward(model, mb.input_ids, mb.attention_mask)
+            if cfg.temperature > 0:
+                logits = logits / cfg.temperature
+            logprobs = losses.token_logprobs(logits, mb.input_ids)
+            if epoch == 0 and m == 0:   # policy entropy before this step's updates
+                entropy = losses.masked_mean(losses.token_entropy(logits.detach()), mb.mask).item()
+            loss, step_stats = objective(logits, logprobs, values, mb)
+            losses.check_finite("the loss", loss, step, stage="online")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            stats.append(step_stats)
+            totals["tokens_trained"] += int(mb.mask.sum())
+            totals["flops"] += 6.0 * n_params * float(mb.attention_mask.sum())
+    return stats, entropy
+
+
+def step_metrics(exp: Experience, stats: list[dict], entropy: float, cfg: OnlineConfig) -> dict:
+    """One history row: reward, accuracy, lengths (correct / wrong), entropy, what was kept,
+    the objective's stats averaged over the step's updates, and the KL to the reference."""
+    lengths, correct = exp.lengths, exp.scores >= 1.0
+    row = {"reward": exp.rewards.mean().item(), "accuracy": exp.scores.mean().item(),
+           "length": lengths.mean().item(),
+           "length_correct": lengths[correct].mean().item() if correct.any() else float("nan"),
+           "length_wrong": lengths[~correct].mean().item() if (~correct).any() else float("nan"),
+           "entropy": entropy, "kept_fraction": exp.keep.float().mean().item(),
+           "truncated": (~exp.finished).float().mean().item()}
+    for key in dict.fromkeys(["loss", "clip_frac", "kl", "ratio_mean"] + [k for s in stats for k in s]):
+        vals = [s[key] for s in stats if key in s]
+        row[key] = sum(vals) / len(vals) if vals else float("nan")
+    if exp.ref_logprobs is not None:
+        row["kl_ref"] = losses.masked_mean(losses.kl_estimate(exp.logprobs, exp.ref_logprobs, cfg.kl_kind),
+                                           exp.mask).item()
+    return row
+
+
+def _check_setup(cfg: OnlineConfig, model, ref_model, objective) -> None:
+    if cfg.advantage in GROUP_ESTIMATORS and cfg.group_size < 2:
         raise ValueError(f"advantage={cfg.advantage!r} compares samples of one prompt: "
                          f"group_size must be >= 2 (got {cfg.group_size})")
     if cfg.kl_beta > 0 and ref_model is None:
         raise ValueError("kl_beta > 0 needs a frozen reference model: pass ref_model=...")
+    if getattr(objective, "needs_values", False) and not isinstance(model, PolicyWithValue):
+        raise ValueError(f"loss={cfg.loss!r} trains a value head: wrap the policy as "
+                         "minimopd.models.PolicyWithValue(model)")
+
+
+def train_online(model, tokenizer, config: OnlineConfig, *, signal=None, ref_model=None,
+                 estimator=None, objective=None, eval_fn=None, advantage_fn=None, loss_fn=None,
+                 device: str = "cpu", progress: bool = True) -> StageResult:
+    """Optimise `model` on its own samples (see the module docstring). Returns the model and a
+    per-step history of reward, accuracy, lengths (correct / wrong), entropy, KL, clip fraction
+    and compute counters (tokens generated, trained, and forwarded through other models).
+
+    `signal` defaults to the task verifier; `estimator` and `objective` default to the ones the
+    config names. Two older hooks still work: `advantage_fn(config, rewards,
+    token_advantages)` and `loss_fn` (the signature of `losses.grpo_loss`), the GRPO lab's."""
+    from tqdm.auto import tqdm
+
+    cfg = config
     signal = signal or VerifierSignal()
+    estimator = estimator or (legacy_estimator(advantage_fn) if advantage_fn else get_estimator(cfg.advantage))
+    objective = objective or make_objective(cfg, loss_fn)
+    _check_setup(cfg, model, ref_model, objective)
     model.to(device).train()
     if ref_model is not None:
         ref_model.to(device).eval().requires_grad_(False)
-    opt = make_optimizer(model, OptimConfig(lr=cfg.lr, weight_decay=0.0, grad_clip=cfg.grad_clip))
+    if hasattr(signal, "setup"):   # a plain function `signal(rollout, examples)` works too
+        signal.setup(model, tokenizer, device)
+    optim = OptimConfig(lr=cfg.lr, weight_decay=0.0, grad_clip=cfg.grad_clip,
+                        warmup_steps=cfg.warmup_steps, min_lr_ratio=cfg.min_lr_ratio)
+    opt = make_optimizer(model, optim)
     totals = dict(tokens_generated=0, tokens_trained=0, ref_tokens=0, signal_tokens=0, flops=0.0)
-    n_params = count_parameters(model)
     history, start = [], time.perf_counter()
     for step in tqdm(range(cfg.steps), desc="online", disable=not progress, leave=False):
-        examples = sample_examples(cfg, step)
-        rows = [ex for ex in examples for _ in range(cfg.group_size)]
-        ro = generate(model, tokenizer, [ex.prompt for ex in examples], num_samples=cfg.group_size,
-                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                      top_p=cfg.top_p, seed=cfg.seed * 1_000_003 + step, chat=cfg.chat)
-        model.train()
-        out = signal(ro, rows)
-        lengths = ro.completion_lengths.float()
-        rewards = out.rewards.float()
-        if cfg.overlong_buffer:   # DAPO: linear penalty inside the last `overlong_buffer` tokens
-            over = (lengths - (cfg.max_new_tokens - cfg.overlong_buffer)).clamp(min=0)
-            rewards = rewards - cfg.overlong_penalty * over / cfg.overlong_buffer
-        adv = advantage_fn(cfg, rewards, out.token_advantages)
-        losses.check_finite("advantages", adv, step)
-        mask = ro.completion_mask
-        keep = torch.ones(len(ro), dtype=torch.bool, device=mask.device)
-        if cfg.dynamic_sampling:   # groups with identical rewards carry no learning signal
-            spread = rewards.view(-1, cfg.group_size).std(dim=1) > 1e-6
-            keep = spread.repeat_interleave(cfg.group_size)
-        totals["tokens_generated"] += int(mask.sum())
-        totals["signal_tokens"] += out.forward_tokens
-        # Compute, in the usual 2N FLOPs per forward token / 6N per trained token estimate:
-        # sampling runs the policy over prompt + completion; the signal's own model is counted
-        # by the signal (teacher or reward model) in forward_tokens x its parameters.
-        totals["flops"] += 2.0 * n_params * float(ro.attention_mask.sum()) + out.flops
-        ref_lp = None
-        if ref_model is not None:
-            ref_lp = sequence_logprobs(ref_model, ro.input_ids, ro.attention_mask,
-                                       temperature=cfg.temperature).detach()
-            totals["ref_tokens"] += int(ro.attention_mask.sum())
-            totals["flops"] += 2.0 * count_parameters(ref_model) * float(ro.attention_mask.sum())
-
-        stats_acc, entropy = [], float("nan")
-        idx = keep.nonzero().squeeze(1)
-        if len(idx):
-            for epoch in range(cfg.epochs):
-                order = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(step * 7 + epoch))
-                            .to(idx.device)]
-                for m, mb in enumerate(order.chunk(cfg.minibatches)):
-                    logits = forward_logits(model, ro.input_ids[mb], ro.attention_mask[mb])
-                    if cfg.temperature > 0:
-                        logits = logits / cfg.temperature
-                    lp = losses.token_logprobs(logits, ro.input_ids[mb])
-                    if epoch == 0 and m == 0:   # policy entropy before this step's updates
-                        entropy = losses.masked_mean(losses.token_entropy(logits.detach()), mask[mb]).item()
-                    loss, stats = loss_fn(
-                        lp, ro.logprobs[mb], adv[mb], mask[mb], eps_low=cfg.eps_low,
-                        eps_high=cfg.eps_high, aggregation=cfg.aggregation,
-                        max_tokens=cfg.max_new_tokens,
-                        ref_logprobs=None if ref_lp is None else ref_lp[mb],
-                        beta=cfg.kl_beta if ref_lp is not None else 0.0, kl_kind=cfg.kl_kind)
-                    losses.check_finite("loss", loss, step)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    opt.step()
-                    stats_acc.append(stats)
-                    totals["tokens_trained"] += int(mask[mb].sum())
-                    totals["flops"] += 6.0 * n_params * float(ro.attention_mask[mb].sum())
-
-        scores = out.scores.float()
-        correct = scores >= 1.0
-        row = {"step": step, "reward": rewards.mean().item(), "accuracy": scores.mean().item(),
-               "length": lengths.mean().item(),
-               "length_correct": lengths[correct].mean().item() if correct.any() else float("nan"),
-               "length_wrong": lengths[~correct].mean().item() if (~correct).any() else float("nan"),
-               "entropy": entropy, "kept_fraction": keep.float().mean().item(),
-               "truncated": (~ro.finished).float().mean().item(),
-               "time": time.perf_counter() - start, **totals, **out.metrics}
-        for key in ("loss", "clip_frac", "kl", "ratio_mean"):
-            vals = [s[key] for s in stats_acc if key in s]
-            row[key] = sum(vals) / len(vals) if vals else float("nan")
-        if ref_lp is not None:
-            row["kl_ref"] = losses.masked_mean(losses.kl_estimate(ro.logprobs, ref_lp, cfg.kl_kind), mask).item()
-            if row["kl_ref"] > cfg.max_kl:
-                raise FloatingPointError(
-                    f"online: KL to the reference reached {row['kl_ref']:.2f} nats/token at step {step}, "
-                    f"above max_kl={cfg.max_kl}. Lower the learning rate, raise kl_beta, or raise max_kl "
-                    "if this drift is intended.")
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.steps, optim)
+        exp = collect_experience(model, tokenizer, cfg, step, signal=signal, estimator=estimator,
+                                 ref_model=ref_model, totals=totals)
+        stats, entropy = optimize(model, opt, exp, objective, cfg, step, totals=totals)
+        row = {"step": step, **step_metrics(exp, stats, entropy, cfg),
+               "time": time.perf_counter() - start, "lr": opt.param_groups[0]["lr"], **totals,
+               **exp.signal.metrics}
+        if row.get("kl_ref", 0.0) > cfg.max_kl:
+            raise FloatingPointError(
+                f"online: KL to the reference reached {row['kl_ref']:.2f} nats/token at step {step}, "
+                f"above max_kl={cfg.max_kl}. Lower the learning rate, raise kl_beta, or raise max_kl "
+                "if this drift is intended.")
         if eval_fn is not None and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0)
                                     or step == cfg.steps - 1):
             row.update({f"eval/{k}": v for k, v in eval_fn(model).items()})
@@ -235,18 +347,3 @@ def train_online(model, tokenizer, config: OnlineConfig, *, signal=None, ref_mod
     model.eval()
     info = {"wall_time": time.perf_counter() - start, "steps": len(history), **totals}
     return StageResult(model=model, history=history, info=info)
-
-
-if __name__ == "__main__":
-    from ..evaluate import evaluate
-    from ..recipes import sft_model
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default=None)
-    ap.add_argument("--algo", default="grpo", choices=list(PRESETS))
-    args = ap.parse_args()
-    prof = get_profile(args.profile)
-    model, tok = sft_model(prof)
-    cfg = preset(args.algo, OnlineConfig.from_profile(prof))
-    res = train_online(model, tok, cfg, device=prof.device)
-    print(evaluate(res.model, tok, profile=prof).table())

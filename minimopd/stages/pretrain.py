@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..models import build_model
 from ..profiles import Profile, get_profile
-from ..rollout import forward_logits
+from ..models import forward_logits
 from ..tasks import PREFERENCE_DOMAIN, VERIFIABLE_DOMAINS, get_task
 from ..tokenizer import build_tokenizer
 from .common import OptimConfig, StageResult, train_offline

@@ -9,18 +9,17 @@ tasks' reference solutions (answers only, or `<think>` worked steps + `<answer>`
 The four building blocks (how a pair becomes tensors, token log-probs, the loss) are plain
 functions passed in as arguments, so Lab 01 trains this exact loop with the student's own.
 
-Run it alone:  python -m minimopd.stages.sft --profile smoke
+Run it: `minimopd lineage --recipes sft` (base -> SFT), or call `train_sft`.
 """
 from __future__ import annotations
 
-import argparse
 import random
 from dataclasses import dataclass
 
 from .. import data as data_lib
 from .. import losses
 from ..profiles import Profile, get_profile
-from ..rollout import forward_logits
+from ..models import forward_logits
 from ..tasks import PREFERENCE_DOMAIN, VERIFIABLE_DOMAINS, get_task
 from .common import OptimConfig, StageResult, cycle_batches, train_offline
 
@@ -95,17 +94,3 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], config: SFTConfig,
         eval_fn=eval_fn, eval_every=config.eval_every, progress=progress)
     result.info.update(n_examples=len(examples), final_loss=result.history[-1]["loss"])
     return result
-
-
-if __name__ == "__main__":
-    from ..evaluate import evaluate
-    from ..recipes import base_model
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default=None)
-    args = ap.parse_args()
-    prof = get_profile(args.profile)
-    model, tok = base_model(prof)
-    cfg = SFTConfig.from_profile(prof)
-    res = train_sft(model, tok, sft_dataset(cfg.domains, cfg.n_examples), cfg, device=prof.device)
-    print(evaluate(res.model, tok, profile=prof).table())

@@ -83,7 +83,12 @@ def record(names=None) -> dict:
 
 
 if __name__ == "__main__":
-    data = {"recipes": record(sys.argv[1:] or None), "online": online_runs()}
+    import platform
+    import torch
+    import transformers
+    data = {"recipes": record(sys.argv[1:] or None), "online": online_runs(),
+            "recorded_with": {"torch": torch.__version__, "transformers": transformers.__version__,
+                              "threads": torch.get_num_threads(), "machine": platform.machine()}}
     path = Path(__file__).with_name("smoke_histories.json")
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
     print(f"wrote {path} ({', '.join(data['recipes'])}; online: {', '.join(data['online'])})")

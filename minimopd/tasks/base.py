@@ -1,15 +1,9 @@
-"""Task domains: where every prompt, reference answer and reward in minimopd comes from.
+"""The task contract: `Example`, the `Task` base class, answer parsing, splits and the registry.
 
 A *task* turns a seed into `Example`s, scores a model's completion for an example, and writes
 two kinds of text about an example: the reference assistant turn (`solution`, the SFT target)
-and a raw non-chat line (`corpus_text`, for pretraining the base model).
-
-Built-in domains, all sized for char-level models with a 256-character context:
-
-* verifiable (a program checks the answer, reward is 0 or 1): ``add``, ``sort``, ``reverse``,
-  ``count``, each with an ``easy``/``medium``/``hard`` knob;
-* preference (no checkable answer, a hidden "human" scores it): ``notes``, see
-  `minimopd.preference`.
+and a raw non-chat line (`corpus_text`, for pretraining the base model). The built-in domains
+live next to this file (`verifiable.py`, `preference.py`); `minimopd.tasks` re-exports all.
 
 Reasoning format. A reasoning completion is ``<think>STEPS</think><answer>ANSWER</answer>``;
 `format_ok` checks that shape and `extract_answer` pulls out the final answer from any
@@ -18,22 +12,10 @@ completion, with or without tags.
 Train/test split. Whether an item is train or test is a pure function of its prompt text
 (`split_of`, an MD5 bucket), so no seed, difficulty or sample size can ever leak a test item
 into training. `Task.sample` draws candidates and rejects those of the other split.
-
-Adding your own verifiable domain takes a few lines::
-
-    from minimopd.tasks import FunctionTask, register_task, get_task
-
-    def gen_max(rng, difficulty):                       # rng is a random.Random
-        xs = rng.sample(range(100), {"easy": 3, "medium": 5, "hard": 7}[difficulty])
-        return "Max of: " + " ".join(map(str, xs)), str(max(xs))
-
-    register_task(FunctionTask("max", gen_max, worked=lambda p, a: "scan -> " + a))
-    get_task("max").sample(4, seed=1)                   # -> 4 Examples, scorable by .score
 """
 from __future__ import annotations
 
 import hashlib
-import importlib
 import random
 import re
 from dataclasses import dataclass, field
@@ -243,117 +225,6 @@ def _with_answer(steps: str, answer: str) -> str:
     return steps if steps.endswith(answer) else f"{steps} -> {answer}"
 
 
-# --------------------------------------------------------------------------- built-in domains
-
-class AddTask(Task):
-    """``What is 48+375?`` -> ``423``. Operands: easy 0-99, medium 100-999, hard 1000-9999."""
-
-    name = "add"
-    _RANGES = {"easy": (0, 99), "medium": (100, 999), "hard": (1000, 9999)}
-    _PROMPT = re.compile(r"What is (\d+)\+(\d+)\?")
-
-    def make_example(self, rng, difficulty):
-        lo, hi = self._RANGES[difficulty]
-        a, b = rng.randint(lo, hi), rng.randint(lo, hi)
-        return Example(f"What is {a}+{b}?", str(a + b), self.name, difficulty, {"a": a, "b": b})
-
-    def _operands(self, example):
-        # Parse the prompt rather than trust `meta`, so rebuilt Examples (e.g. from JSON) work.
-        return self._PROMPT.fullmatch(example.prompt).groups()
-
-    def worked_steps(self, example):
-        a, b = self._operands(example)
-        width = max(len(a), len(b))
-        a, b = a.zfill(width), b.zfill(width)
-        steps, carry = [], 0
-        for da, db in zip(reversed(a), reversed(b)):  # right-to-left column sums
-            s = int(da) + int(db) + carry
-            steps.append(f"{da}+{db}{'+1' if carry else ''}={s}{' c1' if s >= 10 else ''}")
-            carry = int(s >= 10)
-        return "; ".join(steps) + f" -> {int(a) + int(b)}"
-
-    def corpus_text(self, example, *, worked=False):
-        a, b = self._operands(example)
-        return f"{a}+{b}: {self.worked_steps(example)}" if worked else f"{a}+{b}={example.answer}"
-
-
-class SortTask(Task):
-    """``Sort: 5 12 3`` -> ``3 5 12``. Distinct numbers 0-99: easy 3, medium 5, hard 7 of them."""
-
-    name = "sort"
-    _SIZES = {"easy": 3, "medium": 5, "hard": 7}
-
-    def make_example(self, rng, difficulty):
-        xs = rng.sample(range(100), self._SIZES[difficulty])
-        return Example("Sort: " + " ".join(map(str, xs)), " ".join(map(str, sorted(xs))),
-                       self.name, difficulty, {"items": xs})
-
-    def _items(self, example):
-        return [int(x) for x in example.prompt.split(":", 1)[1].split()]
-
-    def worked_steps(self, example):
-        # Selection sort spelled out: each step names the smallest number not yet taken.
-        ordered = sorted(self._items(example))
-        return "; ".join(f"min {x}" for x in ordered) + " -> " + " ".join(map(str, ordered))
-
-    def corpus_text(self, example, *, worked=False):
-        head = "sort " + " ".join(map(str, self._items(example)))
-        return f"{head}: {self.worked_steps(example)}" if worked else f"{head} -> {example.answer}"
-
-
-class ReverseTask(Task):
-    """``Reverse: abcde`` -> ``edcba``. Lowercase letters: easy 3-4, medium 6-7, hard 9-10."""
-
-    name = "reverse"
-    _LENGTHS = {"easy": (3, 4), "medium": (6, 7), "hard": (9, 10)}
-
-    def make_example(self, rng, difficulty):
-        word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(*self._LENGTHS[difficulty])))
-        return Example(f"Reverse: {word}", word[::-1], self.name, difficulty, {"word": word})
-
-    def _word(self, example):
-        return example.prompt.split(":", 1)[1].strip()
-
-    def worked_steps(self, example):
-        # Spell from the end with 1-based positions, so the model can keep its place.
-        word = self._word(example)
-        return " ".join(f"{i}:{word[i - 1]}" for i in range(len(word), 0, -1)) + f" -> {word[::-1]}"
-
-    def corpus_text(self, example, *, worked=False):
-        head = f"reverse {self._word(example)}"
-        return f"{head}: {self.worked_steps(example)}" if worked else f"{head} -> {example.answer}"
-
-
-class CountTask(Task):
-    """``Count a in: abacab`` -> ``3``. Letters a-e (a small alphabet, so counts vary): string
-    length easy 5-6, medium 10-12, hard 16-20; the target letter may be absent (answer 0)."""
-
-    name = "count"
-    ALPHABET = "abcde"
-    _LENGTHS = {"easy": (5, 6), "medium": (10, 12), "hard": (16, 20)}
-    _PROMPT = re.compile(r"Count ([a-z]) in: ([a-z]+)")
-
-    def make_example(self, rng, difficulty):
-        target = rng.choice(self.ALPHABET)
-        text = "".join(rng.choice(self.ALPHABET) for _ in range(rng.randint(*self._LENGTHS[difficulty])))
-        return Example(f"Count {target} in: {text}", str(text.count(target)), self.name, difficulty,
-                       {"letter": target, "text": text})
-
-    def worked_steps(self, example):
-        # Running tally: every letter followed by the count so far, e.g. "a1 b1 a2 -> 2".
-        target, text = self._PROMPT.fullmatch(example.prompt).groups()
-        tally, steps = 0, []
-        for c in text:
-            tally += c == target
-            steps.append(f"{c}{tally}")
-        return " ".join(steps) + f" -> {tally}"
-
-    def corpus_text(self, example, *, worked=False):
-        target, text = self._PROMPT.fullmatch(example.prompt).groups()
-        head = f"count {target} in {text}"
-        return f"{head}: {self.worked_steps(example)}" if worked else f"{head} -> {example.answer}"
-
-
 class FunctionTask(Task):
     """A verifiable task made of plain functions, for users adding their own domain.
 
@@ -442,22 +313,3 @@ def list_tasks(kind: str | None = None) -> list[str]:
     """Sorted names of registered tasks, optionally only those of one kind
     ("verifiable" or "preference")."""
     return sorted(n for n, t in _REGISTRY.items() if kind is None or getattr(t, "kind", "verifiable") == kind)
-
-
-# The preference domain lives in its own module, which reads names from this one; it may be
-# half-imported here (if it was imported first), in which case it registers `notes` itself as
-# its last statement. __getattr__ re-exports its public names lazily for the same reason.
-_PREFERENCE_EXPORTS = ("gold_score", "gold_breakdown", "sample_responses", "label_pair",
-                       "preference_pairs", "NotesTask")
-
-for _task in (AddTask(), SortTask(), ReverseTask(), CountTask()):
-    register_task(_task)
-_preference = importlib.import_module(".preference", __package__)
-if PREFERENCE_DOMAIN not in _REGISTRY and hasattr(_preference, "NotesTask"):
-    register_task(_preference.NotesTask())
-
-
-def __getattr__(name: str):
-    if name in _PREFERENCE_EXPORTS:
-        return getattr(importlib.import_module(".preference", __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,8 +28,7 @@ import math
 import random
 import re
 
-from .tasks import (DIFFICULTIES, PREFERENCE_DOMAIN, Example, Task, extract_answer,
-                    list_tasks, register_task)
+from .base import DIFFICULTIES, PREFERENCE_DOMAIN, Example, Task, extract_answer
 
 NAMES = ("Ana", "Ben", "Cleo", "Dev", "Eli", "Finn", "Gia", "Hugo", "Ines", "Jon",
          "Kai", "Lea", "Max", "Nia", "Omar", "Pia", "Raj", "Sam", "Tess", "Yuki")
@@ -268,8 +267,3 @@ class NotesTask(Task):
             return f"Note to {name} about {topic} ({self.worked_steps(example)}): {self.solution(example)}"
         note = sample_responses(example, 1, seed=_stable_int("corpus", example.prompt))[0]
         return f"Note to {name} about {topic}: {note}"
-
-
-# Last statement on purpose: see the import dance at the end of minimopd.tasks.
-if PREFERENCE_DOMAIN not in list_tasks():
-    register_task(NotesTask())

@@ -1,0 +1,127 @@
+"""Cached stage outputs, the building blocks every recipe composes: the pretrained base, the
+SFT model, an online stage with any signal, SFT on a list of (prompt, response) pairs; and
+`RecipeResult`, what a recipe returns.
+
+Shared prefixes are trained once: each builder goes through the stage cache (`cache.py`), keyed
+by its config, its parent's key and (for online stages) the signal's spec, so every recipe that
+starts base -> SFT reuses them and a teacher run never reuses a verifier run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .cache import Artifact, cached_stage, stage_key
+from .evaluation import EvalResult
+from .models import count_parameters
+from .profiles import Profile, get_profile
+from .signals import VerifierSignal
+from .stages.online import OnlineConfig, train_online
+from .stages.pretrain import PretrainConfig, pretrain
+from .stages.sft import SFTConfig, sft_dataset, train_sft
+from .tokenizer import build_tokenizer
+
+
+def base_artifact(profile: Profile | str | None = None, *, seed: int = 0,
+                  progress: bool = True, **overrides) -> Artifact:
+    """The pretrained base model of a profile (trained on first use, then cached)."""
+    prof = get_profile(profile)
+    cfg = PretrainConfig.from_profile(prof, seed=seed, **overrides)
+    tok = build_tokenizer()
+
+    def build():
+        res = pretrain(cfg, tokenizer=tok, device=prof.device, progress=progress)
+        return res.model, tok, res
+    return cached_stage(stage_key("base", config=cfg), build, device=prof.device)
+
+
+def base_model(profile: Profile | str | None = None, *, seed: int = 0, progress: bool = True):
+    """`(model, tokenizer)`: the cached pretrained base of a profile."""
+    art = base_artifact(profile, seed=seed, progress=progress)
+    return art.model, art.tokenizer
+
+
+def sft_artifact(profile: Profile | str | None = None, *, seed: int = 0, reasoning: bool = False,
+                 progress: bool = True, **overrides) -> Artifact:
+    """The SFT model of a profile: base -> SFT on the tasks' reference answers (cached)."""
+    prof = get_profile(profile)
+    base = base_artifact(prof, seed=seed, progress=progress)
+    cfg = SFTConfig.from_profile(prof, seed=seed, reasoning=reasoning, **overrides)
+
+    def build():
+        pairs = sft_dataset(cfg.domains, cfg.n_examples, seed=seed, reasoning=reasoning)
+        res = train_sft(base.model, base.tokenizer, pairs, cfg, device=prof.device, progress=progress)
+        return res.model, base.tokenizer, res
+    return cached_stage(stage_key("sft", config=cfg, parent=base.path.name), build, device=prof.device)
+
+
+def sft_model(profile: Profile | str | None = None, *, seed: int = 0, reasoning: bool = False,
+              progress: bool = True):
+    """`(model, tokenizer)`: the cached SFT model of a profile."""
+    art = sft_artifact(profile, seed=seed, reasoning=reasoning, progress=progress)
+    return art.model, art.tokenizer
+
+
+def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, name: str,
+                    signal=None, progress: bool = True) -> Artifact:
+    """An online stage on top of a cached parent artifact, itself cached. The key holds the
+    config, the parent and the signal's spec (kind, reward, teachers, mode)."""
+    signal = signal or VerifierSignal()
+
+    def build():
+        res = train_online(parent.model, parent.tokenizer, cfg, signal=signal,
+                           device=profile.device, progress=progress)
+        return res.model, parent.tokenizer, res
+    key = stage_key(name, config=cfg, signal=signal.spec(), parent=parent.path.name)
+    return cached_stage(key, build, device=profile.device)
+
+
+def sft_on_pairs(parent: Artifact, pairs, cfg: SFTConfig, profile: Profile, *, name: str,
+                 progress: bool = True, **extra) -> Artifact:
+    """SFT of `parent` on given (prompt, response) pairs; cached. Records FLOPs = 6 x params x
+    trained tokens in its info."""
+    def build():
+        res = train_sft(parent.model, parent.tokenizer, pairs, cfg, device=profile.device, progress=progress)
+        res.info["flops"] = 6.0 * count_parameters(res.model) * res.info["tokens"]
+        return res.model, parent.tokenizer, res
+    key = stage_key(name, config=cfg, parent=parent.path.name, data=sorted(pairs)[:50], n=len(pairs), **extra)
+    return cached_stage(key, build, device=profile.device)
+
+
+@dataclass
+class RecipeResult:
+    name: str
+    profile: str
+    seed: int
+    models: dict = field(default_factory=dict)       # stage -> model
+    evals: dict = field(default_factory=dict)        # stage -> EvalResult
+    histories: dict = field(default_factory=dict)    # stage -> list of per-step metrics
+    info: dict = field(default_factory=dict)         # stage -> totals (wall_time, cached, ...)
+
+    def table(self) -> list[dict]:
+        """One row per evaluated stage: accuracy by difficulty, format rate, length, time."""
+        rows = []
+        for stage, ev in self.evals.items():
+            s = ev.summary()
+            row = {"recipe": self.name, "stage": stage}
+            row.update({k: round(v, 3) for k, v in s.items() if k.count("/") < 2})
+            row["train_s"] = round(self.info.get(stage, {}).get("wall_time", 0.0), 1)
+            rows.append(row)
+        return rows
+
+    def table_text(self) -> str:
+        rows = self.table()
+        if not rows:
+            return "(no evaluated stages)"
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
+        lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
+        lines += ["  ".join(str(r.get(k, "")).ljust(widths[k]) for k in keys) for r in rows]
+        return "\n".join(lines)
+
+    def record(self, stage: str, art: Artifact, ev: EvalResult | None = None) -> None:
+        """Add a stage's artifact (and its evaluation) to the result."""
+        self.models[stage] = art.model
+        self.histories[stage] = art.history
+        self.info[stage] = {**art.info, "cached": art.cached, "path": str(art.path)}
+        if ev is not None:
+            self.evals[stage] = ev
