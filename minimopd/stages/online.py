@@ -252,7 +252,11 @@ def optimize(model, opt, exp: Experience, objective, cfg: OnlineConfig, step: in
             if cfg.temperature > 0:
                 logits = logits / cfg.temperature
             logprobs = losses.token_logprobs(logits, mb.input_ids)
-            if epoch == 0 and m == 0:   # policy entropy before this step's updates
+            if epoch == 0 and m == 0:
+                # No update has happened yet: the policy *is* the sampling policy, so its own
+                # log-probs are pi_old exactly (the sampler's agree to float noise) and the
+                # ratio is exactly 1, as in trl with one iteration per batch.
+                mb.logprobs = logprobs.detach()
                 entropy = losses.masked_mean(losses.token_entropy(logits.detach()), mb.mask).item()
             loss, step_stats = objective(logits, logprobs, values, mb)
             losses.check_finite("the loss", loss, step, stage="online")
