@@ -150,7 +150,7 @@ class RewardModelSignal:
         if not hasattr(reward_model, "set_normalisation"):
             raise TypeError(f"RewardModelSignal needs a minimopd.models.RewardModel (a scalar head on "
                             f"a causal LM), got {type(reward_model).__name__}")
-        self.model, self.placement = reward_model.eval().requires_grad_(False), placement
+        self.model, self.placement = reward_model.eval(), placement
         self.key = key
         self.verifier = VerifierSignal()
         self.n_params = count_parameters(reward_model)
@@ -203,7 +203,7 @@ class TeacherSignal:
             raise ValueError(f"support must be 'student' or 'teacher', got {support!r}")
         if mode == "topk" and k < 1:
             raise ValueError(f"mode='topk' needs k >= 1, got {k}")
-        self.teacher = unwrap(teacher).eval().requires_grad_(False)
+        self.teacher = unwrap(teacher).eval()   # scored under no_grad; its flags stay the caller's
         self.mode, self.k, self.support, self.placement, self.key = mode, k, support, placement, key
         self.verifier = VerifierSignal(outcome)
         self.n_params = count_parameters(self.teacher)

@@ -676,6 +676,97 @@ def test_token_reverse_kl_topk():
     assert not torch.allclose(out, L.token_reverse_kl(s, t))  # restricting the support changes it
 
 
+def _support_kl_reference(s_logits, t_logits, support, tail):
+    """Loop over positions: reverse KL over a given token-aligned support (B, T, k), either
+    renormalised over the support or with a (k+1)-th tail bucket holding the rest."""
+    B, T, _ = s_logits.shape
+    out = [[torch.zeros((), dtype=s_logits.dtype)] for _ in range(B)]
+    for b in range(B):
+        for pos in range(1, T):
+            ids = support[b, pos]
+            p = torch.softmax(s_logits[b, pos - 1], -1)[ids]
+            q = torch.softmax(t_logits[b, pos - 1], -1)[ids]
+            if tail:
+                p = torch.cat([p, (1 - p.sum()).clamp(min=1e-6)[None]])
+                q = torch.cat([q, (1 - q.sum()).clamp(min=1e-6)[None]])
+            else:
+                p, q = p / p.sum(), q / q.sum()
+            out[b].append((p * (p.log() - q.log())).sum())
+    return torch.stack([torch.stack(r) for r in out])
+
+
+@pytest.mark.parametrize("tail", [False, True])
+def test_token_reverse_kl_with_a_given_support_matches_a_loop(tail):
+    g = gen(23)
+    s = torch.randn(2, 5, 11, generator=g, requires_grad=True)
+    t = torch.randn(2, 5, 11, generator=g)
+    support = torch.stack([torch.randperm(11, generator=g)[:3] for _ in range(10)]).view(2, 5, 3)
+    t_sup = L.token_log_softmax(t).gather(-1, support)          # what a teacher signal stores
+    out = L.token_reverse_kl(s, mode="topk", support_ids=support, teacher_support_logprobs=t_sup, tail=tail)
+    ref = _support_kl_reference(s, t, support, tail)
+    close(out, ref, atol=1e-6)
+    close(torch.autograd.grad(out.sum(), s, retain_graph=True)[0], torch.autograd.grad(ref.sum(), s)[0], atol=1e-6)
+    # the same support from the teacher's logits gives the same values
+    close(L.token_reverse_kl(s, t, mode="topk", support_ids=support, tail=tail), out, atol=1e-6)
+    assert (out >= -1e-7).all() and torch.equal(out[:, 0], torch.zeros(2))
+    s64 = s.detach().double().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: L.token_reverse_kl(x, mode="topk", support_ids=support,
+                                     teacher_support_logprobs=t_sup.double(), tail=tail), (s64,))
+
+
+def test_tail_bucket_makes_small_k_informative_and_full_k_exact():
+    g = gen(24)
+    s = torch.randn(1, 4, 9, generator=g)
+    t = torch.randn(1, 4, 9, generator=g)
+    top1 = s.topk(1, dim=-1).indices.roll(1, dims=1)             # token-aligned student top-1
+    no_tail = L.token_reverse_kl(s, t, mode="topk", support_ids=top1)
+    with_tail = L.token_reverse_kl(s, t, mode="topk", support_ids=top1, tail=True)
+    assert torch.equal(no_tail, torch.zeros(1, 4)) and (with_tail[:, 1:] > 0).all()
+    everything = torch.arange(9).expand(1, 4, 9)
+    close(L.token_reverse_kl(s, t, mode="topk", support_ids=everything, tail=True), L.token_reverse_kl(s, t),
+          atol=1e-5)
+    # a token-aligned teacher distribution (what TeacherSignal(mode="full") stores) works for "full"
+    close(L.token_reverse_kl(s, mode="full", teacher_full_logprobs=L.token_log_softmax(t)),
+          L.token_reverse_kl(s, t), atol=1e-6)
+    with pytest.raises(ValueError, match="only applies to mode='topk'"):
+        L.token_reverse_kl(s, t, tail=True)
+    with pytest.raises(ValueError, match="needs the teacher's side"):
+        L.token_reverse_kl(s, mode="full")
+    with pytest.raises(ValueError, match="support_ids must be"):
+        L.token_reverse_kl(s, t, mode="topk", support_ids=top1[:, :2])
+
+
+def test_kl_penalized_rewards_matches_a_loop():
+    g = gen(25)
+    lp, ref = -torch.rand(3, 6, generator=g), -torch.rand(3, 6, generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]]).float()
+    scores = torch.tensor([1.0, -2.0, 5.0])
+    out = L.kl_penalized_rewards(scores, lp, ref, mask, beta=0.2)
+    want = torch.zeros(3, 6)
+    for b in range(3):
+        cols = [t for t in range(6) if mask[b, t]]
+        for t in cols:
+            want[b, t] = -0.2 * (lp[b, t] - ref[b, t])
+        if cols:
+            want[b, cols[-1]] += scores[b]
+    close(out, want)
+    close(L.kl_penalized_rewards(scores, lp, ref, mask, beta=0.0).sum(1), torch.tensor([1.0, -2.0, 0.0]))
+    with pytest.raises(ValueError, match="beta must be >= 0"):
+        L.kl_penalized_rewards(scores, lp, ref, mask, beta=-1.0)
+
+
+def test_aggregate_is_the_reducer_grpo_loss_uses():
+    g = gen(26)
+    x = torch.randn(3, 5, generator=g)
+    m = random_mask(3, 5, seed=26)
+    close(L.aggregate(x, m, "dapo"), (x * m).sum() / m.sum())
+    close(L.aggregate(x, m, "dr_grpo", max_tokens=8), (x * m).sum() / (3 * 8))
+    close(L.aggregate(x, m, "grpo"), ((x * m).sum(1) / m.sum(1)).mean())
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        L.aggregate(x, m, "mean")
+
+
 def test_token_reverse_kl_gradcheck_and_errors():
     g = gen(20)
     s = torch.randn(1, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)

@@ -12,7 +12,6 @@ from minimopd.advantages import get_estimator
 from minimopd.experience import Experience
 from minimopd.signals import SignalOutput
 from minimopd.stages.online import OnlineConfig, preset, sample_examples, train_online
-from minimopd.stages.sft import SFTConfig, train_sft
 from minimopd.tasks import Example, get_task
 
 ADD = Example("What is 2+3?", "5", "add", "easy")
@@ -73,15 +72,6 @@ def test_sample_examples_spreads_domains_and_changes_per_step():
     a, b = sample_examples(cfg, 0), sample_examples(cfg, 1)
     assert len(a) == 6 and {e.domain for e in a} == {"add", "sort", "reverse", "count"}
     assert [e.prompt for e in a] != [e.prompt for e in b]
-
-
-@pytest.fixture(scope="module")
-def sft_tiny(tok):
-    """A tiny model fine-tuned to answer a few easy additions (so rewards are not all zero)."""
-    from minimopd.models import build_model
-    model = build_model("tiny", tok, seed=0)
-    pairs = [(e.prompt, e.answer) for e in get_task("add").sample(64, seed=0, difficulty="easy")]
-    return train_sft(model, tok, pairs, SFTConfig(steps=60, batch_size=16, lr=3e-3), progress=False).model
 
 
 @pytest.mark.parametrize("algo", ["grpo", "dr_grpo", "dapo", "rloo"])
