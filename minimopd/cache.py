@@ -4,8 +4,9 @@ Recipes share prefixes (every recipe starts base -> SFT), so each stage's traine
 once under `$MINIMOPD_CACHE/<stage>-<hash>/` and reused. The key holds the stage's config, its
 inputs' keys (so changing the base invalidates everything after it) and `CACHE_VERSION` (bump it
 when training code changes meaning). An artifact is written to a temporary directory and
-renamed into place, and its weights' SHA-256 is checked on every load: a corrupt or half-written
-artifact is reported and rebuilt, never silently used.
+renamed into place, and the SHA-256 of every weights file (the model's, and a value or reward
+head's) is checked on every load: a corrupt or half-written artifact is reported and rebuilt,
+never silently used.
 """
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _checksums(path: Path) -> dict[str, str]:
+    """SHA-256 of every safetensors file of a saved model directory, by file name."""
+    return {p.name: _sha256(p) for p in sorted(path.glob("*.safetensors"))}
+
+
 @dataclasses.dataclass
 class Artifact:
     """A cached (or freshly trained) stage output."""
@@ -73,9 +79,9 @@ def load_artifact(path: Path, device: str = "cpu") -> Artifact:
         meta = json.loads(meta_file.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{meta_file} is not valid JSON: {exc}") from exc
-    weights = path / "model.safetensors"
-    if not weights.exists() or _sha256(weights) != meta.get("weights_sha256"):
-        raise CheckpointError(f"{weights} is missing or does not match its recorded checksum")
+    recorded = meta.get("weights_sha256")
+    if not isinstance(recorded, dict) or not recorded or _checksums(path) != recorded:
+        raise CheckpointError(f"the weights in {path} are missing or do not match their recorded checksum")
     model, tok = load_model(path, device=device)
     model.eval()
     return Artifact(model, tok, meta.get("history", []), meta.get("info", {}), path, cached=True)
@@ -96,7 +102,7 @@ def cached_stage(key: str, build: Callable[[], tuple], *, device: str = "cpu",
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model, tokenizer, tmp)
     meta = {"key": key, "history": result.history, "info": _jsonable(result.info),
-            "weights_sha256": _sha256(tmp / "model.safetensors")}
+            "weights_sha256": _checksums(tmp)}
     (tmp / "minimopd.json").write_text(json.dumps(meta))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)

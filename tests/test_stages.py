@@ -142,6 +142,24 @@ def test_cache_reuses_and_rebuilds_corrupt(tok, tmp_path, monkeypatch):
     assert not rebuilt.cached and len(calls) == 2
 
 
+def test_cache_keeps_a_value_head_and_checks_its_file(tok, tmp_path, monkeypatch):
+    from minimopd.models import PolicyWithValue
+    monkeypatch.setenv("MINIMOPD_CACHE", str(tmp_path / "c"))
+    model = PolicyWithValue(build_model("tiny", tok, seed=0))
+    with torch.no_grad():
+        model.head.proj.bias.fill_(0.7)
+    build = lambda: (model, tok, StageResult(model, [], {}))
+    key = stage_key("ppo-unit", config={})
+    cached_stage(key, build)
+    again = cached_stage(key, build)
+    assert again.cached and isinstance(again.model, PolicyWithValue)
+    assert again.model.head.proj.bias.item() == pytest.approx(0.7)
+    head = tmp_path / "c" / key / "scalar_head.safetensors"
+    data = bytearray(head.read_bytes()); data[-4:] = b"\x02" * 4; head.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="unusable.*checksum"):
+        assert not cached_stage(key, build).cached
+
+
 def test_cli_tasks_and_bad_input(capsys):
     from minimopd.cli import main
     assert main(["tasks", "--show", "1"]) == 0
