@@ -1,4 +1,11 @@
-"""Online RL step time: minimopd's `train_online` (GRPO preset) vs trl's `GRPOTrainer`.
+"""Online step time: minimopd's `train_online` vs trl's trainers, for GRPO and for on-policy
+distillation.
+
+    --method grpo   ours: the `grpo` preset with the task verifier; trl: `GRPOTrainer`
+    --method opd    ours: the `opd_full` preset (exact full-vocabulary reverse KL) with a
+                    `TeacherSignal(teacher, mode="full")`; trl: `DistillationTrainer` with
+                    beta=1 (its generalized JSD at beta=1 is the reverse KL), one completion per
+                    prompt on both sides, a second model of the same size (seed 1) as the teacher
 
 Both trainers run in ONE process, one after the other, on the same configuration:
 
@@ -10,10 +17,11 @@ Both trainers run in ONE process, one after the other, on the same configuration
 - the same batch: P prompts x G samples per optimizer step. In trl 1.16 `per_device_train_batch_size`
   counts completions, not prompts, so it is P*G with `num_generations=G`, `steps_per_generation=1`
   (hence `generation_batch_size=P*G`), `gradient_accumulation_steps=1`;
-- the same update: loss_type / aggregation "grpo", group-std advantages, eps 0.2, beta 0 (no
-  reference model), one update per rollout batch (trl `num_iterations=1`; ours epochs=1,
-  minibatches=1), torch AdamW(0.9, 0.95) (trl: optim=adamw_torch, not its fused default), no
-  weight decay, constant lr, grad-norm clip 1.0;
+- the same update: GRPO: loss_type / aggregation "grpo", group-std advantages, eps 0.2, beta 0
+  (no reference model), one update per rollout batch (trl `num_iterations=1`; ours epochs=1,
+  minibatches=1); OPD: reverse KL over the full vocabulary, token-level mean over completion
+  tokens on both sides; torch AdamW(0.9, 0.95), no weight decay, constant lr, grad-norm clip
+  1.0 (trl: optim=adamw_torch; ours: torch's fused AdamW, the library's default);
 - the same sampling: temperature 1.0, top-p 1, no top-k, `max_new_tokens`, stop at `<|end|>`;
 - the same reward: `minimopd.rewards.accuracy_reward`, wrapped in trl's signature; the answer
   travels in a dataset column, the completion is re-decoded from `completion_ids` our way;
@@ -36,6 +44,7 @@ Run from the repo root (CPU; on a shared machine pin threads with --threads 1):
     python benchmarks/bench_online_vs_trl.py --threads 1                  # tiny, 8x4, 32 tokens
     python benchmarks/bench_online_vs_trl.py --size small --steps 5 --threads 1
     python benchmarks/bench_online_vs_trl.py --rounds 2                   # ours,trl then trl,ours
+    python benchmarks/bench_online_vs_trl.py --method opd --threads 1     # OPD vs DistillationTrainer
     python benchmarks/bench_online_vs_trl.py --quick                      # seconds (the test)
     python benchmarks/bench_online_vs_trl.py --out BENCHMARKS.md          # append the table
 """
@@ -63,8 +72,10 @@ import transformers  # noqa: E402
 
 from minimopd.models import build_model, count_parameters, load_model, save_model  # noqa: E402
 from minimopd.rewards import accuracy_reward  # noqa: E402
+from minimopd.signals import TeacherSignal  # noqa: E402
 from minimopd.stages.online import OnlineConfig, preset, sample_examples, train_online  # noqa: E402
 from minimopd.tasks import Example  # noqa: E402
+from minimopd.threads import set_threads  # noqa: E402
 from minimopd.tokenizer import build_tokenizer  # noqa: E402
 
 COLUMNS = ["model (params)", "prompts x samples", "max new tokens", "tokens/step ours / trl",
@@ -81,9 +92,10 @@ def step_times(ends: list) -> list:
     return [b - a for a, b in zip(ends, ends[1:])]
 
 
-def run_ours(model_dir, tok, cfg: OnlineConfig, device: str):
+def run_ours(model_dir, tok, cfg: OnlineConfig, device: str, teacher_dir=None):
     model, _ = load_model(model_dir)
-    res = train_online(model, tok, cfg, device=device, progress=False)
+    signal = None if teacher_dir is None else TeacherSignal(load_model(teacher_dir)[0], mode="full")
+    res = train_online(model, tok, cfg, signal=signal, device=device, progress=False)
     return (step_times([0.0] + [r["time"] for r in res.history]),
             step_times([0] + [r["tokens_generated"] for r in res.history]))
 
@@ -93,6 +105,57 @@ def trl_dataset(cfg: OnlineConfig):
     rows = [ex for step in range(cfg.steps) for ex in sample_examples(cfg, step)]
     return Dataset.from_list([{"prompt": [{"role": "user", "content": ex.prompt}], "answer": ex.answer,
                                "domain": ex.domain, "difficulty": ex.difficulty} for ex in rows])
+
+
+def _trl_common(cfg: OnlineConfig, device: str, out_dir: str, fields) -> dict:
+    """The TrainingArguments both trl trainers get: same optimiser, schedule, precision, logging."""
+    return dict(
+        output_dir=out_dir, max_steps=cfg.steps, seed=cfg.seed, use_cpu=device == "cpu",
+        gradient_accumulation_steps=1, shuffle_dataset=False, max_completion_length=cfg.max_new_tokens,
+        temperature=cfg.temperature, top_p=1.0, top_k=0, learning_rate=cfg.lr,
+        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, optim="adamw_torch",
+        adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=cfg.grad_clip, bf16=False, fp16=False,
+        gradient_checkpointing=False, use_vllm=False, logging_steps=1, save_strategy="no", report_to=[],
+        disable_tqdm=True, log_completions=False, dataloader_num_workers=0,
+        # transformers 5 renamed gradient_checkpointing; set the new name too (trl defaults it on)
+        **({"activation_checkpointing": False} if "activation_checkpointing" in fields else {}))
+
+
+def _step_clock():
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.ends: list[float] = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.ends = [time.perf_counter()]
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+    return StepClock()
+
+
+def make_trl_distiller(model_dir, teacher_dir, tok, cfg: OnlineConfig, device: str, out_dir: str):
+    """A DistillationTrainer configured like `cfg` (reverse KL, one completion per prompt)."""
+    try:
+        from transformers import PrinterCallback, ProgressCallback
+        from trl import DistillationConfig, DistillationTrainer
+    except Exception as exc:  # noqa: BLE001 - any import failure means "no trl here"
+        raise TrlUnavailable(f"cannot import trl's DistillationTrainer: {type(exc).__name__}: {exc}") from exc
+    args = DistillationConfig(per_device_train_batch_size=cfg.prompts_per_step, beta=1.0,
+                              **_trl_common(cfg, device, out_dir, DistillationConfig.__dataclass_fields__))
+    clock = _step_clock()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            trainer = DistillationTrainer(model=str(model_dir), teacher_model=str(teacher_dir), args=args,
+                                          train_dataset=trl_dataset(cfg), processing_class=tok, callbacks=[clock])
+    except Exception as exc:  # noqa: BLE001
+        raise TrlUnavailable(f"cannot construct trl's DistillationTrainer: {type(exc).__name__}: {exc}") from exc
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    return trainer, clock
 
 
 def make_trl_trainer(model_dir, tok, cfg: OnlineConfig, device: str, out_dir: str):
@@ -112,32 +175,12 @@ def make_trl_trainer(model_dir, tok, cfg: OnlineConfig, device: str, out_dir: st
         return [accuracy_reward(Example(p[-1]["content"], a, d, lvl), t)
                 for p, t, a, d, lvl in zip(prompts, texts, answer, domain, difficulty)]
 
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.ends: list[float] = []
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.ends = [time.perf_counter()]
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.ends.append(time.perf_counter())
-
     n = cfg.prompts_per_step * cfg.group_size
-    fields = GRPOConfig.__dataclass_fields__
     args = GRPOConfig(
-        output_dir=out_dir, max_steps=cfg.steps, seed=cfg.seed, use_cpu=device == "cpu",
-        per_device_train_batch_size=n, gradient_accumulation_steps=1, steps_per_generation=1,
-        num_generations=cfg.group_size, num_iterations=1, shuffle_dataset=False,
-        max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0, top_k=0,
-        loss_type="grpo", scale_rewards="group", beta=0.0, epsilon=cfg.eps_low,
-        learning_rate=cfg.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=cfg.grad_clip,
-        bf16=False, fp16=False, gradient_checkpointing=False, use_vllm=False,
-        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, log_completions=False,
-        dataloader_num_workers=0,
-        # transformers 5 renamed gradient_checkpointing; set the new name too (trl defaults it on)
-        **({"activation_checkpointing": False} if "activation_checkpointing" in fields else {}))
-    clock = StepClock()
+        per_device_train_batch_size=n, steps_per_generation=1, num_generations=cfg.group_size,
+        num_iterations=1, loss_type="grpo", scale_rewards="group", beta=0.0, epsilon=cfg.eps_low,
+        **_trl_common(cfg, device, out_dir, GRPOConfig.__dataclass_fields__))
+    clock = _step_clock()
     try:
         with warnings.catch_warnings():   # trl reads the deprecated is_gradient_checkpointing
             warnings.simplefilter("ignore", FutureWarning)
@@ -150,9 +193,12 @@ def make_trl_trainer(model_dir, tok, cfg: OnlineConfig, device: str, out_dir: st
     return trainer, clock
 
 
-def run_trl(model_dir, tok, cfg: OnlineConfig, device: str):
+def run_trl(model_dir, tok, cfg: OnlineConfig, device: str, teacher_dir=None):
     with tempfile.TemporaryDirectory(prefix="bench-trl-") as out_dir:
-        trainer, clock = make_trl_trainer(model_dir, tok, cfg, device, out_dir)
+        if teacher_dir is None:
+            trainer, clock = make_trl_trainer(model_dir, tok, cfg, device, out_dir)
+        else:
+            trainer, clock = make_trl_distiller(model_dir, teacher_dir, tok, cfg, device, out_dir)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             trainer.train()
@@ -184,11 +230,14 @@ def machine(threads_used: int) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", default="grpo", choices=["grpo", "opd"],
+                   help="grpo: vs GRPOTrainer; opd: on-policy distillation vs DistillationTrainer")
     p.add_argument("--size", default="tiny", help="model size: tiny, mini, small, base (default tiny)")
     p.add_argument("--steps", type=int, default=5, help="timed optimizer steps of each trainer")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default 1)")
     p.add_argument("--prompts", type=int, default=8, help="prompts per step (default 8)")
-    p.add_argument("--samples", type=int, default=4, help="completions per prompt, >= 2 (default 4)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="completions per prompt (default 4 for grpo, 1 for opd)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="completion budget (default 32)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--domains", nargs="+", default=["add"], help="task domains of the prompts")
@@ -208,10 +257,24 @@ def main(argv=None) -> str:
     if args.quick:
         args.size, args.prompts, args.samples, args.max_new_tokens = "tiny", 2, 2, 8
         args.steps, args.warmup, args.rounds = 1, 1, 1
-    if args.threads:
+    if args.samples is None:
+        args.samples = 1 if args.method == "opd" else 4
+    if args.method == "opd" and args.samples != 1:
+        raise SystemExit("--method opd: trl's DistillationTrainer samples one completion per prompt; use --samples 1")
+    threads_before = torch.get_num_threads()
+    if args.threads:   # both trainers: torch's setting for trl, minimopd's own thread policy for ours
         torch.set_num_threads(args.threads)
+        set_threads(args.threads)
+    try:
+        return _run(args, argv)
+    finally:
+        torch.set_num_threads(threads_before)
+        set_threads(None)
+
+
+def _run(args, argv) -> str:
     tok = build_tokenizer()
-    cfg = preset("grpo", OnlineConfig(
+    cfg = preset("grpo" if args.method == "grpo" else "opd_full", OnlineConfig(
         steps=args.warmup + args.steps, prompts_per_step=args.prompts, group_size=args.samples,
         max_new_tokens=args.max_new_tokens, temperature=1.0, lr=args.lr, epochs=1, minibatches=1,
         kl_beta=0.0, domains=tuple(args.domains), seed=0))
@@ -221,10 +284,14 @@ def main(argv=None) -> str:
         model = build_model(args.size, tok, seed=0)
         params = count_parameters(model)
         save_model(model, tok, model_dir)
+        teacher_dir = None
+        if args.method == "opd":
+            teacher_dir = Path(model_dir) / "teacher"
+            save_model(build_model(args.size, tok, seed=1), tok, teacher_dir)
         for r in range(args.rounds):
             for name in (("ours", "trl") if r % 2 == 0 else ("trl", "ours")):
                 run = run_ours if name == "ours" else run_trl
-                t, k = run(model_dir, tok, cfg, args.device)
+                t, k = run(model_dir, tok, cfg, args.device, teacher_dir)
                 t, k = t[args.warmup:], k[args.warmup:]
                 s = summarise(t, k)
                 print(f"  round {r + 1} {name}: {s['median']:.3f} s/step median, "
@@ -240,7 +307,10 @@ def main(argv=None) -> str:
     command = "python benchmarks/bench_online_vs_trl.py " + " ".join(
         map(shlex.quote, argv if argv is not None else sys.argv[1:]))
     lines = [
-        f"### Online RL step: minimopd `train_online` (grpo) vs trl `GRPOTrainer` ({datetime.date.today()})",
+        (f"### Online RL step: minimopd `train_online` (grpo) vs trl `GRPOTrainer` ({datetime.date.today()})"
+         if args.method == "grpo" else
+         f"### On-policy distillation step: minimopd `train_online` (opd_full) vs trl `DistillationTrainer` "
+         f"({datetime.date.today()})"),
         "",
         f"- command: `{command.strip()}` ({args.warmup} warm-up + {ours['n']} timed steps per trainer, "
         f"{args.rounds} round(s); device {args.device})",

@@ -1,39 +1,47 @@
-"""Sampler throughput: minimopd's KV-cache `generate` vs transformers' `model.generate`.
+"""Sampler throughput: minimopd's `generate` vs transformers' `model.generate`.
 
-For every (model size, batch size, new tokens) in a grid, both samplers run on the SAME freshly
-initialised Qwen3 model with the SAME prompts: a left-padded batch of chat-formatted prompts
-(built by `minimopd.rollout.encode_prompts`, so the token ids are identical), temperature 1.0,
-top-p 1.0, no top-k. The number printed is generated tokens per second of wall time, median of
-`--repeats` timed runs after one untimed warm-up of each sampler, the two interleaved so that
-background load hits both alike.
+For every (model size, prompts x samples, new tokens) cell of a grid, both samplers run on the
+SAME freshly initialised Qwen3 model with the SAME prompts (built by
+`minimopd.rollout.encode_prompts`, left-padded, identical token ids): P prompts, G samples of
+each (transformers: `num_return_sequences=G`), temperature 1.0, top-p 1.0, no top-k. The number
+printed is generated tokens per second of wall time, median of `--repeats` timed runs after one
+untimed warm-up of each sampler, the two interleaved so that background load hits both alike.
+Both run with the same intra-op thread count (`--threads`, default: minimopd's own choice for
+the model, `minimopd.threads`).
 
 Equal lengths. Both samplers must produce exactly N tokens per row, or the faster one is simply
-the one that stopped earlier. A random model still emits `<|end|>` now and then (about one token
-in a hundred), so while timing, a forward hook on the output layer sets the logits of `<|end|>`
-and `<|pad|>` to -inf: the model itself never ends a turn, for both samplers alike.
-transformers additionally gets `min_new_tokens=N, max_new_tokens=N`. Tokens are then counted
+the one that stopped earlier: ours gets `eos_token_id=-1` (no row ends early), transformers gets
+a forward hook that bans `<|end|>` and `<|pad|>` plus `min_new_tokens=N`. Tokens are counted
 independently (ours: `Rollout.completion_lengths`; transformers: non-pad new tokens) and the
-table shows both counts, which must match.
+table shows both counts, which must match. (Stopping rows early is where our sampler gains
+more, since finished rows leave its batch: the online-step benchmark measures that workload.)
 
 What is timed. Ours: the whole `generate` call (prompt encoding, prefill, decode loop, per-token
 log-probs, decoding to text). transformers: `model.generate` on the pre-tokenised batch only.
 So the comparison is, if anything, tilted towards transformers.
 
+Memory (`--memory`): each sampler runs once more in a fresh child process, which reports how far
+its peak resident set size (and on CUDA, peak allocated GPU memory) rose above what the model
+alone needed.
+
 Run (from the repo root; numbers go into BENCHMARKS.md with the command, machine and date):
 
     python benchmarks/bench_sampler.py                        # default grid, cuda if available
-    python benchmarks/bench_sampler.py --device cpu --sizes small --batches 1 16 --repeats 5
-    python benchmarks/bench_sampler.py --out BENCHMARKS.md    # also append the table to a file
+    python benchmarks/bench_sampler.py --device cpu --sizes small --cells 16x8 --repeats 5
+    python benchmarks/bench_sampler.py --memory --out BENCHMARKS.md
     python benchmarks/bench_sampler.py --quick                # tiny grid in seconds (the test)
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
+import resource
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -46,10 +54,12 @@ import transformers  # noqa: E402
 
 from minimopd.models import build_model, count_parameters  # noqa: E402
 from minimopd.rollout import encode_prompts, generate  # noqa: E402
+from minimopd.threads import stage_threads  # noqa: E402
 from minimopd.tokenizer import build_tokenizer  # noqa: E402
 
-COLUMNS = ["device", "model (params)", "batch", "new tokens", "tokens ours / HF",
-           "ours tok/s", "transformers tok/s", "speed-up (ours/HF)"]
+COLUMNS = ["device", "model (params)", "prompts x samples", "new tokens", "threads",
+           "tokens ours / HF", "ours tok/s", "transformers tok/s", "speed-up (ours/HF)",
+           "peak mem ours / HF (MB)"]
 
 
 def make_prompts(n: int) -> list[str]:
@@ -86,46 +96,102 @@ def timed(fn, device):
     return time.perf_counter() - t0, result
 
 
-def bench_one(size: str, batch: int, new_tokens: int, device: torch.device, repeats: int, tok):
+def samplers(size: str, prompts_n: int, samples: int, new_tokens: int, device: torch.device, tok):
+    """The model and the two samplers of one cell, each `fn(seed) -> tokens generated`."""
     model = build_model(size, tok, seed=0).to(device).eval()
-    prompts = make_prompts(batch)
+    prompts = make_prompts(prompts_n)
     pad, eos = tok.pad_token_id, tok.eos_token_id
     encoded = encode_prompts(tok, prompts)              # exactly what `generate` feeds the model
     P = max(len(ids) for ids in encoded)
-    input_ids = torch.full((batch, P), pad, dtype=torch.long)
-    attention_mask = torch.zeros((batch, P), dtype=torch.long)
+    input_ids = torch.full((prompts_n, P), pad, dtype=torch.long)
+    attention_mask = torch.zeros((prompts_n, P), dtype=torch.long)
     for i, ids in enumerate(encoded):
         input_ids[i, P - len(ids):] = torch.tensor(ids)
         attention_mask[i, P - len(ids):] = 1
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
 
     def ours(seed):
-        ro = generate(model, tok, prompts, max_new_tokens=new_tokens, temperature=1.0, top_p=1.0,
-                      seed=seed)
+        ro = generate(model, tok, prompts, num_samples=samples, max_new_tokens=new_tokens,
+                      temperature=1.0, top_p=1.0, seed=seed, eos_token_id=-1)
         return int(ro.completion_lengths.sum())
 
     def hf(seed):
         torch.manual_seed(seed)
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True,
-                             temperature=1.0, top_p=1.0, top_k=0, min_new_tokens=new_tokens,
-                             max_new_tokens=new_tokens, pad_token_id=pad, eos_token_id=eos)
+        with never_ends(model, [eos, pad]):
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True,
+                                 temperature=1.0, top_p=1.0, top_k=0, min_new_tokens=new_tokens,
+                                 max_new_tokens=new_tokens, num_return_sequences=samples,
+                                 pad_token_id=pad, eos_token_id=eos)
         return int((out[:, P:] != pad).sum())
 
+    return model, {"ours": ours, "hf": hf}
+
+
+def bench_one(size, prompts_n, samples, new_tokens, device, repeats, tok, threads, memory):
+    model, fns = samplers(size, prompts_n, samples, new_tokens, device, tok)
     times = {"ours": [], "hf": []}
     counts = {}
-    with torch.no_grad(), never_ends(model, [eos, pad]):
-        ours(0), hf(0)                                   # warm-up (allocator, kernels, caches)
+    pin = _pinned(threads, model)
+    with torch.no_grad(), pin as n_threads:
+        fns["ours"](0), fns["hf"](0)                     # warm-up (allocator, kernels, caches)
         for r in range(repeats):
-            for name, fn in (("ours", ours), ("hf", hf)):
-                seconds, counts[name] = timed(lambda: fn(r + 1), device)
+            for name in ("ours", "hf"):
+                seconds, counts[name] = timed(lambda: fns[name](r + 1), device)
                 times[name].append(seconds)
     t_ours, t_hf = statistics.median(times["ours"]), statistics.median(times["hf"])
-    return {
-        "device": device.type, "size": size, "params": count_parameters(model), "batch": batch,
-        "new_tokens": new_tokens, "tokens_ours": counts["ours"], "tokens_hf": counts["hf"],
+    row = {
+        "device": device.type, "size": size, "params": count_parameters(model), "prompts": prompts_n,
+        "samples": samples, "new_tokens": new_tokens, "threads": n_threads,
+        "tokens_ours": counts["ours"], "tokens_hf": counts["hf"],
         "ours_tok_s": counts["ours"] / t_ours, "hf_tok_s": counts["hf"] / t_hf,
-        "speedup": (counts["ours"] / t_ours) / (counts["hf"] / t_hf),
+        "speedup": (counts["ours"] / t_ours) / (counts["hf"] / t_hf), "mem": None,
     }
+    if memory:
+        row["mem"] = {name: peak_memory(name, size, prompts_n, samples, new_tokens, device, n_threads)
+                      for name in ("ours", "hf")}
+    return row
+
+
+def _pinned(threads, model):
+    if threads:
+        @contextmanager
+        def fixed():
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                yield threads
+            finally:
+                torch.set_num_threads(before)
+        return fixed()
+    return stage_threads(model)
+
+
+def peak_memory(name, size, prompts_n, samples, new_tokens, device, threads) -> float:
+    """MB by which one run of sampler `name` raised the peak RSS (CPU) or the peak allocated
+    GPU memory (CUDA) of a fresh process, over what building the model needed."""
+    spec = json.dumps({"name": name, "size": size, "prompts": prompts_n, "samples": samples,
+                       "new_tokens": new_tokens, "device": device.type, "threads": threads})
+    out = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _child(spec: str) -> None:
+    s = json.loads(spec)
+    torch.set_num_threads(s["threads"])
+    device = torch.device(s["device"])
+    _, fns = samplers(s["size"], s["prompts"], s["samples"], s["new_tokens"], device, build_tokenizer())
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.no_grad():
+        fns[s["name"]](1)
+    if device.type == "cuda":
+        print((torch.cuda.max_memory_allocated(device) - base) / 2**20)
+    else:   # ru_maxrss is in KiB on Linux
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
 
 
 def machine(device: torch.device) -> str:
@@ -138,9 +204,8 @@ def machine(device: torch.device) -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-            f"({torch.get_num_threads()} intra-op threads), transformers {transformers.__version__}, "
-            f"Python {platform.python_version()}, GPU: {gpu}")
+    return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, transformers "
+            f"{transformers.__version__}, Python {platform.python_version()}, GPU: {gpu}")
 
 
 def format_table(rows, header_lines) -> str:
@@ -148,11 +213,20 @@ def format_table(rows, header_lines) -> str:
              "|" + "|".join("---:" if i > 1 else "---" for i in range(len(COLUMNS))) + "|"]
     for r in rows:
         same = "" if r["tokens_ours"] == r["tokens_hf"] else " (MISMATCH)"
+        mem = "-" if r["mem"] is None else f"{r['mem']['ours']:.0f} / {r['mem']['hf']:.0f}"
         lines.append(
-            f"| {r['device']} | {r['size']} ({r['params'] / 1e6:.2f}M) | {r['batch']} | "
-            f"{r['new_tokens']} | {r['tokens_ours']} / {r['tokens_hf']}{same} | "
-            f"{r['ours_tok_s']:,.0f} | {r['hf_tok_s']:,.0f} | {r['speedup']:.2f}x |")
+            f"| {r['device']} | {r['size']} ({r['params'] / 1e6:.2f}M) | {r['prompts']} x {r['samples']} | "
+            f"{r['new_tokens']} | {r['threads']} | {r['tokens_ours']} / {r['tokens_hf']}{same} | "
+            f"{r['ours_tok_s']:,.0f} | {r['hf_tok_s']:,.0f} | {r['speedup']:.2f}x | {mem} |")
     return "\n".join(lines) + "\n"
+
+
+def parse_cell(text: str) -> tuple[int, int]:
+    try:
+        p, g = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a cell is PROMPTSxSAMPLES, e.g. 16x8; got {text!r}") from None
+    return p, g
 
 
 def parse_args(argv=None):
@@ -160,37 +234,43 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sizes", nargs="+", help="model sizes (default: small base [+ large on cuda])")
-    p.add_argument("--batches", nargs="+", type=int, help="batch sizes (default: 1 16 64 [+ 256 on cuda])")
-    p.add_argument("--new-tokens", nargs="+", type=int, default=[64], help="tokens per row (default: 64)")
+    p.add_argument("--cells", nargs="+", type=parse_cell,
+                   help="PROMPTSxSAMPLES cells (default: 1x1 16x1 16x8 64x8 [+ 64x16 on cuda])")
+    p.add_argument("--new-tokens", nargs="+", type=int, default=[48], help="tokens per row (default: 48)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per cell; the median is reported")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave torch's choice)")
+    p.add_argument("--threads", type=int, help="intra-op threads for both samplers (default: minimopd's choice)")
+    p.add_argument("--memory", action="store_true", help="also measure peak memory (child processes)")
     p.add_argument("--out", help="append the table (with command, machine, date) to this file")
-    p.add_argument("--quick", action="store_true", help="tiny grid (tiny model, batch 1 and 4, 4 tokens)")
+    p.add_argument("--quick", action="store_true", help="tiny grid (tiny model, 1x1 and 2x2, 4 tokens)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> str:
     args = parse_args(argv)
+    if args.child:
+        _child(args.child)
+        return ""
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.quick:
-        sizes, batches, new_tokens, repeats = ["tiny"], [1, 4], [4], 1
+        sizes, cells, new_tokens, repeats = ["tiny"], [(1, 1), (2, 2)], [4], 1
     else:
         sizes = args.sizes or (["small", "base", "large"] if cuda else ["small", "base"])
-        batches = args.batches or ([1, 16, 64, 256] if cuda else [1, 16, 64])
+        cells = args.cells or ([(1, 1), (16, 1), (16, 8), (64, 8), (64, 16)] if cuda
+                               else [(1, 1), (16, 1), (16, 8), (64, 8)])
         new_tokens, repeats = args.new_tokens, args.repeats
     tok = build_tokenizer()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = []
     for size in sizes:
-        for batch in batches:
+        for prompts_n, samples in cells:
             for n in new_tokens:
-                rows.append(bench_one(size, batch, n, device, repeats, tok))
+                rows.append(bench_one(size, prompts_n, samples, n, device, repeats, tok, args.threads,
+                                      args.memory))
                 r = rows[-1]
-                print(f"  {size} batch={batch} new={n}: ours {r['ours_tok_s']:,.0f} tok/s, "
-                      f"HF {r['hf_tok_s']:,.0f} tok/s", file=sys.stderr, flush=True)
+                print(f"  {size} {prompts_n}x{samples} new={n}: ours {r['ours_tok_s']:,.0f} tok/s, "
+                      f"HF {r['hf_tok_s']:,.0f} tok/s ({r['speedup']:.2f}x)", file=sys.stderr, flush=True)
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     argv = sys.argv[1:] if argv is None else argv
     command = "python benchmarks/bench_sampler.py " + " ".join(map(shlex.quote, argv))

@@ -13,6 +13,7 @@ import torch
 from .profiles import Profile, get_profile
 from .rollout import generate
 from .tasks import DIFFICULTIES, VERIFIABLE_DOMAINS, extract_answer, format_ok, get_task
+from .threads import model_threads
 
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>", "<|user|>", "<|assistant|>")
 
@@ -75,6 +76,7 @@ def _level_order(level: str) -> int:
 
 
 @torch.no_grad()
+@model_threads
 def evaluate(model, tokenizer, tasks=None, *, profile: Profile | str | None = None,
              n_per_level: int | None = None, difficulties=DIFFICULTIES, reasoning: bool = False,
              max_new_tokens: int | None = None, batch_size: int | None = None, seed: int = 0,

@@ -20,6 +20,19 @@ from typing import Any
 import torch
 
 
+def narrow_columns(obj, start: int, width: int):
+    """A copy of dataclass `obj` with every per-token field (a tensor of two or more dims whose
+    second dimension is `width`, or a nested dataclass) cut to columns start..width-1."""
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if torch.is_tensor(value) and value.dim() > 1 and value.shape[1] == width:
+            changes[f.name] = value[:, start:]
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            changes[f.name] = narrow_columns(value, start, width)
+    return dataclasses.replace(obj, **changes)
+
+
 def select_rows(obj, idx: torch.Tensor, n: int):
     """A copy of dataclass `obj` with every per-row field (a tensor or list whose first
     dimension is `n`, or a nested dataclass) indexed by `idx`; other fields are shared."""
@@ -49,6 +62,7 @@ class Experience:
     finished: torch.Tensor             # (N,) bool, the row ended with <|end|>
     group_size: int                    # G samples per prompt
     prompt_length: int                 # P
+    prompt_index: torch.Tensor | None = None   # (N,) which prompt of the batch row i continues
     ref_logprobs: torch.Tensor | None = None   # (N, T) log pi_ref(y_t), when a reference is used
     old_values: torch.Tensor | None = None     # (N, T) V(s_t) at sampling time (PPO)
     advantages: torch.Tensor | None = None     # (N,) per sequence or (N, T) per token
@@ -70,3 +84,11 @@ class Experience:
     def select(self, idx: torch.Tensor) -> "Experience":
         """The rows `idx` (a long tensor) as an Experience of their own: a minibatch."""
         return select_rows(self, idx, len(self))
+
+    def narrow(self, start: int) -> "Experience":
+        """Every per-token tensor cut to columns `start`.. (the prompt length shrinks by
+        `start`): the completion window the update computes logits for, `start` being
+        prompt_length - 1 (the last prompt token, whose logits predict the first completion
+        token). Masks are 0 on prompt columns, so every masked quantity is unchanged."""
+        width = self.input_ids.shape[1]
+        return dataclasses.replace(narrow_columns(self, start, width), prompt_length=self.prompt_length - start)

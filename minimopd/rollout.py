@@ -1,8 +1,8 @@
-"""Batched sampling with a KV cache: the rollout engine of every online stage.
+"""Batched sampling with a KV cache: the rollout function of every online stage.
 
-`generate` left-pads the prompts, runs one prefill forward pass, then decodes one token per step
-for the whole batch, reusing the key/value cache, until every row has produced `<|end|>` or the
-token budget runs out. It records the log-probability of each sampled token under the sampling
+`generate` left-pads the prompts, prefills each prompt once, then decodes one token per step for
+all its samples, reusing the key/value cache, until every row has produced `<|end|>` or the
+token budget runs out (the decode loop is `engine.decode`; see there for what makes it fast). It records the log-probability of each sampled token under the sampling
 distribution (logits / temperature, before top-p truncation, as vLLM and trl report them), so an
 RL or distillation stage gets pi_old(y_t) for free. Those log-probs equal a full forward pass on
 the finished sequences (`models.sequence_logprobs`) up to float error: tests/test_rollout.py
@@ -22,7 +22,9 @@ from functools import lru_cache
 import torch
 from transformers import DynamicCache
 
+from . import engine
 from .models import position_ids_from_mask, unwrap
+from .threads import model_threads
 from .tokenizer import chat_prompt, check_compatible
 
 
@@ -77,14 +79,6 @@ def _cache_kwarg(model_class) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Zero out the tail of each row outside the smallest set with cumulative mass >= top_p."""
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    keep_sorted = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p  # always keeps the top token
-    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
-    return probs * keep
-
-
 def encode_prompts(tokenizer, prompts, *, chat: bool = True):
     """Token ids of each prompt (chat-formatted unless `chat=False`) as lists of ints."""
     texts = [chat_prompt(tokenizer, p) if chat else p for p in prompts]
@@ -92,14 +86,51 @@ def encode_prompts(tokenizer, prompts, *, chat: bool = True):
 
 
 @torch.no_grad()
+def _decode_with_transformers(model, prompt_ids, prompt_attn, *, num_samples, max_new_tokens,
+                              temperature, top_p, generator, topk, eos, pad) -> engine.Samples:
+    """The plain decode loop through the model's own forward and a `DynamicCache`: what
+    `generate` uses for architectures the engine does not implement (`engine.supports`)."""
+    prompt_ids = prompt_ids.repeat_interleave(num_samples, dim=0)
+    attn = prompt_attn.repeat_interleave(num_samples, dim=0)
+    N = prompt_ids.shape[0]
+    cache = {_cache_kwarg(type(model)): DynamicCache()}
+    positions = position_ids_from_mask(attn)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=positions,
+                use_cache=True, logits_to_keep=1, **cache)
+    next_pos = positions[:, -1:] + 1
+    tokens, logps, tops = [], [], []
+    finished = torch.zeros(N, dtype=torch.bool, device=prompt_ids.device)
+    for step in range(max_new_tokens):
+        nxt, lp, top = engine.sample_next(out.logits[:, -1].float(), temperature, top_p, generator, topk)
+        # Rows that already ended keep emitting padding with log-prob 0 and mask 0.
+        nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
+        tokens.append(nxt)
+        logps.append(torch.where(finished, torch.zeros_like(lp), lp))
+        tops.append(top)
+        alive = ~finished
+        finished = finished | (nxt == eos)
+        if step == max_new_tokens - 1 or bool(finished.all()):
+            break   # no forward pass for a token that will never be sampled
+        attn = torch.cat([attn, alive.long()[:, None]], dim=1)
+        out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=next_pos,
+                    use_cache=True, **cache)
+        next_pos = next_pos + 1
+    return engine.Samples(tokens=torch.stack(tokens, 1), logprobs=torch.stack(logps, 1),
+                          topk=torch.stack(tops, 1) if topk else None, finished=finished)
+
+
+@torch.no_grad()
+@model_threads
 def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens: int = 32,
              temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
-             chat: bool = True, topk: int = 0) -> Rollout:
+             chat: bool = True, topk: int = 0, eos_token_id: int | None = None) -> Rollout:
     """Sample `num_samples` completions for each prompt; see the module docstring.
 
     `temperature=0` decodes greedily (log-probs are then those of the untempered model).
     `chat=False` feeds the prompts as raw text (for base models that never saw the chat format).
     `topk=k` records the k most likely token ids at every sampled position (`Rollout.topk_ids`).
+    `eos_token_id` is the token that ends a row (default: the tokenizer's end of turn); -1
+    never ends one early (benchmarks use it to time exactly `max_new_tokens` per row).
     """
     if isinstance(prompts, str):
         raise TypeError("generate() takes a list of prompts, got one string (it would be read as "
@@ -127,14 +158,14 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
             f"{P + max_new_tokens} exceeds the model's context of {context} tokens. Shorten the "
             f"prompt or lower max_new_tokens to at most {max(context - P, 0)}.")
 
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     N = len(prompts) * num_samples
-    prompt_ids = torch.full((N, P), pad, dtype=torch.long)
-    prompt_attn = torch.zeros((N, P), dtype=torch.long)
+    prompt_ids = torch.full((len(prompts), P), pad, dtype=torch.long)
+    prompt_attn = torch.zeros((len(prompts), P), dtype=torch.long)
     for i, ids in enumerate(encoded):
-        rows = slice(i * num_samples, (i + 1) * num_samples)
-        prompt_ids[rows, P - len(ids):] = torch.tensor(ids)
-        prompt_attn[rows, P - len(ids):] = 1
+        prompt_ids[i, P - len(ids):] = torch.tensor(ids)
+        prompt_attn[i, P - len(ids):] = 1
     prompt_ids, prompt_attn = prompt_ids.to(device), prompt_attn.to(device)
 
     generator = None
@@ -143,45 +174,14 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
 
     was_training = model.training
     model.eval()
-    cache = {_cache_kwarg(type(model)): DynamicCache()}
-    positions = position_ids_from_mask(prompt_attn)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_attn, position_ids=positions,
-                use_cache=True, logits_to_keep=1, **cache)
-    next_pos = positions[:, -1:] + 1
-    attn = prompt_attn
-    tokens, logps, tops = [], [], []
-    finished = torch.zeros(N, dtype=torch.bool, device=device)
-    for step in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
-        scaled = logits / temperature if temperature > 0 else logits
-        logprobs_all = torch.log_softmax(scaled, dim=-1)
-        if temperature > 0:
-            probs = logprobs_all.exp()
-            if top_p < 1:
-                probs = _top_p_filter(probs, top_p)
-            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        else:
-            nxt = logits.argmax(dim=-1)
-        lp = logprobs_all.gather(1, nxt[:, None]).squeeze(1)
-        if topk:
-            tops.append(logprobs_all.topk(min(topk, logprobs_all.shape[-1]), dim=-1).indices)
-        # Rows that already ended keep emitting padding with log-prob 0 and mask 0.
-        nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
-        lp = torch.where(finished, torch.zeros_like(lp), lp)
-        tokens.append(nxt)
-        logps.append(lp)
-        alive = ~finished
-        finished = finished | (nxt == eos)
-        if step == max_new_tokens - 1 or bool(finished.all()):
-            break   # no forward pass for a token that will never be sampled
-        attn = torch.cat([attn, alive.long()[:, None]], dim=1)
-        out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=next_pos,
-                    use_cache=True, **cache)
-        next_pos = next_pos + 1
+    run = engine.decode if engine.supports(model) is None else _decode_with_transformers
+    out = run(model, prompt_ids, prompt_attn, num_samples=num_samples, max_new_tokens=max_new_tokens,
+              temperature=temperature, top_p=top_p, generator=generator, topk=topk, eos=eos, pad=pad)
     model.train(was_training)
 
-    gen = torch.stack(tokens, dim=1)                                   # (N, L)
-    gen_lp = torch.stack(logps, dim=1)
+    prompt_ids = prompt_ids.repeat_interleave(num_samples, dim=0)
+    prompt_attn = prompt_attn.repeat_interleave(num_samples, dim=0)
+    gen, gen_lp = out.tokens, out.logprobs                            # (N, L)
     # A generated token is real if it is not padding emitted after the row finished.
     ended_before = torch.zeros_like(gen, dtype=torch.bool)
     ended_before[:, 1:] = (gen[:, :-1] == eos).cumsum(dim=1).bool()
@@ -193,8 +193,9 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
 
     topk_ids = None
     if topk:
-        gen_top = torch.stack(tops, dim=1) * gen_mask.long()[..., None]          # (N, L, k)
+        gen_top = out.topk * gen_mask.long()[..., None]                   # (N, L, k)
         topk_ids = torch.cat([gen_top.new_zeros(N, P, gen_top.shape[-1]), gen_top], dim=1)
+    finished = out.finished
 
     texts = []
     for row, m in zip(gen.tolist(), gen_mask.tolist()):

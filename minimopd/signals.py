@@ -28,10 +28,12 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 
+from .engine import window_forward
 from .kl import token_log_softmax
 from .losses import token_logprobs
-from .models import count_parameters, forward_logits, unwrap
+from .models import count_parameters, unwrap
 from .rewards import accuracy_reward
 from .tasks import format_ok
 from .tokenizer import check_compatible
@@ -239,34 +241,40 @@ class TeacherSignal:
                              "lower max_new_tokens or use a teacher with a longer context")
 
     @torch.no_grad()
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              topk_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The teacher's tensors for these rows (see the class docstring)."""
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int,
+              prompt_index: torch.Tensor | None = None, topk_ids: torch.Tensor | None = None
+              ) -> dict[str, torch.Tensor]:
+        """The teacher's tensors for these rollout rows (see the class docstring), full width,
+        0 on prompt columns. Only the completion window is computed (`engine.window_forward`:
+        each prompt once for all its samples)."""
         self.check_length(input_ids.shape[1])
+        W = prompt_length - 1
         with placed(self.teacher, input_ids.device, self.placement):
-            logits = forward_logits(self.teacher, input_ids, attention_mask).to(input_ids.device)
+            logits, _ = window_forward(self.teacher, input_ids, attention_mask, prompt_length, prompt_index)
+        logits, ids = logits.to(input_ids.device), input_ids[:, W:]
         if self.mode == "sampled":
-            return {"teacher_logprobs": token_logprobs(logits, input_ids)}
-        full = token_log_softmax(logits)                                    # (B, T, V)
-        out = {"teacher_logprobs": full.gather(-1, input_ids[..., None]).squeeze(-1)}
+            return {"teacher_logprobs": F.pad(token_logprobs(logits, ids), (W, 0))}
+        full = token_log_softmax(logits)                                    # (B, L+1, V)
+        out = {"teacher_logprobs": F.pad(full.gather(-1, ids[..., None]).squeeze(-1), (W, 0))}
         if self.mode == "full":
-            out["full_logprobs"] = full
+            out["full_logprobs"] = F.pad(full, (0, 0, W, 0))
+            return out
+        if self.support == "student":
+            if topk_ids is None:
+                raise ValueError("a top-k teacher with support='student' needs the student's top-k "
+                                 f"ids: sample with generate(..., topk={self.k})")
+            support = topk_ids[:, W:].long()
         else:
-            if self.support == "student":
-                if topk_ids is None:
-                    raise ValueError("a top-k teacher with support='student' needs the student's top-k "
-                                     f"ids: sample with generate(..., topk={self.k})")
-                ids = topk_ids.long()
-            else:
-                ids = full.topk(min(self.k, full.shape[-1]), dim=-1).indices
-            out["support_ids"] = ids
-            out["support_logprobs"] = full.gather(-1, ids)
+            support = full.topk(min(self.k, full.shape[-1]), dim=-1).indices
+        out["support_ids"] = F.pad(support, (0, 0, W, 0))
+        out["support_logprobs"] = F.pad(full.gather(-1, support), (0, 0, W, 0))
         return out
 
     def __call__(self, rollout, examples: Sequence) -> SignalOutput:
         _check_rows(rollout, examples)
         out = self.verifier(rollout, examples)
-        tensors = self.score(rollout.input_ids, rollout.attention_mask, rollout.topk_ids)
+        tensors = self.score(rollout.input_ids, rollout.attention_mask, rollout.prompt_length,
+                             rollout.prompt_index, rollout.topk_ids)
         tokens = int(rollout.attention_mask.sum())
         return replace(out, kind="teacher", forward_tokens=tokens, flops=2.0 * self.n_params * tokens,
                        **tensors)
@@ -334,7 +342,8 @@ class RoutedTeacherSignal:
             teacher = self.teachers[name]
             idx = torch.tensor([i for i, n in enumerate(names) if n == name], device=device)
             topk = None if rollout.topk_ids is None else rollout.topk_ids[idx]
-            part = teacher.score(rollout.input_ids[idx], rollout.attention_mask[idx], topk)
+            part = teacher.score(rollout.input_ids[idx], rollout.attention_mask[idx], rollout.prompt_length,
+                                 rollout.prompt_index[idx], topk)
             for key, value in part.items():
                 if key not in merged:
                     merged[key] = value.new_zeros((len(rollout),) + tuple(value.shape[1:]))

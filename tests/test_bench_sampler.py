@@ -15,23 +15,22 @@ def load_bench():
 def test_quick_grid_table(tmp_path):
     bench = load_bench()
     out = tmp_path / "BENCH.md"
-    table = bench.main(["--quick", "--device", "cpu", "--out", str(out)])
+    table = bench.main(["--quick", "--device", "cpu", "--memory", "--out", str(out)])
     assert out.read_text().strip() == table.strip()            # --out appends the same table
     assert "machine:" in table and "command:" in table
 
     lines = [line for line in table.splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header == bench.COLUMNS
-    for col in ("device", "batch", "new tokens", "ours tok/s", "transformers tok/s"):
-        assert col in header
-    assert any(c.startswith("model") for c in header) and any(c.startswith("speed-up") for c in header)
-
     rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
-    assert [(r["model (params)"].split()[0], r["batch"], r["new tokens"]) for r in rows] == [
-        ("tiny", "1", "4"), ("tiny", "4", "4")]
+    assert [(r["model (params)"].split()[0], r["prompts x samples"], r["new tokens"]) for r in rows] == [
+        ("tiny", "1 x 1", "4"), ("tiny", "2 x 2", "4")]
     for r in rows:
         ours, hf = (int(x) for x in r["tokens ours / HF"].split("/"))
-        assert ours == hf == int(r["batch"]) * int(r["new tokens"])   # every row ran the full N
+        prompts, samples = (int(x) for x in r["prompts x samples"].split("x"))
+        assert ours == hf == prompts * samples * int(r["new tokens"])   # every row ran the full N
         assert float(r["ours tok/s"].replace(",", "")) > 0
         assert float(r["transformers tok/s"].replace(",", "")) > 0
-        assert r["speed-up (ours/HF)"].endswith("x")
+        assert r["speed-up (ours/HF)"].endswith("x") and int(r["threads"]) >= 1
+        mem_ours, mem_hf = (float(x) for x in r["peak mem ours / HF (MB)"].split("/"))
+        assert mem_ours >= 0 and mem_hf >= 0

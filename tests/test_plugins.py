@@ -61,7 +61,7 @@ def test_one_step_equals_a_hand_written_grpo_step(tok, sft_tiny):
     order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
     ids, attn, mask, adv = ro.input_ids[order], ro.attention_mask[order], ro.completion_mask[order], adv[order]
     ref.train()
-    opt = torch.optim.AdamW(ref.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.0)
+    opt = torch.optim.AdamW(ref.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.0, fused=True)
     logits = ref(input_ids=ids, attention_mask=attn, position_ids=position_ids_from_mask(attn)).logits
     lp = losses.token_logprobs(logits, ids)
     loss, _ = losses.grpo_loss(lp, lp.detach(), adv, mask, aggregation="grpo", max_tokens=6)
@@ -72,8 +72,18 @@ def test_one_step_equals_a_hand_written_grpo_step(tok, sft_tiny):
 
     moved = max((p - q).abs().max().item() for p, q in zip(ref.parameters(), sft_tiny.parameters()))
     assert moved > 1e-3   # a real update, so the comparison below means something
+    # The loop computes the forward pass its own way (each prompt once for its samples), so the
+    # gradients agree to float precision; the clipped gradient each parameter received is still
+    # in .grad. Adam's first step is about lr * g / |g| per element, which turns float noise
+    # into visible differences only where |g| is near Adam's eps (1e-8): the weights are compared
+    # to 1e-6 wherever the gradient is larger than 1e-6.
+    compared = total = 0
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-4, msg=name)
+        clear = q.grad.abs() > 1e-6
+        torch.testing.assert_close(p[clear], q[clear], atol=1e-6, rtol=0, msg=name)
+        compared, total = compared + int(clear.sum()), total + clear.numel()
+    assert compared > 0.5 * total
 
 
 def test_first_minibatch_is_exactly_on_policy_later_ones_are_not(tok, sft_tiny):
@@ -146,16 +156,15 @@ def test_routed_teachers_score_each_row_with_its_own_teacher(tok, sft_tiny):
     routed = RoutedTeacherSignal({name: TeacherSignal(m, mode="full") for name, m in teachers.items()})
     out = routed(ro, rows)
     assert out.teacher_ids == ["add"] * 4 + ["sort"] * 6
-    for i, name in enumerate(out.teacher_ids):
+    for i, name in enumerate(out.teacher_ids):   # teachers score the completions (0 on prompts)
         want = sequence_logprobs(teachers[name], ro.input_ids[i:i + 1], ro.attention_mask[i:i + 1])[0]
-        m = ro.attention_mask[i].bool()
+        m = ro.completion_mask[i].bool()
         torch.testing.assert_close(out.teacher_logprobs[i][m], want[m], atol=1e-5, rtol=0)
-        assert torch.allclose(out.full_logprobs[i].logsumexp(-1)[1:], torch.zeros(ro.input_ids.shape[1] - 1),
-                              atol=1e-5)
-    other = sequence_logprobs(teachers["add"], ro.input_ids[:1], ro.attention_mask[:1])[0]
-    assert not torch.allclose(out.teacher_logprobs[0], sequence_logprobs(teachers["sort"], ro.input_ids[:1],
-                                                                         ro.attention_mask[:1])[0])
-    torch.testing.assert_close(out.teacher_logprobs[0], other, atol=1e-5, rtol=0)
+        assert (out.teacher_logprobs[i][:ro.prompt_length] == 0).all()
+        assert torch.allclose(out.full_logprobs[i][m].logsumexp(-1), torch.zeros(int(m.sum())), atol=1e-5)
+    m = ro.completion_mask[0].bool()
+    other = sequence_logprobs(teachers["sort"], ro.input_ids[:1], ro.attention_mask[:1])[0]
+    assert not torch.allclose(out.teacher_logprobs[0][m], other[m])
     n_params = sum(p.numel() for p in teachers["add"].parameters())
     assert out.flops == pytest.approx(2.0 * n_params * int(ro.attention_mask.sum()), rel=1e-6)
     assert out.metrics["rows/add"] == 4 and out.metrics["rows/sort"] == 6
@@ -172,7 +181,8 @@ def test_topk_teacher_uses_the_student_support_recorded_by_the_sampler(tok, sft_
     assert torch.equal(out.support_ids, ro.topk_ids.long())
     full = losses.token_log_softmax(teacher.teacher(input_ids=ro.input_ids, attention_mask=ro.attention_mask,
                                                     position_ids=position_ids_from_mask(ro.attention_mask)).logits)
-    torch.testing.assert_close(out.support_logprobs, full.gather(-1, ro.topk_ids.long()), atol=1e-5, rtol=0)
+    m = ro.completion_mask.bool()
+    torch.testing.assert_close(out.support_logprobs[m], full.gather(-1, ro.topk_ids.long())[m], atol=1e-5, rtol=0)
     plain = generate(sft_tiny, tok, [e.prompt for e in examples], num_samples=2, max_new_tokens=5, seed=0)
     with pytest.raises(ValueError, match="generate\\(..., topk=3\\)"):
         teacher(plain, [e for e in examples for _ in range(2)])

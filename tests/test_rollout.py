@@ -4,6 +4,7 @@ import torch
 
 from minimopd.models import build_model, sequence_logprobs
 from minimopd.rollout import generate
+from minimopd.tasks import get_task
 
 PROMPTS = ["What is 48+375?", "Sort: 5 12 3 9 1", "Hi"]   # different lengths -> left padding
 
@@ -79,3 +80,58 @@ def test_errors(tok, tiny_model):
     foreign = build_model("tiny", tok, vocab_size=40)
     with pytest.raises(ValueError, match="do not belong together"):
         generate(foreign, tok, ["x"])
+
+
+def _prompt_batch(tok, prompts):
+    from minimopd.rollout import encode_prompts
+    enc = encode_prompts(tok, prompts)
+    P = max(map(len, enc))
+    ids = torch.full((len(prompts), P), tok.pad_token_id)
+    attn = torch.zeros(len(prompts), P, dtype=torch.long)
+    for i, e in enumerate(enc):
+        ids[i, P - len(e):] = torch.tensor(e)
+        attn[i, P - len(e):] = 1
+    return ids, attn
+
+
+@pytest.mark.parametrize("graphs", [False, True])   # True: the fixed-shape step CUDA would capture
+def test_engine_greedy_equals_the_transformers_loop(tok, sft_tiny, graphs):
+    from minimopd import engine
+    from minimopd.rollout import _decode_with_transformers
+    prompts = PROMPTS + ["What is 12+7?", "What is 48+375?"]
+    ids, attn = _prompt_batch(tok, prompts)
+    kw = dict(num_samples=2, max_new_tokens=12, temperature=0.0, top_p=1.0, generator=None, topk=3,
+              eos=tok.eos_token_id, pad=tok.pad_token_id)
+    ours = engine.decode(sft_tiny, ids, attn, graphs=graphs, **kw)
+    ref = _decode_with_transformers(sft_tiny, ids, attn, **kw)
+    assert torch.equal(ours.tokens, ref.tokens) and torch.equal(ours.finished, ref.finished)
+    ended = (ours.tokens == tok.eos_token_id).float().argmax(dim=1)
+    assert ended.unique().numel() > 1                            # rows end at different steps
+    torch.testing.assert_close(ours.logprobs, ref.logprobs, atol=1e-5, rtol=0)
+    real = torch.ones_like(ours.tokens, dtype=torch.bool)            # up to and including <|end|>
+    real[:, 1:] = ~(ours.tokens[:, :-1] == tok.eos_token_id).cumsum(1).bool()
+    assert torch.equal(ours.topk[real], ref.topk[real])
+
+
+def test_rows_that_finish_early_leave_the_batch_and_logprobs_stay_exact(tok, sft_tiny):
+    prompts = [e.prompt for e in get_task("add").sample(12, seed=3, difficulty="easy")] + ["Hi"] * 4
+    ro = generate(sft_tiny, tok, prompts, num_samples=4, max_new_tokens=24, seed=2)
+    lengths = ro.completion_lengths
+    assert lengths.unique().numel() > 2         # rows end at different steps: the batch shrinks
+    full = sequence_logprobs(sft_tiny, ro.input_ids, ro.attention_mask)
+    assert torch.allclose(full * ro.completion_mask, ro.logprobs, atol=1e-5)
+    for i in range(len(ro)):                                     # nothing real after <|end|>
+        real = ro.input_ids[i][ro.completion_mask[i].bool()].tolist()
+        assert (real[-1] == tok.eos_token_id) == bool(ro.finished[i])
+
+
+def test_sampling_follows_the_model_distribution(tok, tiny_model):
+    # One prompt, 4000 samples of one token: the empirical frequencies match softmax(logits).
+    ro = generate(tiny_model, tok, ["Hi"], num_samples=4000, max_new_tokens=1, seed=0, eos_token_id=-1)
+    first = ro.input_ids[:, ro.prompt_length]
+    probs = sequence_logprobs(tiny_model, ro.input_ids[:1], ro.attention_mask[:1])  # only for shape
+    logits = tiny_model(input_ids=ro.input_ids[:1, :ro.prompt_length]).logits[0, -1]
+    p = torch.softmax(logits, -1)
+    counts = torch.bincount(first, minlength=p.numel()).float() / len(first)
+    assert probs.shape[0] == 1
+    assert (counts - p).abs().max() < 0.03

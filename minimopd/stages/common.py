@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..losses import check_finite
+from ..threads import stage_threads
 
 
 @dataclass
@@ -46,12 +47,17 @@ class OptimConfig:
 
 
 def make_optimizer(model, cfg: OptimConfig) -> torch.optim.Optimizer:
-    # Decay matrices only: norms and biases are scale parameters, decaying them hurts tiny models.
+    """AdamW; decay matrices only: norms and biases are scale parameters, decaying them hurts
+    tiny models. The fused implementation (one kernel for all parameters; ~9x faster than the
+    per-tensor loop torch picks on a CPU for a 0.1M-parameter model) where torch has it."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+    except (RuntimeError, TypeError, ValueError):   # a device or dtype without a fused kernel
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
 def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
@@ -70,14 +76,24 @@ def train_offline(model, batches: Iterator[dict], step_fn: Callable, *, steps: i
     """Run `steps` optimiser steps; `step_fn(model, batch)` returns `(loss, metrics_dict)`.
 
     `eval_fn(model) -> dict` runs every `eval_every` steps and at the end; its metrics are
-    merged into that step's history row (prefixed with `eval/`).
+    merged into that step's history row (prefixed with `eval/`). Runs with the thread count of
+    `threads.stage_threads(model)`.
     """
+    with stage_threads(model):
+        return _train_offline(model, batches, step_fn, steps=steps, optim=optim, stage=stage,
+                              device=device, eval_fn=eval_fn, eval_every=eval_every,
+                              log_every=log_every, progress=progress)
+
+
+def _train_offline(model, batches, step_fn, *, steps, optim, stage, device, eval_fn, eval_every,
+                   log_every, progress) -> StageResult:
     model.to(device)
     model.train()
     opt = make_optimizer(model, optim)
     history: list[dict] = []
     start = time.perf_counter()
-    tokens_seen = 0
+    tokens_seen = slots_seen = 0
+    eval_time = 0.0
     bar = tqdm(range(steps), desc=stage, disable=not progress, leave=False)
     for step in bar:
         for group in opt.param_groups:
@@ -91,20 +107,30 @@ def train_offline(model, batches: Iterator[dict], step_fn: Callable, *, steps: i
         opt.step()
         if "attention_mask" in batch:
             tokens_seen += int(batch["attention_mask"].sum())
+            slots_seen += batch["attention_mask"].numel()
+        now = time.perf_counter()
+        # tokens/s: real (non-padding) tokens per second of training, evaluation time excluded;
+        # padding: the share of the batches' token slots that were padding.
         row = {"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"],
-               "grad_norm": float(grad_norm), "tokens": tokens_seen,
-               "time": time.perf_counter() - start}
+               "grad_norm": float(grad_norm), "tokens": tokens_seen, "time": now - start,
+               "tokens_per_s": tokens_seen / max(now - start - eval_time, 1e-9),
+               "padding": 1.0 - tokens_seen / max(slots_seen, 1)}
         row.update({k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()})
         last = step == steps - 1
         if eval_fn is not None and ((eval_every and (step + 1) % eval_every == 0) or last):
             model.eval()
+            t_eval = time.perf_counter()
             row.update({f"eval/{k}": v for k, v in eval_fn(model).items()})
+            eval_time += time.perf_counter() - t_eval
             model.train()
         if step % log_every == 0 or last or any(k.startswith("eval/") for k in row):
             history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}")
     model.eval()
-    info = {"wall_time": time.perf_counter() - start, "tokens": tokens_seen, "steps": steps}
+    wall = time.perf_counter() - start
+    info = {"wall_time": wall, "tokens": tokens_seen, "steps": steps,
+            "tokens_per_s": tokens_seen / max(wall - eval_time, 1e-9),
+            "padding": 1.0 - tokens_seen / max(slots_seen, 1), "threads": torch.get_num_threads()}
     return StageResult(model=model, history=history, info=info)
 
 

@@ -48,16 +48,19 @@ import time
 from dataclasses import dataclass, fields, replace
 
 import torch
+import torch.nn.functional as F
 
 from .. import losses
 from ..advantages import GROUP_ESTIMATORS, get_estimator, legacy_estimator
 from ..experience import Experience
-from ..models import PolicyWithValue, count_parameters, policy_forward, sequence_logprobs
+from ..engine import window_forward
+from ..models import PolicyWithValue, count_parameters
 from ..objectives import make_objective
 from ..profiles import Profile, get_profile
 from ..rollout import generate
 from ..signals import VerifierSignal
 from ..tasks import VERIFIABLE_DOMAINS, get_task
+from ..threads import stage_threads
 from .common import OptimConfig, StageResult, lr_at, make_optimizer
 
 
@@ -211,19 +214,25 @@ def collect_experience(model, tokenizer, cfg: OnlineConfig, step: int, *, signal
                      logprobs=ro.logprobs, examples=rows,
                      rewards=shaped_rewards(out.rewards.float(), lengths, cfg),
                      scores=out.scores.float(), signal=out, finished=ro.finished,
-                     group_size=cfg.group_size, prompt_length=ro.prompt_length)
+                     group_size=cfg.group_size, prompt_length=ro.prompt_length, prompt_index=ro.prompt_index)
     tokens = float(ro.attention_mask.sum())
     totals["tokens_generated"] += int(exp.mask.sum())
     totals["signal_tokens"] += out.forward_tokens
     totals["flops"] += 2.0 * count_parameters(model) * tokens + out.flops
+    W = exp.prompt_length - 1      # the completion window: logits of columns W.. (see optimize)
     with torch.no_grad():
         if ref_model is not None:
-            exp.ref_logprobs = sequence_logprobs(ref_model, exp.input_ids, exp.attention_mask,
-                                                 temperature=cfg.temperature).detach()
+            logits, _ = window_forward(ref_model, exp.input_ids, exp.attention_mask, exp.prompt_length,
+                                       exp.prompt_index)
+            if cfg.temperature > 0:
+                logits = logits / cfg.temperature
+            exp.ref_logprobs = F.pad(losses.token_logprobs(logits, exp.input_ids[:, W:]), (W, 0))
             totals["ref_tokens"] += int(tokens)
             totals["flops"] += 2.0 * count_parameters(ref_model) * tokens
         if isinstance(model, PolicyWithValue):
-            exp.old_values = policy_forward(model, exp.input_ids, exp.attention_mask)[1].detach()
+            _, values = window_forward(model, exp.input_ids, exp.attention_mask, exp.prompt_length,
+                                       exp.prompt_index)
+            exp.old_values = F.pad(values, (W, 0))
             totals["flops"] += 2.0 * count_parameters(model) * tokens
     exp.advantages, exp.returns = estimator(exp, cfg)
     losses.check_finite("advantages", exp.advantages, step, stage="online")
@@ -243,12 +252,15 @@ def optimize(model, opt, exp: Experience, objective, cfg: OnlineConfig, step: in
     if not len(idx):
         return stats, entropy
     n_params = count_parameters(model)
+    W = exp.prompt_length - 1   # logits only over the completion window (all the losses use)
     for epoch in range(cfg.epochs):
         order = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(step * 7 + epoch))
                     .to(idx.device)]
         for m, rows in enumerate(order.chunk(cfg.minibatches)):
-            mb = exp.select(rows)
-            logits, values = policy_forward(model, mb.input_ids, mb.attention_mask)
+            full = exp.select(rows)
+            logits, values = window_forward(model, full.input_ids, full.attention_mask, full.prompt_length,
+                                            full.prompt_index)
+            mb = full.narrow(W)
             if cfg.temperature > 0:
                 logits = logits / cfg.temperature
             logprobs = losses.token_logprobs(logits, mb.input_ids)
@@ -266,7 +278,7 @@ def optimize(model, opt, exp: Experience, objective, cfg: OnlineConfig, step: in
             opt.step()
             stats.append(step_stats)
             totals["tokens_trained"] += int(mb.mask.sum())
-            totals["flops"] += 6.0 * n_params * float(mb.attention_mask.sum())
+            totals["flops"] += 6.0 * n_params * float(full.attention_mask.sum())
     return stats, entropy
 
 
@@ -310,6 +322,14 @@ def train_online(model, tokenizer, config: OnlineConfig, *, signal=None, ref_mod
     `signal` defaults to the task verifier; `estimator` and `objective` default to the ones the
     config names. Two older hooks still work: `advantage_fn(config, rewards,
     token_advantages)` and `loss_fn` (the signature of `losses.grpo_loss`), the GRPO lab's."""
+    with stage_threads(model):
+        return _train_online(model, tokenizer, config, signal=signal, ref_model=ref_model,
+                             estimator=estimator, objective=objective, eval_fn=eval_fn,
+                             advantage_fn=advantage_fn, loss_fn=loss_fn, device=device, progress=progress)
+
+
+def _train_online(model, tokenizer, config, *, signal, ref_model, estimator, objective, eval_fn,
+                  advantage_fn, loss_fn, device, progress) -> StageResult:
     from tqdm.auto import tqdm
 
     cfg = config
