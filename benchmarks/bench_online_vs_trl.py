@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -66,10 +65,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # benchmarks/common.py
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
 
+from common import append, load_average, machine, peak_memory  # noqa: E402
 from minimopd.models import build_model, count_parameters, load_model, save_model  # noqa: E402
 from minimopd.rewards import accuracy_reward  # noqa: E402
 from minimopd.signals import TeacherSignal  # noqa: E402
@@ -80,7 +80,7 @@ from minimopd.tokenizer import build_tokenizer  # noqa: E402
 
 COLUMNS = ["model (params)", "prompts x samples", "max new tokens", "tokens/step ours / trl",
            "ours s/step (median / mean)", "trl s/step (median / mean)", "ours tok/s", "trl tok/s",
-           "ratio trl/ours"]
+           "ratio trl/ours", "peak RSS ours / trl (MB)"]
 
 
 class TrlUnavailable(RuntimeError):
@@ -214,19 +214,6 @@ def summarise(t, k):
             "tok_s": sum(k) / sum(t) if k else float("nan"), "n": len(t)}
 
 
-def machine(threads_used: int) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import trl
-    return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} ({threads_used} intra-op threads), "
-            f"transformers {transformers.__version__}, trl {trl.__version__}, "
-            f"Python {platform.python_version()}")
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -255,7 +242,8 @@ def parse_args(argv=None):
 def main(argv=None) -> str:
     args = parse_args(argv)
     if args.quick:
-        args.size, args.prompts, args.samples, args.max_new_tokens = "tiny", 2, 2, 8
+        args.size, args.prompts, args.max_new_tokens = "tiny", 2, 8
+        args.samples = 1 if args.method == "opd" else 2
         args.steps, args.warmup, args.rounds = 1, 1, 1
     if args.samples is None:
         args.samples = 1 if args.method == "opd" else 4
@@ -278,8 +266,9 @@ def _run(args, argv) -> str:
         steps=args.warmup + args.steps, prompts_per_step=args.prompts, group_size=args.samples,
         max_new_tokens=args.max_new_tokens, temperature=1.0, lr=args.lr, epochs=1, minibatches=1,
         kl_beta=0.0, domains=tuple(args.domains), seed=0))
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     timed = {"ours": ([], []), "trl": ([], [])}     # name -> (seconds per step, tokens per step)
+    mem = {"ours": 0.0, "trl": 0.0}                  # name -> largest RSS rise of one run (MB)
     with tempfile.TemporaryDirectory(prefix="bench-online-model-") as model_dir:
         model = build_model(args.size, tok, seed=0)
         params = count_parameters(model)
@@ -291,19 +280,21 @@ def _run(args, argv) -> str:
         for r in range(args.rounds):
             for name in (("ours", "trl") if r % 2 == 0 else ("trl", "ours")):
                 run = run_ours if name == "ours" else run_trl
-                t, k = run(model_dir, tok, cfg, args.device, teacher_dir)
+                with peak_memory(args.device) as used:
+                    t, k = run(model_dir, tok, cfg, args.device, teacher_dir)
+                mem[name] = max(mem[name], used["rss_mb"])
                 t, k = t[args.warmup:], k[args.warmup:]
                 s = summarise(t, k)
                 print(f"  round {r + 1} {name}: {s['median']:.3f} s/step median, "
                       f"{s['tokens']:.0f} tokens/step", file=sys.stderr, flush=True)
                 timed[name][0].extend(t)
                 timed[name][1].extend(k)
-    load_after = os.getloadavg()[0]
+    load_after = load_average()
     ours, trl_ = summarise(*timed["ours"]), summarise(*timed["trl"])
     row = (f"| {args.size} ({params / 1e6:.2f}M) | {args.prompts} x {args.samples} | {args.max_new_tokens} | "
            f"{ours['tokens']:.0f} / {trl_['tokens']:.0f} | {ours['median']:.3f} / {ours['mean']:.3f} | "
            f"{trl_['median']:.3f} / {trl_['mean']:.3f} | {ours['tok_s']:,.0f} | {trl_['tok_s']:,.0f} | "
-           f"{trl_['median'] / ours['median']:.2f}x |")
+           f"{trl_['median'] / ours['median']:.2f}x | {mem['ours']:.0f} / {mem['trl']:.0f} |")
     command = "python benchmarks/bench_online_vs_trl.py " + " ".join(
         map(shlex.quote, argv if argv is not None else sys.argv[1:]))
     lines = [
@@ -314,19 +305,25 @@ def _run(args, argv) -> str:
         "",
         f"- command: `{command.strip()}` ({args.warmup} warm-up + {ours['n']} timed steps per trainer, "
         f"{args.rounds} round(s); device {args.device})",
-        f"- machine: {machine(torch.get_num_threads())}",
+        f"- machine: {machine(args.device, extra=f', trl {_trl_version()}')}; "
+        f"{torch.get_num_threads()} intra-op threads",
         f"- 1-min load average: {load_before:.2f} before, {load_after:.2f} after",
         "- tokens/step: completion tokens (final `<|end|>` included) generated per optimizer step; "
         "both samplers stop at `<|end|>`, with different random streams, so counts differ by noise",
         "- tok/s: generated tokens per second of whole-step time; ratio = trl median s/step / "
         "ours median s/step (above 1x: ours is faster)",
+        "- peak RSS: the largest rise of the process's resident set size during one whole run "
+        "(model loading and trainer set-up included), sampled every 5 ms",
         "", "| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1), row]
     table = "\n".join(lines) + "\n"
     print(table)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + table)
+    append(args.out, table)
     return table
+
+
+def _trl_version() -> str:
+    import trl
+    return trl.__version__
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ log-probs, decoding to text). transformers: `model.generate` on the pre-tokenise
 So the comparison is, if anything, tilted towards transformers.
 
 Memory (`--memory`): each sampler runs once more in a fresh child process, which reports how far
-its peak resident set size (and on CUDA, peak allocated GPU memory) rose above what the model
-alone needed.
+its resident set size rose above what it was just before the call (sampled every 5 ms
+from /proc/self/statm while the call runs), and on CUDA how far the peak allocated
+GPU memory rose.
 
 Run (from the repo root; numbers go into BENCHMARKS.md with the command, machine and date):
 
@@ -36,9 +37,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
-import resource
 import shlex
 import statistics
 import subprocess
@@ -50,8 +48,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-import transformers  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # benchmarks/common.py
+from common import append, load_average, machine, peak_memory  # noqa: E402
 from minimopd.models import build_model, count_parameters  # noqa: E402
 from minimopd.rollout import encode_prompts, generate  # noqa: E402
 from minimopd.threads import stage_threads  # noqa: E402
@@ -147,7 +145,7 @@ def bench_one(size, prompts_n, samples, new_tokens, device, repeats, tok, thread
         "speedup": (counts["ours"] / t_ours) / (counts["hf"] / t_hf), "mem": None,
     }
     if memory:
-        row["mem"] = {name: peak_memory(name, size, prompts_n, samples, new_tokens, device, n_threads)
+        row["mem"] = {name: child_peak_memory(name, size, prompts_n, samples, new_tokens, device, n_threads)
                       for name in ("ours", "hf")}
     return row
 
@@ -166,9 +164,9 @@ def _pinned(threads, model):
     return stage_threads(model)
 
 
-def peak_memory(name, size, prompts_n, samples, new_tokens, device, threads) -> float:
-    """MB by which one run of sampler `name` raised the peak RSS (CPU) or the peak allocated
-    GPU memory (CUDA) of a fresh process, over what building the model needed."""
+def child_peak_memory(name, size, prompts_n, samples, new_tokens, device, threads) -> float:
+    """MB by which one run of sampler `name` raised the RSS (CPU) or the allocated GPU
+    memory (CUDA) of a fresh process at its peak (`common.peak_memory`)."""
     spec = json.dumps({"name": name, "size": size, "prompts": prompts_n, "samples": samples,
                        "new_tokens": new_tokens, "device": device.type, "threads": threads})
     out = subprocess.run([sys.executable, __file__, "--child", spec], capture_output=True, text=True,
@@ -181,31 +179,11 @@ def _child(spec: str) -> None:
     torch.set_num_threads(s["threads"])
     device = torch.device(s["device"])
     _, fns = samplers(s["size"], s["prompts"], s["samples"], s["new_tokens"], device, build_tokenizer())
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.no_grad():
-        fns[s["name"]](1)
-    if device.type == "cuda":
-        print((torch.cuda.max_memory_allocated(device) - base) / 2**20)
-    else:   # ru_maxrss is in KiB on Linux
-        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
-
-
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    return (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, transformers "
-            f"{transformers.__version__}, Python {platform.python_version()}, GPU: {gpu}")
+        fns[s["name"]](0)            # warm-up: allocator pools and lazy initialisation
+        with peak_memory(device) as mem:
+            fns[s["name"]](1)
+    print(mem["vram_mb"] if device.type == "cuda" else mem["rss_mb"])
 
 
 def format_table(rows, header_lines) -> str:
@@ -261,7 +239,7 @@ def main(argv=None) -> str:
                                else [(1, 1), (16, 1), (16, 8), (64, 8)])
         new_tokens, repeats = args.new_tokens, args.repeats
     tok = build_tokenizer()
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_before = load_average()
     rows = []
     for size in sizes:
         for prompts_n, samples in cells:
@@ -271,7 +249,7 @@ def main(argv=None) -> str:
                 r = rows[-1]
                 print(f"  {size} {prompts_n}x{samples} new={n}: ours {r['ours_tok_s']:,.0f} tok/s, "
                       f"HF {r['hf_tok_s']:,.0f} tok/s ({r['speedup']:.2f}x)", file=sys.stderr, flush=True)
-    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load_after = load_average()
     argv = sys.argv[1:] if argv is None else argv
     command = "python benchmarks/bench_sampler.py " + " ".join(map(shlex.quote, argv))
     header = [
@@ -283,9 +261,7 @@ def main(argv=None) -> str:
     ]
     table = format_table(rows, header)
     print(table)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + table)
+    append(args.out, table)
     return table
 
 

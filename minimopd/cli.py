@@ -5,6 +5,8 @@
     minimopd grade labs/lab01_sft.ipynb      autograde a lab notebook (points + feedback)
     minimopd build-labs [--check]            regenerate labs/ from solutions/ (or check freshness)
     minimopd tasks [--show N]                list the registered tasks with sample items
+    minimopd diagnose [--stage sft] [--model PATH] [--samples 8]
+        greedy / T=1 accuracy, pass@k, learnable fraction, entropy per domain and level
 """
 from __future__ import annotations
 
@@ -50,6 +52,37 @@ def _cmd_lineage(args) -> int:
     return 0
 
 
+def _cmd_diagnose(args) -> int:
+    from .diagnose import diagnose
+    from .models import load_model
+    from .profiles import get_profile
+
+    prof = get_profile(args.profile)
+    reasoning = args.reasoning
+    if args.model:
+        model, tok = load_model(args.model, device=prof.device)
+        what = args.model
+    else:
+        from . import artifacts
+        builders = {"base": lambda: artifacts.base_artifact(prof, seed=args.seed),
+                    "sft": lambda: artifacts.sft_artifact(prof, seed=args.seed),
+                    "sft_reasoning": lambda: artifacts.sft_artifact(prof, seed=args.seed, reasoning=True)}
+        if args.stage not in builders:
+            raise ValueError(f"unknown stage {args.stage!r}; choose one of {', '.join(builders)} "
+                             "or pass --model PATH")
+        art = builders[args.stage]()
+        model, tok, what = art.model, art.tokenizer, f"{args.stage} ({art.path})"
+        reasoning = reasoning or args.stage == "sft_reasoning"
+    print(f"minimopd diagnose: {what}, profile={prof.name}, {args.samples} samples per prompt at T={args.temperature}")
+    result = diagnose(model, tok, args.tasks, profile=prof, n_per_level=args.n, samples=args.samples,
+                      reasoning=reasoning, chat=not args.raw, temperature=args.temperature, seed=args.seed)
+    print(result.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": result.meta, "rows": result.rows}, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _cmd_tasks(args) -> int:
     from .tasks import get_task, list_tasks
 
@@ -77,6 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="only report stale labs (exit 1 if any)")
     p = sub.add_parser("tasks", help="list registered tasks")
     p.add_argument("--show", type=int, default=2)
+    p = sub.add_parser("diagnose", help="greedy / T=1 accuracy, pass@k, learnable fraction, entropy")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--stage", default="sft", help="cached model to diagnose: base, sft, sft_reasoning")
+    p.add_argument("--model", default=None, help="a saved model directory instead of a cached stage")
+    p.add_argument("--tasks", nargs="*", default=None, help="task names (default: the verifiable domains)")
+    p.add_argument("--n", type=int, default=None, help="items per level (default: the profile's eval size)")
+    p.add_argument("--samples", type=int, default=8, help="samples per prompt (pass@k up to this k)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--reasoning", action="store_true", help="score <think>/<answer> completions (4x tokens)")
+    p.add_argument("--raw", action="store_true", help="raw-text prompts instead of the chat format")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the rows to this file")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv   # recorded next to the numbers it produces (results.md)
@@ -86,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_lineage(args)
         if args.command == "tasks":
             return _cmd_tasks(args)
+        if args.command == "diagnose":
+            return _cmd_diagnose(args)
         if args.command == "grade":
             from .grading import main as grade_main
             return grade_main([args.notebook])

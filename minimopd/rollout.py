@@ -25,7 +25,7 @@ from transformers import DynamicCache
 from . import engine
 from .models import position_ids_from_mask, unwrap
 from .threads import model_threads
-from .tokenizer import chat_prompt, check_compatible
+from .tokenizer import CHAT_TEMPLATE, chat_prompt, check_compatible
 
 
 @dataclass
@@ -80,8 +80,22 @@ def _cache_kwarg(model_class) -> str:
 
 
 def encode_prompts(tokenizer, prompts, *, chat: bool = True):
-    """Token ids of each prompt (chat-formatted unless `chat=False`) as lists of ints."""
-    texts = [chat_prompt(tokenizer, p) if chat else p for p in prompts]
+    """Token ids of each prompt (chat-formatted unless `chat=False`) as lists of ints.
+
+    The course's own template only wraps the text (`<|user|>` + prompt + `<|end|><|assistant|>`),
+    so it is rendered once around a marker and reused; any other template is rendered per prompt."""
+    if chat:
+        marker = "\x00prompt\x00"
+        if tokenizer.chat_template == CHAT_TEMPLATE:
+            head, tail = chat_prompt(tokenizer, marker).split(marker)
+            texts = [head + p + tail for p in prompts]
+        else:
+            texts = [chat_prompt(tokenizer, p) for p in prompts]
+    else:
+        texts = list(prompts)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:   # the Rust tokenizer encodes a batch in one call
+        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
