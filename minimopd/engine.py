@@ -397,6 +397,10 @@ def decode(model, prompt_ids: torch.Tensor, prompt_attn: torch.Tensor, *, num_sa
         hidden = dec.forward(nxt[:, None], rope[next_pos + step][:, None], cache, cur,
                              key_bias[:, None, None, :cur + 1])
         logits = dec.logits(hidden[:, -1])
+    if step_fn is not None and bool(finished.all()):
+        # the static step checks for the end only every GRAPH_CHECK_EVERY steps: drop the
+        # columns after the last row's <|end|>, so both paths return the same shape
+        steps = int((tokens[:, :steps] == eos).float().argmax(dim=1).max()) + 1
     return Samples(tokens=tokens[:, :steps], logprobs=logps[:, :steps],
                    topk=None if tops is None else tops[:, :steps], finished=finished)
 
