@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .memory import oom_hint
 from .profiles import Profile, get_profile
 from .rollout import generate
 from .tasks import DIFFICULTIES, VERIFIABLE_DOMAINS, extract_answer, format_ok, get_task
@@ -98,8 +99,10 @@ def evaluate(model, tokenizer, tasks=None, *, profile: Profile | str | None = No
             scores, formats, lengths = [], [], []
             for i in range(0, len(examples), batch_size):
                 chunk = examples[i:i + batch_size]
-                ro = generate(model, tokenizer, [e.prompt for e in chunk], temperature=0.0,
-                              max_new_tokens=max_new_tokens, chat=chat)
+                with oom_hint("evaluate", f"batch_size={batch_size} (the profile's eval_batch_size) and "
+                                          f"max_new_tokens={max_new_tokens}"):
+                    ro = generate(model, tokenizer, [e.prompt for e in chunk], temperature=0.0,
+                                  max_new_tokens=max_new_tokens, chat=chat)
                 lengths += ro.completion_lengths.tolist()
                 for ex, text, fin in zip(chunk, ro.texts, ro.finished.tolist()):
                     scores.append(task.score(ex, text))

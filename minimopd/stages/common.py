@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..losses import check_finite
+from ..memory import oom_hint
 from ..threads import stage_threads
 
 
@@ -85,6 +86,12 @@ def train_offline(model, batches: Iterator[dict], step_fn: Callable, *, steps: i
                               log_every=log_every, progress=progress)
 
 
+def _batch_knobs(batch) -> str:
+    shape = next((tuple(v.shape) for v in batch.values() if torch.is_tensor(v) and v.dim() == 2), None)
+    return (f"a batch of {shape[0]} sequences x {shape[1]} tokens (batch_size, seq_len / the longest "
+            "example)" if shape else "this batch (batch_size)")
+
+
 def _train_offline(model, batches, step_fn, *, steps, optim, stage, device, eval_fn, eval_every,
                    log_every, progress) -> StageResult:
     model.to(device)
@@ -99,10 +106,11 @@ def _train_offline(model, batches, step_fn, *, steps, optim, stage, device, eval
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, optim)
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
-        loss, metrics = step_fn(model, batch)
-        check_finite("the loss", loss, step, stage=stage)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with oom_hint(stage, _batch_knobs(batch)):
+            loss, metrics = step_fn(model, batch)
+            check_finite("the loss", loss, step, stage=stage)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
         opt.step()
         if "attention_mask" in batch:
