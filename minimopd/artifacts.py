@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .cache import Artifact, cached_stage, stage_key
+from .diagnose import PromptSelection, select_prompts
 from .evaluation import EvalResult
 from .models import count_parameters
 from .profiles import Profile, get_profile
@@ -62,16 +63,25 @@ def sft_model(profile: Profile | str | None = None, *, seed: int = 0, reasoning:
 
 
 def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, name: str,
-                    signal=None, progress: bool = True) -> Artifact:
+                    signal=None, selection: PromptSelection | None = None,
+                    progress: bool = True) -> Artifact:
     """An online stage on top of a cached parent artifact, itself cached. The key holds the
-    config, the parent and the signal's spec (kind, reward, teachers, mode)."""
+    config, the parent, the signal's spec (kind, reward, teachers, mode) and the prompt
+    selection, if any: then the parent first samples candidate prompts and RL draws only from
+    the learnable ones (`diagnose.select_prompts`; what it kept is in the stage's info)."""
     signal = signal or VerifierSignal()
 
     def build():
-        res = train_online(parent.model, parent.tokenizer, cfg, signal=signal,
+        pool, picked = None, {}
+        if selection is not None:
+            pool, picked = select_prompts(parent.model, parent.tokenizer, cfg, selection, seed=cfg.seed)
+        res = train_online(parent.model, parent.tokenizer, cfg, signal=signal, prompts=pool,
                            device=profile.device, progress=progress)
+        res.info["parent"] = parent.path.name
+        res.info.update({f"selection_{k}": v for k, v in picked.items()})
         return res.model, parent.tokenizer, res
-    key = stage_key(name, config=cfg, signal=signal.spec(), parent=parent.path.name)
+    key = stage_key(name, config=cfg, signal=signal.spec(), parent=parent.path.name,
+                    **({} if selection is None else {"selection": selection}))
     return cached_stage(key, build, device=profile.device)
 
 

@@ -20,9 +20,30 @@ from pathlib import Path
 from typing import Callable
 
 from .models import CheckpointError, load_model, save_model
+from .tasks.base import WORLD_VERSION
 
 CACHE_VERSION = 2
 CACHE_ENV = "MINIMOPD_CACHE"
+# Starting checkpoints shipped inside the package (`minimopd ship` writes them): a stage whose key
+# is found there is copied into the cache instead of being trained. `use_shipped(False)` (or
+# `minimopd lineage --from-scratch`, or MINIMOPD_SHIPPED=0) trains everything from scratch.
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
+SHIPPED_ENV = "MINIMOPD_SHIPPED"
+_use_shipped = True
+
+
+def use_shipped(flag: bool) -> None:
+    """Whether stages may start from the checkpoints shipped with the package."""
+    global _use_shipped
+    _use_shipped = bool(flag)
+
+
+def shipped_path(key: str) -> Path | None:
+    """The shipped artifact for `key`, if there is one and shipped checkpoints are in use."""
+    if not _use_shipped or os.environ.get(SHIPPED_ENV, "1") == "0":
+        return None
+    path = SHIPPED_DIR / key
+    return path if (path / "minimopd.json").exists() else None
 
 
 def cache_root() -> Path:
@@ -42,7 +63,8 @@ def _jsonable(obj):
 
 def stage_key(stage: str, **parts) -> str:
     """A short stable hash of a stage name and its (JSON-able) inputs."""
-    blob = json.dumps({"stage": stage, "v": CACHE_VERSION, **_jsonable(parts)}, sort_keys=True)
+    blob = json.dumps({"stage": stage, "v": CACHE_VERSION, "world": WORLD_VERSION, **_jsonable(parts)},
+                      sort_keys=True)
     return f"{stage}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
@@ -97,6 +119,21 @@ def cached_stage(key: str, build: Callable[[], tuple], *, device: str = "cpu",
             return load_artifact(path, device)
         except CheckpointError as exc:
             warnings.warn(f"cached artifact {path} is unusable ({exc}); rebuilding it", stacklevel=2)
+    shipped = None if refresh else shipped_path(key)
+    if shipped is not None:
+        try:
+            load_artifact(shipped)                       # verify before copying
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(shipped, tmp)
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(tmp, path)
+            art = load_artifact(path, device)
+            art.info = {**art.info, "shipped": True}
+            return art
+        except (CheckpointError, OSError) as exc:
+            warnings.warn(f"the shipped checkpoint {shipped} is unusable ({exc}); training the stage instead",
+                          stacklevel=2)
     model, tokenizer, result = build()
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -5,6 +5,7 @@
     minimopd grade labs/lab01_sft.ipynb      autograde a lab notebook (points + feedback)
     minimopd build-labs [--check]            regenerate labs/ from solutions/ (or check freshness)
     minimopd tasks [--show N]                list the registered tasks with sample items
+    minimopd ship [--profile cpu] [--seed 0]  (maintainers) rebuild the shipped starting checkpoints
     minimopd diagnose [--stage sft] [--model PATH] [--samples 8]
         greedy / T=1 accuracy, pass@k, learnable fraction, entropy per domain and level
 """
@@ -24,6 +25,9 @@ def _cmd_lineage(args) -> int:
 
     prof = get_profile(args.profile)
     names = args.recipes or list(RECIPES)
+    if args.from_scratch:
+        from .cache import use_shipped
+        use_shipped(False)
     out = Path(args.out or f"runs/{prof.name}-seed{args.seed}")
     print(f"minimopd lineage: profile={prof.name} device={prof.device} seed={args.seed} "
           f"recipes={','.join(names)}")
@@ -104,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipes", nargs="*", default=None, help="subset of recipes to run")
     p.add_argument("--out", default=None, help="output directory (default runs/<profile>-seed<seed>)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train every stage, ignoring the starting checkpoints shipped with the package")
+    p = sub.add_parser("ship", help="(maintainers) write the starting checkpoints shipped with the package")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("grade", help="autograde a lab notebook")
     p.add_argument("notebook")
     p = sub.add_parser("build-labs", help="regenerate labs/ from solutions/")
@@ -133,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_tasks(args)
         if args.command == "diagnose":
             return _cmd_diagnose(args)
+        if args.command == "ship":
+            from .shipped import ship
+            print(f"wrote {ship(args.profile, args.seed)}")
+            return 0
         if args.command == "grade":
             from .grading import main as grade_main
             return grade_main([args.notebook])

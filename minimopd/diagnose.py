@@ -148,6 +148,7 @@ def diagnose(model, tokenizer, tasks=None, *, profile: Profile | str | None = No
 
 
 @torch.no_grad()
+@model_threads
 def learnable_examples(model, tokenizer, examples, *, samples: int = 8, max_new_tokens: int = 32,
                        temperature: float = 1.0, chat: bool = True, seed: int = 0, batch_prompts: int = 64,
                        low: float = 0.0, high: float = 1.0):
@@ -164,3 +165,32 @@ def learnable_examples(model, tokenizer, examples, *, samples: int = 8, max_new_
         rates += ((scores >= 1.0).float().view(len(chunk), samples).mean(dim=1)).tolist()
     kept = [e for e, r in zip(examples, rates) if low < r < high]
     return kept, rates
+
+
+@dataclass(frozen=True)
+class PromptSelection:
+    """RL prompt selection from the diagnosis: draw `candidates` train prompts from the online
+    config's domains and levels, sample each `samples` times, keep those with `low` < pass rate
+    < `high` (the learnable ones). Part of an online stage's cache key."""
+    candidates: int = 512
+    samples: int = 8
+    low: float = 0.0
+    high: float = 1.0
+
+
+def select_prompts(model, tokenizer, cfg, selection: PromptSelection, *, seed: int = 0):
+    """`(pool, info)`: the learnable train prompts for online config `cfg` (its domains,
+    difficulty, decoding budget and chat flag) and what the selection saw (candidates, kept
+    fraction, mean pass rate)."""
+    domains = tuple(cfg.domains)
+    per = -(-selection.candidates // len(domains))
+    candidates = []
+    for d, name in enumerate(domains):
+        candidates += get_task(name).sample(per, split="train", seed=seed * 7_907 + 10_007 + d,
+                                            difficulty=cfg.difficulty)
+    kept, rates = learnable_examples(model, tokenizer, candidates, samples=selection.samples,
+                                     max_new_tokens=cfg.max_new_tokens, chat=cfg.chat, seed=seed,
+                                     low=selection.low, high=selection.high)
+    info = {"candidates": len(candidates), "kept": len(kept), "kept_fraction": len(kept) / len(candidates),
+            "mean_pass_rate": sum(rates) / len(rates)}
+    return kept, info

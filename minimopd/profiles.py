@@ -45,6 +45,14 @@ class Profile:
     eval_per_level: int          # test items per (domain, difficulty)
     max_new_tokens: int
     eval_batch_size: int
+    # which prompts the RL stages draw (empty / None: every verifiable domain, every level). The
+    # smoke profile's seconds-old models earn rewards only on `count` easy (a one-digit answer),
+    # so its RL stages train there and CI exercises real updates.
+    rl_domains: tuple = ()
+    rl_difficulty: str | None = None
+    # share of pretraining lines written as tagged traces: the smoke base is too small to pick
+    # up the format from 5% of 2,000 lines, and its R1-Zero stage needs some formatted samples
+    pretrain_tagged_fraction: float = 0.05
 
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed (e.g. `get_profile("cpu").replace(sft_steps=50)`)."""
@@ -57,11 +65,12 @@ def default_device() -> str:
 
 _PROFILES = {
     "smoke": dict(model_size="tiny", small_model_size="tiny",
-                  pretrain_steps=30, pretrain_batch_size=8, pretrain_seq_len=128, pretrain_lr=3e-3,
+                  pretrain_steps=400, pretrain_batch_size=8, pretrain_seq_len=128, pretrain_lr=3e-3,
                   corpus_lines=2000,
-                  sft_steps=20, sft_batch_size=8, sft_lr=2e-3, sft_examples=200,
+                  sft_steps=150, sft_batch_size=8, sft_lr=2e-3, sft_examples=400,
                   rl_steps=3, rl_prompts=4, rl_group_size=4, rl_lr=1e-4,
-                  eval_per_level=4, max_new_tokens=24, eval_batch_size=64),
+                  eval_per_level=4, max_new_tokens=24, eval_batch_size=64,
+                  rl_domains=("count",), rl_difficulty="easy", pretrain_tagged_fraction=0.5),
     "cpu": dict(model_size="small", small_model_size="mini",
                 pretrain_steps=1200, pretrain_batch_size=32, pretrain_seq_len=128, pretrain_lr=2e-3,
                 corpus_lines=120_000,

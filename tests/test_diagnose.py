@@ -47,3 +47,27 @@ def test_diagnose_rows_are_consistent(tok, sft_tiny):
     kept, rates = learnable_examples(sft_tiny, tok, examples, samples=4, max_new_tokens=6)
     assert len(rates) == 12 and all(r in (0.0, 0.25, 0.5, 0.75, 1.0) for r in rates)
     assert kept == [e for e, r in zip(examples, rates) if 0 < r < 1]
+
+
+def test_prompt_pool_is_drawn_in_shuffled_passes():
+    from minimopd.stages.online import OnlineConfig, sample_examples
+    pool = get_task("add").sample(10, seed=3)
+    cfg = OnlineConfig(prompts_per_step=4, seed=1)
+    drawn = [e for step in range(5) for e in sample_examples(cfg, step, pool)]   # two full passes
+    assert sorted(e.prompt for e in drawn[:10]) == sorted(e.prompt for e in pool)
+    assert sorted(e.prompt for e in drawn[10:]) == sorted(e.prompt for e in pool)
+    assert [e.prompt for e in drawn[:10]] != [e.prompt for e in pool]             # shuffled
+    assert drawn == [e for step in range(5) for e in sample_examples(cfg, step, pool)]
+    with pytest.raises(ValueError, match="empty prompt pool"):
+        sample_examples(cfg, 0, [])
+
+
+def test_select_prompts_keeps_the_learnable_ones(tok, sft_tiny):
+    from minimopd.diagnose import PromptSelection, select_prompts
+    from minimopd.stages.online import OnlineConfig
+    cfg = OnlineConfig(domains=("add",), difficulty="easy", max_new_tokens=6, seed=0)
+    pool, info = select_prompts(sft_tiny, tok, cfg, PromptSelection(candidates=16, samples=4), seed=0)
+    every = get_task("add").sample(16, split="train", seed=10_007, difficulty="easy")
+    kept, rates = learnable_examples(sft_tiny, tok, every, samples=4, max_new_tokens=6, seed=0)
+    assert info["candidates"] == 16 and info["kept"] == len(pool) and pool == kept
+    assert info["mean_pass_rate"] == pytest.approx(sum(rates) / 16)

@@ -50,3 +50,23 @@ def test_r1_pipeline_stages_in_order():
     else:                                          # a lucky smoke teacher: both arms must exist
         assert {"distilled_small", "rl_small"} <= set(res.evals)
         assert res.info["rl_small"]["compute_flops"] > 0
+
+
+def test_every_smoke_rl_stage_changes_its_weights():
+    """CI exercises real RL updates end to end: no online stage of any recipe on the smoke
+    profile may leave its parent's weights unchanged (all-zero rewards would)."""
+    import torch
+
+    from minimopd.cache import cache_root, load_artifact
+    checked = 0
+    for name in RECIPES:
+        res = run_recipe(name, profile="smoke", progress=False)
+        for stage, info in res.info.items():
+            if "parent" not in info:
+                continue
+            parent = load_artifact(cache_root() / info["parent"]).model
+            child = res.models[stage]
+            moved = max((p - q).abs().max().item() for p, q in zip(child.parameters(), parent.parameters()))
+            assert moved > 0, f"{name}/{stage}: the RL stage left the weights of {info['parent']} unchanged"
+            checked += 1
+    assert checked >= 6

@@ -325,20 +325,20 @@ def test_difficulty_knobs():
     def sizes(name, level, fn):
         return {fn(ex) for ex in get_task(name).sample(300, seed=1, difficulty=level)}
     operand_digits = lambda ex: tuple(len(x) for x in re.findall(r"\d+", ex.prompt))
-    assert sizes("add", "easy", lambda ex: max(operand_digits(ex))) == {1, 2}
-    assert sizes("add", "medium", operand_digits) == {(3, 3)}
-    assert sizes("add", "hard", operand_digits) == {(4, 4)}
-    for level, k in zip(DIFFICULTIES, (3, 5, 7)):
+    assert sizes("add", "easy", operand_digits) == {(2, 2)}
+    assert sizes("add", "medium", operand_digits) == {(3, 3), (3, 4), (4, 3), (4, 4)}
+    assert sizes("add", "hard", operand_digits) == {(5, 5), (5, 6), (6, 5), (6, 6)}
+    for level, k in zip(DIFFICULTIES, (4, 6, 8)):
         assert sizes("sort", level, lambda ex: len(ex.prompt.split()) - 1) == {k}
-    for level, lens in zip(DIFFICULTIES, ({3, 4}, {6, 7}, {9, 10})):
+    for level, lens in zip(DIFFICULTIES, ({4, 5}, {8, 9, 10}, {13, 14, 15})):
         assert sizes("reverse", level, lambda ex: len(ex.answer)) == lens
-    for level, lens in zip(DIFFICULTIES, (range(5, 7), range(10, 13), range(16, 21))):
+    for level, lens in zip(DIFFICULTIES, (range(4, 6), range(8, 11), range(13, 17))):
         assert sizes("count", level, lambda ex: len(ex.prompt.split(": ")[1])) == set(lens)
     counts = sizes("count", "hard", lambda ex: int(ex.answer))
     assert len(counts) >= 6  # counts actually vary
     letters = set("".join(ex.prompt.split(": ")[1] for ex in get_task("count").sample(100, seed=0)))
     assert letters == set("abcde")
-    assert all(len(set(ex.answer.split())) == 7 for ex in get_task("sort").sample(50, difficulty="hard"))
+    assert all(len(set(ex.answer.split())) == 8 for ex in get_task("sort").sample(50, difficulty="hard"))
 
 
 def test_sampling_ignores_global_random_state():

@@ -44,6 +44,7 @@ Run it: `minimopd lineage --recipes tulu3` (GRPO on the SFT model), or call `tra
 """
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, fields, replace
 
@@ -60,6 +61,7 @@ from ..profiles import Profile, get_profile
 from ..rollout import generate
 from ..signals import VerifierSignal
 from ..tasks import VERIFIABLE_DOMAINS, get_task
+from ..memory import oom_hint
 from ..threads import stage_threads
 from .common import OptimConfig, StageResult, lr_at, make_optimizer
 
@@ -151,6 +153,10 @@ class OnlineConfig:
         p = get_profile(profile)
         base = dict(steps=p.rl_steps, prompts_per_step=p.rl_prompts, group_size=p.rl_group_size,
                     max_new_tokens=p.max_new_tokens, lr=p.rl_lr)
+        if p.rl_domains:
+            base["domains"] = tuple(p.rl_domains)
+        if p.rl_difficulty:
+            base["difficulty"] = p.rl_difficulty
         return cls(**{**base, **overrides})
 
 
@@ -174,8 +180,21 @@ def preset(name: str, base: OnlineConfig) -> OnlineConfig:
     return replace(base, **PRESETS[name])
 
 
-def sample_examples(cfg: OnlineConfig, step: int):
-    """The prompts of one step, spread over the configured domains (train split)."""
+def sample_examples(cfg: OnlineConfig, step: int, prompts=None):
+    """The prompts of one step: fresh train-split items spread over the configured domains, or,
+    given a pool `prompts` (e.g. the learnable ones `diagnose.learnable_examples` kept), the next
+    `prompts_per_step` of a seeded shuffle of the pool, reshuffled after each pass."""
+    if prompts is not None:
+        if not prompts:
+            raise ValueError("train_online got an empty prompt pool: the selection kept no prompt (every "
+                             "one was solved or unreachable); widen the pool or pass prompts=None")
+        n, k, orders, out = len(prompts), cfg.prompts_per_step, {}, []
+        for i in range(step * k, (step + 1) * k):
+            epoch, j = divmod(i, n)
+            if epoch not in orders:
+                orders[epoch] = random.Random(cfg.seed * 7_919 + epoch).sample(range(n), n)
+            out.append(prompts[orders[epoch][j]])
+        return out
     per = [cfg.prompts_per_step // len(cfg.domains)] * len(cfg.domains)
     for i in range(cfg.prompts_per_step % len(cfg.domains)):
         per[(step + i) % len(per)] += 1
@@ -197,11 +216,11 @@ def shaped_rewards(rewards: torch.Tensor, lengths: torch.Tensor, cfg: OnlineConf
 
 
 def collect_experience(model, tokenizer, cfg: OnlineConfig, step: int, *, signal, estimator,
-                       ref_model=None, totals: dict) -> Experience:
+                       ref_model=None, totals: dict, prompts=None) -> Experience:
     """One rollout batch: sample, score with the signal, add reference log-probs and old
     values, estimate advantages, decide which rows to keep. Counts compute into `totals` (2N
     FLOPs per forward token, the usual estimate; the signal counts its own models)."""
-    examples = sample_examples(cfg, step)
+    examples = sample_examples(cfg, step, prompts)
     ro = generate(model, tokenizer, [ex.prompt for ex in examples], num_samples=cfg.group_size,
                   max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                   seed=cfg.seed * 1_000_003 + step, chat=cfg.chat,
@@ -314,22 +333,24 @@ def _check_setup(cfg: OnlineConfig, model, ref_model, objective) -> None:
 
 def train_online(model, tokenizer, config: OnlineConfig, *, signal=None, ref_model=None,
                  estimator=None, objective=None, eval_fn=None, advantage_fn=None, loss_fn=None,
-                 device: str = "cpu", progress: bool = True) -> StageResult:
+                 prompts=None, device: str = "cpu", progress: bool = True) -> StageResult:
     """Optimise `model` on its own samples (see the module docstring). Returns the model and a
     per-step history of reward, accuracy, lengths (correct / wrong), entropy, KL, clip fraction
     and compute counters (tokens generated, trained, and forwarded through other models).
 
     `signal` defaults to the task verifier; `estimator` and `objective` default to the ones the
-    config names. Two older hooks still work: `advantage_fn(config, rewards,
+    config names. `prompts` (a list of task `Example`s) replaces fresh prompts by a pool (RL
+    prompt selection; see `sample_examples`). Two older hooks still work: `advantage_fn(config, rewards,
     token_advantages)` and `loss_fn` (the signature of `losses.grpo_loss`), the GRPO lab's."""
     with stage_threads(model):
         return _train_online(model, tokenizer, config, signal=signal, ref_model=ref_model,
                              estimator=estimator, objective=objective, eval_fn=eval_fn,
-                             advantage_fn=advantage_fn, loss_fn=loss_fn, device=device, progress=progress)
+                             advantage_fn=advantage_fn, loss_fn=loss_fn, prompts=prompts, device=device,
+                             progress=progress)
 
 
 def _train_online(model, tokenizer, config, *, signal, ref_model, estimator, objective, eval_fn,
-                  advantage_fn, loss_fn, device, progress) -> StageResult:
+                  advantage_fn, loss_fn, prompts, device, progress) -> StageResult:
     from tqdm.auto import tqdm
 
     cfg = config
@@ -347,12 +368,15 @@ def _train_online(model, tokenizer, config, *, signal, ref_model, estimator, obj
     opt = make_optimizer(model, optim)
     totals = dict(tokens_generated=0, tokens_trained=0, ref_tokens=0, signal_tokens=0, flops=0.0)
     history, start = [], time.perf_counter()
+    knobs = (f"prompts_per_step={cfg.prompts_per_step}, group_size={cfg.group_size}, "
+             f"max_new_tokens={cfg.max_new_tokens}, minibatches={cfg.minibatches}")
     for step in tqdm(range(cfg.steps), desc="online", disable=not progress, leave=False):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.steps, optim)
-        exp = collect_experience(model, tokenizer, cfg, step, signal=signal, estimator=estimator,
-                                 ref_model=ref_model, totals=totals)
-        stats, entropy = optimize(model, opt, exp, objective, cfg, step, totals=totals)
+        with oom_hint("online", knobs):
+            exp = collect_experience(model, tokenizer, cfg, step, signal=signal, estimator=estimator,
+                                     ref_model=ref_model, totals=totals, prompts=prompts)
+            stats, entropy = optimize(model, opt, exp, objective, cfg, step, totals=totals)
         row = {"step": step, **step_metrics(exp, stats, entropy, cfg),
                "time": time.perf_counter() - start, "lr": opt.param_groups[0]["lr"], **totals,
                **exp.signal.metrics}

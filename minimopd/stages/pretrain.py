@@ -42,7 +42,8 @@ class PretrainConfig:
     def from_profile(cls, profile: Profile | str | None = None, **overrides) -> "PretrainConfig":
         p = get_profile(profile)
         base = dict(model_size=p.model_size, steps=p.pretrain_steps, batch_size=p.pretrain_batch_size,
-                    seq_len=p.pretrain_seq_len, lr=p.pretrain_lr, corpus_lines=p.corpus_lines)
+                    seq_len=p.pretrain_seq_len, lr=p.pretrain_lr, corpus_lines=p.corpus_lines,
+                    tagged_fraction=p.pretrain_tagged_fraction)
         return cls(**{**base, **overrides})
 
 

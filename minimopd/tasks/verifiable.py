@@ -12,10 +12,12 @@ from .base import Example, Task
 
 
 class AddTask(Task):
-    """``What is 48+375?`` -> ``423``. Operands: easy 0-99, medium 100-999, hard 1000-9999."""
+    """``What is 48+375?`` -> ``423``. Operands: easy 10-99, medium 100-9999, hard 10000-999999
+    (two, three-four and five-six digit columns: every column is a step the worked solution can
+    get wrong, so errors compound on the long ones)."""
 
     name = "add"
-    _RANGES = {"easy": (0, 99), "medium": (100, 999), "hard": (1000, 9999)}
+    _RANGES = {"easy": (10, 99), "medium": (100, 9999), "hard": (10000, 999999)}
     _PROMPT = re.compile(r"What is (\d+)\+(\d+)\?")
 
     def make_example(self, rng, difficulty):
@@ -44,10 +46,10 @@ class AddTask(Task):
 
 
 class SortTask(Task):
-    """``Sort: 5 12 3`` -> ``3 5 12``. Distinct numbers 0-99: easy 3, medium 5, hard 7 of them."""
+    """``Sort: 5 12 3`` -> ``3 5 12``. Distinct numbers 0-99: easy 4, medium 6, hard 8 of them."""
 
     name = "sort"
-    _SIZES = {"easy": 3, "medium": 5, "hard": 7}
+    _SIZES = {"easy": 4, "medium": 6, "hard": 8}
 
     def make_example(self, rng, difficulty):
         xs = rng.sample(range(100), self._SIZES[difficulty])
@@ -68,10 +70,10 @@ class SortTask(Task):
 
 
 class ReverseTask(Task):
-    """``Reverse: abcde`` -> ``edcba``. Lowercase letters: easy 3-4, medium 6-7, hard 9-10."""
+    """``Reverse: abcde`` -> ``edcba``. Lowercase letters: easy 4-5, medium 8-10, hard 13-15."""
 
     name = "reverse"
-    _LENGTHS = {"easy": (3, 4), "medium": (6, 7), "hard": (9, 10)}
+    _LENGTHS = {"easy": (4, 5), "medium": (8, 10), "hard": (13, 15)}
 
     def make_example(self, rng, difficulty):
         word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(*self._LENGTHS[difficulty])))
@@ -92,11 +94,11 @@ class ReverseTask(Task):
 
 class CountTask(Task):
     """``Count a in: abacab`` -> ``3``. Letters a-e (a small alphabet, so counts vary): string
-    length easy 5-6, medium 10-12, hard 16-20; the target letter may be absent (answer 0)."""
+    length easy 4-5, medium 8-10, hard 13-16; the target letter may be absent (answer 0)."""
 
     name = "count"
     ALPHABET = "abcde"
-    _LENGTHS = {"easy": (5, 6), "medium": (10, 12), "hard": (16, 20)}
+    _LENGTHS = {"easy": (4, 5), "medium": (8, 10), "hard": (13, 16)}
     _PROMPT = re.compile(r"Count ([a-z]) in: ([a-z]+)")
 
     def make_example(self, rng, difficulty):

@@ -1,0 +1,61 @@
+"""Starting checkpoints shipped inside the package, so that a lab or a recipe on the `cpu`
+profile starts in seconds instead of after pretraining and SFT.
+
+`minimopd ship --profile cpu --seed 0` trains the stages below from scratch (the same code and
+configs as every recipe) and copies them, with their histories and SHA-256 checksums, into
+`minimopd/checkpoints/<stage key>/`. The stage cache (`cache.cached_stage`) finds a shipped
+artifact by its key, verifies it and copies it into the user's cache; a key that changed (a
+config or the training code did) simply finds nothing and the stage is trained. To train
+everything from scratch anyway: `minimopd lineage --from-scratch` (or `MINIMOPD_SHIPPED=0`).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from . import cache
+from .profiles import get_profile
+
+SHIPPED_STAGES = ("base", "sft", "sft_reasoning", "cold_start")
+
+
+def stage_artifacts(profile, seed: int, *, progress: bool = True) -> dict:
+    """The shipped stages of a profile and seed, built (or loaded from the cache) from scratch."""
+    from .artifacts import base_artifact, sft_artifact
+    from .recipes_rl import cold_start_artifact
+    profile = get_profile(profile)
+    return {"base": base_artifact(profile, seed=seed, progress=progress),
+            "sft": sft_artifact(profile, seed=seed, progress=progress),
+            "sft_reasoning": sft_artifact(profile, seed=seed, reasoning=True, progress=progress),
+            "cold_start": cold_start_artifact(profile, seed, progress)}
+
+
+def ship(profile="cpu", seed: int = 0, *, progress: bool = True, dest: Path | None = None) -> Path:
+    """Train (or reuse from the cache) the starting stages and write them to `dest` (default: the
+    package's checkpoints folder), replacing what was there. Returns the folder."""
+    prof = get_profile(profile)
+    dest = Path(dest or cache.SHIPPED_DIR)
+    before = cache._use_shipped
+    cache.use_shipped(False)
+    try:
+        arts = stage_artifacts(prof, seed, progress=progress)
+    finally:
+        cache.use_shipped(before)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    manifest = {}
+    for stage, art in arts.items():
+        shutil.copytree(art.path, dest / art.path.name)
+        meta = json.loads((art.path / "minimopd.json").read_text())
+        manifest[art.path.name] = {"stage": stage, "profile": prof.name, "seed": seed,
+                                   "weights_sha256": meta["weights_sha256"]}
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return dest
+
+
+def shipped_manifest() -> dict:
+    """{key: {stage, profile, seed, weights_sha256}} of the shipped checkpoints ({} if none)."""
+    path = cache.SHIPPED_DIR / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
