@@ -68,6 +68,30 @@ def accuracy_figure(evals: dict, *, title: str = "Accuracy on held-out test item
     return fig
 
 
+def pass_at_k_figure(diagnoses: dict, *, domains=None,
+                     title: str = "pass@k on held-out items (before / after a stage)") -> go.Figure:
+    """pass@k against k (log scale), one subplot per domain, one line per (model, level):
+    `diagnoses` is {label: diagnose.Diagnosis}. RL that only sharpens raises the left end (k=1)
+    towards the right end and leaves the right end where it was (Yue et al. 2025)."""
+    first = next(iter(diagnoses.values()))
+    domains = list(domains or dict.fromkeys(r["domain"] for r in first.rows))
+    fig = make_subplots(rows=1, cols=len(domains), subplot_titles=domains, shared_yaxes=True)
+    dashes = {"easy": "dot", "medium": "dash", "hard": "solid"}
+    for i, (label, diag) in enumerate(diagnoses.items()):
+        color = PALETTE[i % len(PALETTE)]
+        for c, domain in enumerate(domains, start=1):
+            for r in (r for r in diag.rows if r["domain"] == domain):
+                ks = sorted(r["pass@k"])
+                fig.add_trace(go.Scatter(
+                    x=ks, y=[r["pass@k"][k] for k in ks], mode="lines+markers",
+                    name=f"{label} {r['difficulty']}", legendgroup=label, showlegend=c == 1,
+                    line=dict(color=color, dash=dashes.get(r["difficulty"], "solid"))), 1, c)
+            fig.update_xaxes(type="log", title_text="k", row=1, col=c)
+    fig.update_yaxes(range=[0, 1.02], title_text="pass@k", row=1, col=1)
+    fig.update_layout(title=title, height=380, width=max(480, 300 * len(domains)), template="plotly_white")
+    return fig
+
+
 def write_report(path: str | Path, title: str, sections: list[tuple[str, object]]) -> Path:
     """Write a self-contained HTML page: each section is (heading, figure | text | html table).
 

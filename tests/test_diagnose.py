@@ -71,3 +71,18 @@ def test_select_prompts_keeps_the_learnable_ones(tok, sft_tiny):
     kept, rates = learnable_examples(sft_tiny, tok, every, samples=4, max_new_tokens=6, seed=0)
     assert info["candidates"] == 16 and info["kept"] == len(pool) and pool == kept
     assert info["mean_pass_rate"] == pytest.approx(sum(rates) / 16)
+
+
+def test_pass_at_k_figure_draws_every_curve_from_the_rows():
+    from minimopd.diagnose import Diagnosis
+    from minimopd.plots import pass_at_k_figure
+
+    def diag(shift):
+        rows = [{"domain": d, "difficulty": lv, "pass@k": {1: 0.2 + shift, 2: 0.3 + shift, 4: 0.5}}
+                for d in ("add", "count") for lv in ("easy", "hard")]
+        return Diagnosis(rows=rows, samples_per_prompt=4)
+    fig = pass_at_k_figure({"sft": diag(0.0), "rl": diag(0.1)})
+    assert len(fig.data) == 8                                   # 2 models x 2 domains x 2 levels
+    rl_add_hard = next(t for t in fig.data if t.name == "rl hard" and t.xaxis == "x")
+    assert list(rl_add_hard.x) == [1, 2, 4] and list(rl_add_hard.y) == pytest.approx([0.3, 0.4, 0.5])
+    assert pass_at_k_figure({"sft": diag(0.0)}, domains=["count"]).data[0].xaxis == "x"
