@@ -33,11 +33,16 @@ def main(argv=None):
     p.add_argument("--difficulty", default=None)
     p.add_argument("--domains", nargs="*", default=None)
     p.add_argument("--extra", default="{}", help="JSON dict of more OnlineConfig settings")
+    p.add_argument("--start", default="sft_reasoning", choices=["sft_reasoning", "cold_start"])
     p.add_argument("--select", type=int, default=0, help="RL prompt selection: candidates to diagnose (0: off)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     prof = get_profile(args.profile)
-    sft = sft_artifact(prof, seed=args.seed, reasoning=True, progress=False)
+    if args.start == "cold_start":
+        from minimopd.recipes_rl import cold_start_artifact
+        sft = cold_start_artifact(prof, args.seed, False)
+    else:
+        sft = sft_artifact(prof, seed=args.seed, reasoning=True, progress=False)
     before = diagnose(sft.model, sft.tokenizer, profile=prof, n_per_level=args.n, reasoning=True, seed=123)
     print("before\n" + before.table(), flush=True)
     kw = dict(steps=args.steps, prompts_per_step=args.prompts, group_size=args.group,
@@ -52,8 +57,9 @@ def main(argv=None):
         pool, info = select_prompts(sft.model, sft.tokenizer, cfg, PromptSelection(candidates=args.select),
                                     seed=args.seed)
         print(f"selection: {info} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    ref = copy.deepcopy(sft.model).eval() if cfg.kl_beta > 0 else None
     res = train_online(copy.deepcopy(sft.model), sft.tokenizer, cfg, signal=VerifierSignal(), prompts=pool,
-                       progress=False)
+                       ref_model=ref, progress=False)
     h = res.history
     k = max(1, len(h) // 10)
     for key in ("reward", "accuracy", "entropy", "length", "kept_fraction", "clip_frac"):

@@ -14,13 +14,16 @@ def test_registry_lists_the_lineage():
         run_recipe("ppo9", profile="smoke")
 
 
-def test_tulu3_sft_then_rlvr_reuses_the_cached_sft():
-    first = run_recipe("sft", profile="smoke", progress=False)
+def test_tulu3_reasoning_sft_then_rlvr_on_selected_prompts():
+    from minimopd.artifacts import sft_artifact
+    sft = sft_artifact("smoke", reasoning=True, progress=False)
     res = run_recipe("tulu3", profile="smoke", progress=False)
     assert list(res.evals) == ["sft", "rlvr"]
-    assert res.info["sft"]["cached"] and res.info["sft"]["path"] == first.info["sft"]["path"]
+    assert res.info["sft"]["cached"] and res.info["sft"]["path"] == str(sft.path)
     rl_hist = res.histories["rlvr"]
-    assert len(rl_hist) == 3 and {"reward", "accuracy", "kl", "clip_frac", "flops"} <= set(rl_hist[-1])
+    assert len(rl_hist) == 3 and {"reward", "accuracy", "kl", "clip_frac", "flops", "grad_norm"} <= set(rl_hist[-1])
+    info = res.info["rlvr"]                      # RL drew only prompts the SFT model sometimes solves
+    assert info["selection_candidates"] == 64 and 0 < info["selection_kept"] < 64
     rows = res.table()
     assert [r["stage"] for r in rows] == ["sft", "rlvr"] and "acc/hard" in rows[0]
 

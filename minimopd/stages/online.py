@@ -293,9 +293,9 @@ def optimize(model, opt, exp: Experience, objective, cfg: OnlineConfig, step: in
             losses.check_finite("the loss", loss, step, stage="online")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            stats.append(step_stats)
+            stats.append({**step_stats, "grad_norm": float(grad_norm)})
             totals["tokens_trained"] += int(mb.mask.sum())
             totals["flops"] += 6.0 * n_params * float(full.attention_mask.sum())
     return stats, entropy
