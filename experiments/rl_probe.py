@@ -35,6 +35,7 @@ def main(argv=None):
     p.add_argument("--extra", default="{}", help="JSON dict of more OnlineConfig settings")
     p.add_argument("--start", default="sft_reasoning", choices=["sft_reasoning", "cold_start"])
     p.add_argument("--select", type=int, default=0, help="RL prompt selection: candidates to diagnose (0: off)")
+    p.add_argument("--high", type=float, default=1.0, help="keep prompts with pass rate < high (1.01 keeps solved ones)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     prof = get_profile(args.profile)
@@ -54,7 +55,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     pool = None
     if args.select:
-        pool, info = select_prompts(sft.model, sft.tokenizer, cfg, PromptSelection(candidates=args.select),
+        pool, info = select_prompts(sft.model, sft.tokenizer, cfg, PromptSelection(candidates=args.select, high=args.high),
                                     seed=args.seed)
         print(f"selection: {info} ({time.perf_counter() - t0:.0f}s)", flush=True)
     ref = copy.deepcopy(sft.model).eval() if cfg.kl_beta > 0 else None
