@@ -109,6 +109,16 @@ def load_artifact(path: Path, device: str = "cpu") -> Artifact:
     return Artifact(model, tok, meta.get("history", []), meta.get("info", {}), path, cached=True)
 
 
+def _publish(path: Path, write: Callable[[Path], None]) -> None:
+    """Fill a temporary sibling of `path` with `write(tmp)`, then move it into place, so a
+    crash never leaves a half-written artifact under the key."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
 def cached_stage(key: str, build: Callable[[], tuple], *, device: str = "cpu",
                  refresh: bool = False) -> Artifact:
     """Return the artifact stored under `key`, or run `build() -> (model, tokenizer, StageResult)`,
@@ -122,25 +132,19 @@ def cached_stage(key: str, build: Callable[[], tuple], *, device: str = "cpu",
     shipped = None if refresh else shipped_path(key)
     if shipped is not None:
         try:
-            load_artifact(shipped)                       # verify before copying
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(shipped, tmp)
-            shutil.rmtree(path, ignore_errors=True)
-            os.replace(tmp, path)
-            art = load_artifact(path, device)
+            _publish(path, lambda tmp: shutil.copytree(shipped, tmp))
+            art = load_artifact(path, device)            # checksums verified here, once
             art.info = {**art.info, "shipped": True}
             return art
         except (CheckpointError, OSError) as exc:
             warnings.warn(f"the shipped checkpoint {shipped} is unusable ({exc}); training the stage instead",
                           stacklevel=2)
     model, tokenizer, result = build()
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tokenizer, tmp)
-    meta = {"key": key, "history": result.history, "info": _jsonable(result.info),
-            "weights_sha256": _checksums(tmp)}
-    (tmp / "minimopd.json").write_text(json.dumps(meta))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        save_model(model, tokenizer, tmp)
+        meta = {"key": key, "history": result.history, "info": _jsonable(result.info),
+                "weights_sha256": _checksums(tmp)}
+        (tmp / "minimopd.json").write_text(json.dumps(meta))
+    _publish(path, write)
     return Artifact(model, tokenizer, result.history, result.info, path, cached=False)
