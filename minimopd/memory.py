@@ -26,8 +26,10 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 @contextmanager
-def oom_hint(stage: str, knobs: str):
-    """Turn an out-of-memory error raised inside the block into `OutOfMemoryHint`."""
+def oom_hint(stage: str, knobs):
+    """Turn an out-of-memory error raised inside the block into `OutOfMemoryHint`. `knobs` is
+    the text naming the settings, or a function returning it (called only on an error, so a
+    hot loop pays nothing for the message)."""
     try:
         yield
     except OutOfMemoryHint:
@@ -38,6 +40,8 @@ def oom_hint(stage: str, knobs: str):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if callable(knobs):
+            knobs = knobs()
         raise OutOfMemoryHint(
             f"{stage}: the device ran out of memory with {knobs}. Lower one of these (or use a "
             f"smaller model / profile) and run again. ({first[:200]})") from None

@@ -106,7 +106,7 @@ def _train_offline(model, batches, step_fn, *, steps, optim, stage, device, eval
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, optim)
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
-        with oom_hint(stage, _batch_knobs(batch)):
+        with oom_hint(stage, lambda: _batch_knobs(batch)):
             loss, metrics = step_fn(model, batch)
             check_finite("the loss", loss, step, stage=stage)
             opt.zero_grad(set_to_none=True)
