@@ -60,7 +60,7 @@ def main(argv=None):
         print(f"selection: {info} ({time.perf_counter() - t0:.0f}s)", flush=True)
     ref = copy.deepcopy(sft.model).eval() if cfg.kl_beta > 0 else None
     res = train_online(copy.deepcopy(sft.model), sft.tokenizer, cfg, signal=VerifierSignal(), prompts=pool,
-                       ref_model=ref, progress=False)
+                       ref_model=ref, device=prof.device, progress=False)
     h = res.history
     k = max(1, len(h) // 10)
     for key in ("reward", "accuracy", "entropy", "length", "kept_fraction", "clip_frac"):

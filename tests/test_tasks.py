@@ -330,9 +330,9 @@ def test_difficulty_knobs():
     assert sizes("add", "hard", operand_digits) == {(5, 5), (5, 6), (6, 5), (6, 6)}
     for level, k in zip(DIFFICULTIES, (4, 6, 8)):
         assert sizes("sort", level, lambda ex: len(ex.prompt.split()) - 1) == {k}
-    for level, lens in zip(DIFFICULTIES, ({4, 5}, {8, 9, 10}, {13, 14, 15})):
+    for level, lens in zip(DIFFICULTIES, ({4, 5}, {8, 9, 10}, {15, 16, 17, 18})):
         assert sizes("reverse", level, lambda ex: len(ex.answer)) == lens
-    for level, lens in zip(DIFFICULTIES, (range(4, 6), range(8, 11), range(13, 17))):
+    for level, lens in zip(DIFFICULTIES, (range(4, 6), range(10, 15), range(22, 29))):
         assert sizes("count", level, lambda ex: len(ex.prompt.split(": ")[1])) == set(lens)
     counts = sizes("count", "hard", lambda ex: int(ex.answer))
     assert len(counts) >= 6  # counts actually vary

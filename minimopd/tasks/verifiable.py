@@ -70,10 +70,11 @@ class SortTask(Task):
 
 
 class ReverseTask(Task):
-    """``Reverse: abcde`` -> ``edcba``. Lowercase letters: easy 4-5, medium 8-10, hard 13-15."""
+    """``Reverse: abcde`` -> ``edcba``. Lowercase letters: easy 4-5, medium 8-10, hard 15-18
+    (v2: 13-15, where the reasoning SFT was already at 0.87 on hard)."""
 
     name = "reverse"
-    _LENGTHS = {"easy": (4, 5), "medium": (8, 10), "hard": (13, 15)}
+    _LENGTHS = {"easy": (4, 5), "medium": (8, 10), "hard": (15, 18)}
 
     def make_example(self, rng, difficulty):
         word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(*self._LENGTHS[difficulty])))
@@ -94,11 +95,12 @@ class ReverseTask(Task):
 
 class CountTask(Task):
     """``Count a in: abacab`` -> ``3``. Letters a-e (a small alphabet, so counts vary): string
-    length easy 4-5, medium 8-10, hard 13-16; the target letter may be absent (answer 0)."""
+    length easy 4-5, medium 10-14, hard 22-28 (v2: 8-10 and 13-16, which the running-tally trace
+    solved at every level); the target letter may be absent (answer 0)."""
 
     name = "count"
     ALPHABET = "abcde"
-    _LENGTHS = {"easy": (4, 5), "medium": (8, 10), "hard": (13, 16)}
+    _LENGTHS = {"easy": (4, 5), "medium": (10, 14), "hard": (22, 28)}
     _PROMPT = re.compile(r"Count ([a-z]) in: ([a-z]+)")
 
     def make_example(self, rng, difficulty):

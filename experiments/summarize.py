@@ -1,0 +1,89 @@
+"""Mean and spread over seeds of diagnosis tables and of RL before/after changes.
+
+    python experiments/summarize.py cal  cal_s0.json cal_s1.json cal_s2.json [--form reasoning]
+    python experiments/summarize.py rl   rl_A_s0.json rl_A_s1.json rl_A_s2.json
+
+`cal` reads `experiments/calibrate.py --json` files and prints, per domain and level, greedy /
+T=1 / pass@8 / learnable fraction as mean ± sample standard deviation over the files, plus the
+calibration check (easy >= 0.6, hard <= easy - 0.15, pass@8 hard > greedy hard) on the means.
+`rl` reads `experiments/rl_probe.py --json` files and prints the change (after - before) of
+greedy and T=1 accuracy per domain and level, mean ± spread over files, and the issue's RLVR
+target on the average over domains.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+DOMAINS = ("add", "sort", "reverse", "count")
+LEVELS = ("easy", "medium", "hard")
+
+
+def _cell(rows, domain, level):
+    for r in rows:
+        if r["domain"] == domain and r["difficulty"] == level:
+            return r
+    raise KeyError(f"no row for {domain}/{level}")
+
+
+def _ms(xs):
+    m = statistics.fmean(xs)
+    return m, (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def fmt(xs, signed=False):
+    m, s = _ms(xs)
+    return (f"{m:+.3f}" if signed else f"{m:.3f}") + (f" ± {s:.3f}" if len(xs) > 1 else "")
+
+
+def cal(files, form):
+    tables = [json.loads(Path(f).read_text())[form]["rows"] for f in files]
+    print(f"{form} SFT over {len(files)} seed(s): mean ± std\n")
+    print("| domain | level | greedy | T=1 | pass@8 | learnable |\n|---|---|---:|---:|---:|---:|")
+    for d in DOMAINS:
+        for lv in LEVELS:
+            cells = [_cell(t, d, lv) for t in tables]
+            print(f"| {d} | {lv} | {fmt([c['greedy'] for c in cells])} | {fmt([c['t1'] for c in cells])} | "
+                  f"{fmt([c['pass@k']['8'] for c in cells])} | {fmt([c['learnable'] for c in cells])} |")
+    print("\ncalibration (on the means): easy >= 0.6, hard <= easy - 0.15, pass@8 hard > greedy hard")
+    for d in DOMAINS:
+        e = statistics.fmean(_cell(t, d, "easy")["greedy"] for t in tables)
+        h = statistics.fmean(_cell(t, d, "hard")["greedy"] for t in tables)
+        p = statistics.fmean(_cell(t, d, "hard")["pass@k"]["8"] for t in tables)
+        ok = e >= 0.6 and h <= e - 0.15 and p > h + 0.05
+        print(f"  {d:8s} easy {e:.3f} hard {h:.3f} pass@8 hard {p:.3f}  {'met' if ok else 'NOT met'}")
+
+
+def rl(files):
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    print(f"change after RL over {len(files)} run(s): mean ± std\n")
+    print("| domain | level | greedy before | greedy change | T=1 before | T=1 change |\n|---|---|---:|---:|---:|---:|")
+    for d in DOMAINS:
+        for lv in LEVELS:
+            b = [_cell(r["before"], d, lv) for r in runs]
+            a = [_cell(r["after"], d, lv) for r in runs]
+            print(f"| {d} | {lv} | {fmt([x['greedy'] for x in b])} | "
+                  f"{fmt([y['greedy'] - x['greedy'] for x, y in zip(b, a)], True)} | {fmt([x['t1'] for x in b])} | "
+                  f"{fmt([y['t1'] - x['t1'] for x, y in zip(b, a)], True)} |")
+    print("\naverage over the four domains (one value per run, then mean ± std over runs):")
+    for lv in LEVELS:
+        for key in ("greedy", "t1", "pass@8"):
+            get = (lambda c: c["pass@k"]["8"]) if key == "pass@8" else (lambda c, k=key: c[k])
+            per_run = [statistics.fmean(get(_cell(r["after"], d, lv)) - get(_cell(r["before"], d, lv))
+                                        for d in DOMAINS) for r in runs]
+            print(f"  {lv:6s} {key:6s} {fmt(per_run, True)}   runs: " + " ".join(f"{x:+.3f}" for x in per_run))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("kind", choices=["cal", "rl"])
+    p.add_argument("files", nargs="+")
+    p.add_argument("--form", default="reasoning", choices=["answer", "reasoning"])
+    args = p.parse_args(argv)
+    cal(args.files, args.form) if args.kind == "cal" else rl(args.files)
+
+
+if __name__ == "__main__":
+    main()
