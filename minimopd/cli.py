@@ -50,8 +50,13 @@ def _cmd_lineage(args) -> int:
          "recipes": {n: {"table": r.table(), "info": r.info, "histories": r.histories,
                          "evals": {s: ev.rows for s, ev in r.evals.items()}}
                      for n, r in results.items()}}, indent=1, default=str))
-    report = html_report(results, out / "report.html", profile=prof.name, seed=args.seed,
-                         markdown=markdown)
+    try:
+        report = html_report(results, out / "report.html", profile=prof.name, seed=args.seed,
+                             markdown=markdown)
+    except ModuleNotFoundError as e:   # plotly missing (e.g. a bare GPU image): keep the results
+        print(f"\nwrote {out / 'results.md'} and {out / 'results.json'}; report.html skipped "
+              f"({e}; `pip install plotly` for the interactive report)")
+        return 0
     print(f"\nwrote {report}, {out / 'results.md'} and {out / 'results.json'}")
     return 0
 

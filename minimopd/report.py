@@ -9,7 +9,6 @@ import platform
 
 import torch
 
-from . import plots
 from .tasks import DIFFICULTIES
 
 
@@ -88,6 +87,10 @@ def results_markdown(results: dict, *, profile: str, seed: int, command: str) ->
 
 
 def html_report(results: dict, path, *, profile: str, seed: int, markdown: str):
+    """`report.html`: every stage's curves and the accuracy figure (plotly), then the Markdown.
+    Imports plotly only here, so a machine without it (a bare GPU image) can still run the
+    recipes and write results.md / results.json."""
+    from . import plots
     sections, evals = [], {}
     for name, res in results.items():
         for stage, ev in res.evals.items():

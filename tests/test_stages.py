@@ -181,3 +181,25 @@ def test_cli_lineage_smoke_writes_report(tmp_path, capsys):
     import json
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["profile"] == "smoke" and results["recipes"]["sft"]["table"][0]["stage"] == "sft"
+
+
+def test_cli_lineage_without_plotly_keeps_the_results(tmp_path, capsys, monkeypatch):
+    """A bare GPU image has torch and transformers but not plotly: the lineage still writes
+    results.md / results.json and says why report.html is missing, instead of a traceback."""
+    import builtins
+
+    from minimopd.cli import main
+    real_import = builtins.__import__
+
+    def no_plotly(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "plots" or "plots" in (fromlist or ()) or name.startswith("plotly"):
+            raise ModuleNotFoundError("No module named 'plotly'", name="plotly")
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", no_plotly)
+    assert main(["lineage", "--profile", "smoke", "--recipes", "sft", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "report.html skipped" in out and "pip install plotly" in out
+    assert not (tmp_path / "report.html").exists()
+    assert (tmp_path / "results.md").exists() and (tmp_path / "results.json").exists()
