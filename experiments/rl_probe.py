@@ -1,6 +1,10 @@
 """Probe RL on a cached SFT model: run an online preset for some steps, diagnose before/after.
 
-    python experiments/rl_probe.py --profile cpu --seed 0 --steps 100 --lr 1e-4 --preset grpo
+    python experiments/rl_probe.py --profile cpu --seed 0 --n 300 --select 4800   # the v3 claim's run
+    python experiments/rl_probe.py --profile cpu --seed 0 --steps 100 --lr 1e-4 --preset dr_grpo
+
+Steps and learning rate default to the profile's (`rl_steps`, `rl_lr`: 300 and 5e-5 on `cpu`).
+`--json` writes the diagnoses and the history for `experiments/summarize.py rl`.
 """
 from __future__ import annotations
 
@@ -24,8 +28,8 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--profile", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--steps", type=int, default=None, help="default: the profile's rl_steps")
+    p.add_argument("--lr", type=float, default=None, help="default: the profile's rl_lr")
     p.add_argument("--preset", default="grpo")
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--group", type=int, default=8)
@@ -46,8 +50,8 @@ def main(argv=None):
         sft = sft_artifact(prof, seed=args.seed, reasoning=True, progress=False)
     before = diagnose(sft.model, sft.tokenizer, profile=prof, n_per_level=args.n, reasoning=True, seed=123)
     print("before\n" + before.table(), flush=True)
-    kw = dict(steps=args.steps, prompts_per_step=args.prompts, group_size=args.group,
-              max_new_tokens=prof.max_new_tokens * 4, lr=args.lr, seed=args.seed, difficulty=args.difficulty)
+    kw = dict(steps=args.steps or prof.rl_steps, prompts_per_step=args.prompts, group_size=args.group,
+              max_new_tokens=prof.max_new_tokens * 4, lr=args.lr or prof.rl_lr, seed=args.seed, difficulty=args.difficulty)
     if args.domains:
         kw["domains"] = tuple(args.domains)
     kw.update(json.loads(args.extra))

@@ -1,7 +1,8 @@
 """The `minimopd` command.
 
     minimopd lineage [--profile cpu] [--seed 0] [--recipes sft ...] [--out runs/]
-        run the recipes of the lineage, print the results table, write report.html + results.json
+        run the recipes of the lineage, print the results table, write results.md + results.json
+        and report.html (skipped, with a message, where plotly is not installed)
     minimopd grade labs/lab01_sft.ipynb      autograde a lab notebook (points + feedback)
     minimopd build-labs [--check]            regenerate labs/ from solutions/ (or check freshness)
     minimopd tasks [--show N]                list the registered tasks with sample items

@@ -1,7 +1,8 @@
 """Compute profiles: how big the models are and how long each stage trains.
 
 - `smoke`: CI. Seconds per stage; proves the code paths run end to end, claims nothing.
-- `cpu`:   a laptop. Minutes per recipe; the course's quality claims are measured here.
+- `cpu`:   a laptop. Minutes per SFT stage, tens of minutes per 300-step RL stage on 2 cores (a
+           few minutes on a GPU); the course's quality claims are measured with these settings.
 - `gpu`:   one CUDA GPU. Larger models and longer runs; tighter claims.
 
 `MINIMOPD_PROFILE` selects one; without it the default is `gpu` when CUDA is available, else
@@ -77,7 +78,7 @@ _PROFILES = {
                 corpus_lines=120_000,
                 sft_steps=1000, sft_batch_size=64, sft_lr=2e-3, sft_examples=40_000,
                 # RL: measured on the v3 world (RESULTS.md): GRPO at 5e-5 for 300 steps lifts held-out
-                # hard accuracy on three seeds; 1e-4 damages easy items, 60 steps moved little
+                # hard accuracy on three seeds; 1e-4 damages easy items, 100 steps give half the gain
                 rl_steps=300, rl_prompts=16, rl_group_size=8, rl_lr=5e-5,
                 eval_per_level=100, max_new_tokens=32, eval_batch_size=300),
     "gpu": dict(model_size="base", small_model_size="small",
