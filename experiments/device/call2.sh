@@ -2,7 +2,10 @@
 # Device call 2 (prepared, not yet run): the v3 lineage recipes on seeds 0-2 with the cpu
 # profile's defaults, one process per (recipe, seed), on one GPU. Run it through the device tool
 # with carry [".gpucache"]: .gpucache/sS holds seed S's base and reasoning SFT (and seed 0's cold
-# start) from call 1, so no starting stage is retrained. Each process is the plain command
+# start) from call 1, so no starting stage is retrained.
+# Without .gpucache (a fresh checkout) the lineage trains the missing starting stages first
+# (about 90 s per seed on an H200), so the script still works, only later.
+# Each process is the plain command
 #   minimopd lineage --profile cpu --seed S --recipes R --out DIR --no-progress
 # (run as `python3 -c ... main()` because the GPU image has no console script; without plotly
 # the lineage writes results.md / results.json and skips report.html).
