@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("ship", help="(maintainers) write the starting checkpoints shipped with the package")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("grade", help="autograde a lab notebook")
-    p.add_argument("notebook")
+    # `grade` parses its own options (minimopd/grading/report.py); listed here for --help
+    sub.add_parser("grade", help="autograde a lab notebook (minimopd grade --help)", add_help=False)
     p = sub.add_parser("build-labs", help="regenerate labs/ from solutions/")
     p.add_argument("--check", action="store_true", help="only report stale labs (exit 1 if any)")
     p = sub.add_parser("tasks", help="list registered tasks")
@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the rows to this file")
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["grade"]:
+        from .grading import main as grade_main
+        return grade_main(argv[1:])
     args = parser.parse_args(argv)
     args.argv = argv   # recorded next to the numbers it produces (results.md)
 
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "grade":
             from .grading import main as grade_main
-            return grade_main([args.notebook])
+            return grade_main(argv[1:])
         if args.command == "build-labs":
             from .notebooks import main as build_main
             return build_main(["--check"] if args.check else [])

@@ -221,18 +221,44 @@ def test_compare_values_tolerance_and_messages():
     assert "missing key(s) ['b']" in compare_values({"a": 1, "b": 2}, {"a": 1})
 
 
-def test_registry_extension_and_notebook_grading(tmp_path, monkeypatch):
-    """A new lab is one registry entry; grade_notebook skips test cells and magics, reports
-    crashing cells and keeps going."""
-    def double_cases(seed):
-        g = torch.Generator().manual_seed(seed)
-        return [Case("random", (torch.randn(3, generator=g),)), Case("empty", (torch.zeros(0),))]
+LAB99 = """
+import math
+import torch
+from minimopd.grading import LABS, Case, GradedFunction
 
-    monkeypatch.setitem(LABS, "lab99", [
-        GradedFunction("double", lambda x: 2 * x, double_cases, points=3, grad_wrt=(0,)),
-        GradedFunction("root", "math.sqrt", lambda seed: [Case("square", (4.0 + seed,))], points=1),
-        GradedFunction("pair", lambda x: (x.sum(), 3 * x), double_cases, points=1, grad_wrt=(0,)),
-    ])
+
+def double_cases(seed):
+    g = torch.Generator().manual_seed(seed)
+    return [Case("random", (torch.randn(3, generator=g),)), Case("empty", (torch.zeros(0),))]
+
+
+def pair_reference(x):
+    return x.sum(), 3 * x
+
+
+LABS["lab99"] = [
+    GradedFunction("double", lambda x: 2 * x, double_cases, points=3, grad_wrt=(0,)),
+    GradedFunction("root", "math.sqrt", lambda seed: [Case("square", (4.0 + seed,))], points=1),
+    GradedFunction("pair", pair_reference, double_cases, points=1, grad_wrt=(0,)),
+]
+"""
+
+
+@pytest.fixture
+def lab99(tmp_path):
+    """A lab registered from its own module file (the sandbox imports it in the child too)."""
+    import importlib.util
+    spec_file = tmp_path / "lab99_spec.py"
+    spec_file.write_text(LAB99)
+    spec = importlib.util.spec_from_file_location("lab99_spec", spec_file)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    yield LABS["lab99"]
+    LABS.pop("lab99", None)
+
+
+def test_registry_extension_and_notebook_grading(tmp_path, lab99):
+    """A new lab is one registry entry in its own module; grade_notebook skips test cells and
+    magics, reports crashing cells and keeps going."""
     # tuple outputs: every float tensor in them is value- and gradient-checked
     assert check("pair", lambda x: (x.sum(), x + x + x), lab="lab99") == 1
     with pytest.raises(AssertionError, match="not differentiable"):
@@ -262,7 +288,7 @@ def test_registry_extension_and_notebook_grading(tmp_path, monkeypatch):
     nbformat.write(nb, str(path))
     report = grade_notebook(str(path))
     assert report.total == report.max == 5 and report.full_marks
-    assert len(report.cell_errors) == 1 and "ZeroDivisionError" in report.cell_errors[0]
+    assert report.cell_errors == ["cell 2: ZeroDivisionError: division by zero (line 1: `1 / 0`)"]
     assert "total" in str(report) and "ZeroDivisionError" in str(report)
 
     nb.cells[3].source = "def double(x):\n    return (2 * x).detach()"

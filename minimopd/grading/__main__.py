@@ -1,4 +1,4 @@
-"""`python -m minimopd.grading NOTEBOOK [--lab labNN] [-v]` (same as `minimopd grade`)."""
+"""`python -m minimopd.grading [NOTEBOOK] [--lab labNN] [--json] [-v] [--time-limit S]` (same as `minimopd grade`)."""
 import sys
 
 from . import main

@@ -10,9 +10,13 @@ when it is wrong. `check(name, fn)` runs those cases and prints one verdict per 
         dim=None] expected 0.0, got nan — divide by max(mask.sum(), 1) ...
 
 Values AND (for differentiable functions) gradients w.r.t. the float inputs named in
-`grad_wrt` are compared with a tolerance that depends on the dtype. `grade_notebook(path)` runs
-a student's notebook without a kernel and grades every function of its lab
-(`minimopd grade labs/lab01_sft.ipynb`).
+`grad_wrt` are compared with a tolerance that depends on the dtype (`compare.py`).
+
+Grading is split in two so that student code can never decide its own grade: `student.run_case`
+calls the student's function and records what it did (output, error, inputs after the call,
+gradients) as plain data; `verdict` compares that record with the reference's output here. In a
+lab, `check` does both in the notebook's process (quick feedback); `grade_notebook`
+(`report.py`, `minimopd grade`) runs the student's side in a sandboxed child process.
 
 This module holds no lab: each lab's cases live in `minimopd/grading/labNN.py` and register
 themselves in `LABS` (see the package docstring for how to add one). `_rng` and
@@ -20,28 +24,25 @@ themselves in `LABS` (see the package docstring for how to add one). `_rng` and
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import importlib
 import inspect
-import io
-import math
-import os
 import random
-import re
 import sys
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 
+from .compare import TOLERANCES, _clone, _describe, _float_tensors, _shape, compare_values  # noqa: F401
+from .student import GRAD_WEIGHT_SEED, run_case
+
 NOT_IMPLEMENTED = "not implemented yet: fill in the cell between the markers"
 VISIBLE_SEEDS = (0,)
 HIDDEN_SEEDS = (0, 1, 2, 3, 4, 5)
-# (rtol, atol) per floating dtype; other dtypes are compared exactly.
-TOLERANCES = {torch.float64: (1e-7, 1e-9), torch.float32: (1e-4, 1e-5),
-              torch.float16: (1e-2, 1e-3), torch.bfloat16: (2e-2, 1e-2)}
+# Every lab's Part 2 trains with the functions it grades: cases reach those sizes (a `cpu`-profile
+# batch of 64 rows, reasoning rollouts of ~160 tokens), so a function that breaks only on long
+# rows, a real vocabulary or a full batch cannot pass.
+TRAIN_BATCH, TRAIN_LEN = 64, 160
 
 
 @dataclass
@@ -61,7 +62,10 @@ class Case:
 
 @dataclass
 class GradedFunction:
-    """A function a lab asks for, with its reference implementation and its test cases."""
+    """A function a lab asks for, with its reference implementation and its test cases.
+
+    `library`: dotted paths of the library functions that *are* this function (a student who
+    calls one of them gets no points); by default the reference, when it is a dotted path."""
     name: str
     reference: Callable | str
     cases: Callable[[int], list[Case]]
@@ -71,6 +75,7 @@ class GradedFunction:
     output_names: tuple[str, ...] = ()      # names of the elements of a tuple output
     diagnose: Optional[Callable[[Case, Any, Any], Optional[str]]] = None
     compare: Optional[Callable[[Any, Any], Optional[str]]] = None  # default: compare_values
+    library: tuple[str, ...] = ()
 
     def resolve(self) -> Callable:
         """The reference callable (imports a dotted path on first use)."""
@@ -79,132 +84,11 @@ class GradedFunction:
         module, _, attr = self.reference.replace(":", ".").rpartition(".")
         return getattr(importlib.import_module(module), attr)
 
+    def forbidden(self) -> tuple[str, ...]:
+        if self.library:
+            return self.library
+        return (self.reference.replace(":", "."),) if isinstance(self.reference, str) else ()
 
-# --------------------------------------------------------------------------- comparison
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return "nan" if math.isnan(x) else f"{x + 0.0:.6g}"  # + 0.0 turns -0.0 into 0
-    return repr(x)
-
-
-def _shape(t: torch.Tensor) -> str:
-    return "(" + ", ".join(str(s) for s in t.shape) + ("," if t.dim() == 1 else "") + ")"
-
-
-def compare_values(expected: Any, got: Any, path: str = "") -> Optional[str]:
-    """None when `got` matches `expected` (recursively, dtype-aware tolerance), else why not."""
-    where = f"{path}: " if path else ""
-    if isinstance(expected, torch.Tensor):
-        if not isinstance(got, torch.Tensor):
-            return f"{where}expected a torch.Tensor of shape {_shape(expected)}, got {type(got).__name__}"
-        if got.shape != expected.shape:
-            return f"{where}expected shape {_shape(expected)}, got shape {_shape(got)}"
-        if got.dtype != expected.dtype:
-            return f"{where}expected dtype {expected.dtype}, got {got.dtype}"
-        exp, res = expected.detach().cpu(), got.detach().cpu()
-        if not exp.is_floating_point():
-            if torch.equal(exp, res):
-                return None
-            idx = tuple(int(i) for i in (exp != res).nonzero()[0])
-            return f"{where}at index {idx} expected {exp[idx].item()}, got {res[idx].item()}"
-        rtol, atol = TOLERANCES.get(exp.dtype, (1e-5, 1e-8))
-        finite = exp[torch.isfinite(exp)]
-        # Absolute error grows with the magnitude of what is computed (e.g. log-softmax of logits
-        # of size 400 has ~1e-4 float32 noise even on entries near 0): scale atol with the tensor.
-        atol *= max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
-        if torch.allclose(res, exp, rtol=rtol, atol=atol, equal_nan=True):
-            return None
-        bad = ~torch.isclose(res, exp, rtol=rtol, atol=atol, equal_nan=True)
-        if exp.dim() == 0:
-            return f"{where}expected {_fmt(exp.item())}, got {_fmt(res.item())}"
-        idx = tuple(int(i) for i in bad.nonzero()[0])
-        return (f"{where}{int(bad.sum())} of {exp.numel()} values differ; at index {idx} "
-                f"expected {_fmt(exp[idx].item())}, got {_fmt(res[idx].item())}")
-    if isinstance(expected, dict):
-        if not isinstance(got, dict):
-            return f"{where}expected a dict with keys {sorted(expected)}, got {type(got).__name__}"
-        missing = [k for k in expected if k not in got]
-        if missing:
-            return f"{where}missing key(s) {missing}"
-        for k in expected:
-            msg = compare_values(expected[k], got[k], f"{path}[{k!r}]" if path else repr(k))
-            if msg:
-                return msg
-        return None
-    if isinstance(expected, (list, tuple)):
-        if isinstance(got, torch.Tensor):
-            got = got.tolist()
-        if not isinstance(got, (list, tuple)):
-            return f"{where}expected a {type(expected).__name__} of {len(expected)} items, got {type(got).__name__}"
-        if all(isinstance(v, int) for v in expected) and all(isinstance(v, int) for v in got):
-            if list(got) == list(expected):
-                return None
-            first = next((i for i, (a, b) in enumerate(zip(expected, got)) if a != b), None)
-            lengths = f"expected {len(expected)} items, got {len(got)}" if len(got) != len(expected) else ""
-            diff = (f"first difference at position {first}: expected {expected[first]}, got {got[first]}"
-                    if first is not None else "")
-            return where + "; ".join(s for s in (lengths, diff) if s)
-        if len(got) != len(expected):
-            return f"{where}expected {len(expected)} items, got {len(got)}"
-        for i, (e, g) in enumerate(zip(expected, got)):
-            msg = compare_values(e, g, f"{path}[{i}]")
-            if msg:
-                return msg
-        return None
-    if isinstance(expected, float) and isinstance(got, (int, float)):
-        if math.isclose(got, expected, rel_tol=1e-5, abs_tol=1e-8) or (math.isnan(got) and math.isnan(expected)):
-            return None
-        return f"{where}expected {_fmt(expected)}, got {_fmt(float(got))}"
-    if got != expected:
-        return f"{where}expected {expected!r}, got {got!r}"
-    return None
-
-
-def _clone(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.detach().clone()
-    if isinstance(x, (list, tuple)):
-        return type(x)(_clone(v) for v in x)
-    if isinstance(x, dict):
-        return {k: _clone(v) for k, v in x.items()}
-    return x
-
-
-def _float_tensors(x: Any) -> list[torch.Tensor]:
-    """Every floating-point tensor inside an output (tensor, tuple/list, dict), in order."""
-    if isinstance(x, torch.Tensor):
-        return [x] if x.is_floating_point() else []
-    if isinstance(x, (list, tuple)):
-        return [t for v in x for t in _float_tensors(v)]
-    if isinstance(x, dict):
-        return [t for v in x.values() for t in _float_tensors(v)]
-    return []
-
-
-def _describe(case: Case, names: list[str]) -> str:
-    if case.desc:
-        return f"[{case.desc}]"
-    parts = []
-    for i, a in enumerate(case.args):
-        name = names[i] if i < len(names) else f"arg{i}"
-        if isinstance(a, torch.Tensor):
-            note = " all zeros" if a.numel() and not a.any() else ""
-            parts.append(f"{name} {_shape(a)} {str(a.dtype).replace('torch.', '')}{note}")
-        elif isinstance(a, str):
-            parts.append(f"{name}={a[:24]!r}" + ("..." if len(a) > 24 else ""))
-        elif isinstance(a, (list, tuple)):
-            parts.append(f"{name}: {len(a)} items")
-        elif isinstance(a, (int, float, bool, type(None))):
-            parts.append(f"{name}={a!r}")
-        else:
-            parts.append(name)
-    parts += [f"{k} {_shape(v)} {str(v.dtype).replace('torch.', '')}" if isinstance(v, torch.Tensor)
-              else f"{k}={v!r}" for k, v in case.kwargs.items()]
-    return "[" + ", ".join(parts) + "]"
-
-
-# --------------------------------------------------------------------------- checking
 
 LABS: dict[str, list[GradedFunction]] = {}
 
@@ -224,327 +108,181 @@ class _NotImplemented(Exception):
     pass
 
 
-_GRADER_DIR = os.path.dirname(os.path.abspath(__file__))
+# --------------------------------------------------------------------------- the reference's side
+
+@dataclass
+class Expected:
+    """The reference's output on one case and, for `grad_wrt`, its gradients under the fixed
+    random weighting of its `n_outputs` differentiable outputs."""
+    seed: int
+    case: Case
+    value: Any
+    n_outputs: int = 0
+    grads: dict = field(default_factory=dict)
 
 
-def _in_grader(filename: str) -> bool:
-    """Is this traceback frame the grader's own code (not the student's, not the reference's)?"""
-    return os.path.dirname(os.path.abspath(filename)) == _GRADER_DIR
+def expectations(gf: GradedFunction, seeds) -> list[Expected]:
+    """Every case of `gf` for `seeds`, in order, with the reference's answers."""
+    ref = gf.resolve()
+    out = []
+    for seed in seeds:
+        for case in gf.cases(seed):
+            exp = Expected(seed, case, ref(*_clone(case.args), **case.kwargs))
+            if gf.grad_wrt:
+                leaves, args = {}, list(_clone(case.args))
+                for i in gf.grad_wrt:
+                    leaves[i] = args[i].requires_grad_(True)
+                    args[i] = leaves[i].clone()
+                ref_t = [t for t in _float_tensors(ref(*args, **case.kwargs)) if t.requires_grad]
+                exp.n_outputs = len(ref_t)
+                if ref_t:
+                    gen = torch.Generator().manual_seed(GRAD_WEIGHT_SEED + seed)
+                    weights = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in ref_t]
+                    sum((t * w.to(t.dtype)).sum() for t, w in zip(ref_t, weights)).backward()
+                exp.grads = {i: (leaves[i].grad if leaves[i].grad is not None else torch.zeros_like(leaves[i]))
+                             for i in gf.grad_wrt}
+            out.append(exp)
+    return out
 
 
-def _call(fn: Callable, case: Case, args: tuple) -> Any:
+def _arg_names(gf: GradedFunction) -> list[str]:
     try:
-        return fn(*args, **case.kwargs)
-    except NotImplementedError:
-        raise _NotImplemented() from None
+        return list(inspect.signature(gf.resolve()).parameters)
+    except (TypeError, ValueError):
+        return []
 
 
-def _run_case(gf: GradedFunction, ref: Callable, fn: Callable, case: Case, seed: int,
-              names: list[str]) -> Optional[str]:
-    """None if `fn` passes `case`, else the feedback line (without the function name)."""
-    def fail(msg: str, expected: Any = None, got: Any = None, hint: Optional[str] = None) -> str:
+# --------------------------------------------------------------------------- the verdict
+
+def _raised(err: dict, when: str = "") -> str:
+    at = f" ({err['where']})" if err.get("where") else ""
+    return f"raised {err['type']}{when}: {err['message']}{at}"
+
+
+def verdict(gf: GradedFunction, exp: Expected, res: dict, names: list[str]) -> Optional[str]:
+    """None if the student's record `res` (from `student.run_case`) matches the reference on
+    this case, else the feedback line (without the function name). Raises `_NotImplemented`."""
+    case = exp.case
+
+    def fail(msg: str, got: Any = None, hint: Optional[str] = None) -> str:
         if hint is None and gf.diagnose is not None and got is not None:
             try:
-                hint = gf.diagnose(case, expected, got)
+                hint = gf.diagnose(case, exp.value, got)
             except Exception:  # a diagnosis must never hide the real failure
                 hint = None
         hint = hint or case.hint or gf.hint
         return f"{_describe(case, names)} {msg}" + (f" — {hint}" if hint else "")
 
-    expected = ref(*_clone(case.args), **case.kwargs)
-    args = _clone(case.args)
-    try:
-        got = _call(fn, case, args)
-    except _NotImplemented:
-        raise
-    except Exception as exc:  # the student's code crashed: say where
-        tb = traceback.extract_tb(exc.__traceback__)
-        line = next((f" (line {fr.lineno}: {fr.line})" for fr in reversed(tb)
-                     if not _in_grader(fr.filename) and fr.line), "")
-        return fail(f"raised {type(exc).__name__}: {exc}{line}")
+    err = res.get("error")
+    if err:
+        if err.get("not_implemented"):
+            raise _NotImplemented()
+        if err["type"] in ("SystemExit", "KeyboardInterrupt"):
+            return fail(_raised(err), hint="a graded function must return its result, not stop the program")
+        return fail(_raised(err))
+    got = res.get("value")
     compare = gf.compare or compare_values
-    if gf.output_names and isinstance(expected, tuple) and isinstance(got, (tuple, list)) \
-            and len(got) == len(expected):
-        msg = next((m for e, g, n in zip(expected, got, gf.output_names) if (m := compare(e, g, n))), None)
+    if gf.output_names and isinstance(exp.value, tuple) and isinstance(got, (tuple, list)) \
+            and len(got) == len(exp.value):
+        msg = next((m for e, g, n in zip(exp.value, got, gf.output_names) if (m := compare(e, g, n))), None)
     else:
-        msg = compare(expected, got)
+        msg = compare(exp.value, got)
     if msg:
-        return fail(msg, expected, got)
-    for i, (before, after) in enumerate(zip(case.args, args)):
-        if isinstance(before, torch.Tensor) and not torch.equal(before, after.detach()):
+        return fail(msg, got)
+    after = res.get("args_after") or []
+    for i, before in enumerate(case.args):
+        if isinstance(before, torch.Tensor) and i < len(after) and isinstance(after[i], torch.Tensor) \
+                and not (after[i].shape == before.shape and torch.equal(before, after[i])):
             name = names[i] if i < len(names) else f"argument {i}"
             return fail(f"modified its input `{name}` in place",
                         hint="work on a copy (x = x * mask, not x *= mask or x.masked_fill_)")
     if gf.grad_wrt:
-        return _grad_case(gf, ref, fn, case, seed, names, fail)
+        return _grad_verdict(gf, exp, res.get("grad") or {}, names, fail)
     return None
 
 
-def _grad_case(gf, ref, fn, case, seed, names, fail) -> Optional[str]:
-    def run(f):
-        leaves, args = {}, list(_clone(case.args))
-        for i in gf.grad_wrt:
-            leaves[i] = args[i].requires_grad_(True)
-            args[i] = leaves[i].clone()  # non-leaf, like a model's output
-        return leaves, _call(f, case, tuple(args))
-
-    ref_args, ref_out = run(ref)
-    try:
-        stu_args, stu_out = run(fn)
-    except _NotImplemented:
-        raise
-    except Exception as exc:
-        return fail(f"raised {type(exc).__name__} when its input requires grad: {exc}",
+def _grad_verdict(gf, exp: Expected, grad: dict, names, fail) -> Optional[str]:
+    if grad.get("error"):
+        return fail(_raised(grad["error"], " when its input requires grad"),
                     hint="avoid in-place ops (x *= m, masked_fill_) on tensors autograd needs")
-    # Backpropagate a fixed random weighting of every differentiable output tensor (a tuple or
-    # dict output contributes all its tensors; the values already matched, so structures agree).
-    gen = torch.Generator().manual_seed(10_000 + seed)
-    ref_t = [t for t in _float_tensors(ref_out) if t.requires_grad]
-    stu_t = [t for t in _float_tensors(stu_out) if t.requires_grad]
-    weights = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in ref_t]
     arg_names = ", ".join(f"`{names[i]}`" if i < len(names) else f"argument {i}" for i in gf.grad_wrt)
-    if len(stu_t) < len(ref_t) or any(t.grad_fn is None for t in stu_t):
+    if grad.get("n_diff", 0) < exp.n_outputs or grad.get("leaf"):
         return fail(f"the output is not differentiable w.r.t. {arg_names}",
                     hint="no .detach(), .item(), .tolist() or torch.tensor(...) on the way: the loss must "
                          "backpropagate")
-    if not ref_t:
+    if not exp.n_outputs:
         return None
-    sum((t * w.to(t.dtype)).sum() for t, w in zip(ref_t, weights)).backward()
-    sum((t * w.to(t.dtype)).sum() for t, w in zip(stu_t, weights)).backward()
+    got_grads = grad.get("grads") or {}
     for i in gf.grad_wrt:
         name = names[i] if i < len(names) else f"argument {i}"
-        expected = ref_args[i].grad if ref_args[i].grad is not None else torch.zeros_like(ref_args[i])
-        got = stu_args[i].grad if stu_args[i].grad is not None else torch.zeros_like(stu_args[i])
-        msg = compare_values(expected, got, f"gradient w.r.t. `{name}`")
+        msg = compare_values(exp.grads[i], got_grads.get(str(i)), f"gradient w.r.t. `{name}`")
         if msg:
             return fail(msg, hint="the values match but the gradients do not: a masked or detached term "
                                   "leaks into (or is cut out of) the backward pass")
     return None
 
 
-def _run(gf: GradedFunction, fn: Callable, seeds: tuple[int, ...], out=None) -> tuple[list[str], list[str]]:
-    """Run every case; print a verdict per family; return (verdict lines, failure messages)."""
-    out = out or sys.stdout
-    ref = gf.resolve()
-    try:
-        names = list(inspect.signature(ref).parameters)
-    except (TypeError, ValueError):
-        names = []
+def verdict_lines(gf: GradedFunction, expected: list[Expected], results: list[dict], out=None
+                  ) -> tuple[list[str], list[str]]:
+    """One verdict line per case family (printed to `out`); returns (lines, failure messages).
+    Raises `_NotImplemented` if the function is still the stub."""
+    names = _arg_names(gf)
     families: dict[str, list[Optional[str]]] = {}
-    for seed in seeds:
-        for case in gf.cases(seed):
-            families.setdefault(case.family, []).append(_run_case(gf, ref, fn, case, seed, names))
+    for exp, res in zip(expected, results):
+        families.setdefault(exp.case.family, []).append(verdict(gf, exp, res, names))
     lines, failures = [], []
-    for family, results in families.items():
-        bad = [r for r in results if r]
+    for family, verdicts in families.items():
+        bad = [v for v in verdicts if v]
         if bad:
-            line = f"{gf.name}: {family} ... FAILED ({len(bad)}/{len(results)} cases): {bad[0]}"
+            line = f"{gf.name}: {family} ... FAILED ({len(bad)}/{len(verdicts)} cases): {bad[0]}"
             failures.append(f"{gf.name}: {family} {bad[0]}")
         else:
-            line = f"{gf.name}: {family} ({len(results)} case{'s' * (len(results) > 1)}) ... ok"
+            line = f"{gf.name}: {family} ({len(verdicts)} case{'s' * (len(verdicts) > 1)}) ... ok"
         lines.append(line)
-        print(line, file=out)
+        if out is not None:
+            print(line, file=out)
     return lines, failures
+
+
+def points_of(gf: GradedFunction, failures: list[str], hidden: bool, out=None) -> float:
+    """Print the closing line of a function's verdicts; return its points or raise the first failure."""
+    if failures:
+        print(f"{gf.name}: {len(failures)} case famil{'ies' if len(failures) > 1 else 'y'} failed — "
+              f"0/{gf.points:g} points", file=out)
+        raise AssertionError(failures[0])
+    print(f"{gf.name}: all {'hidden' if hidden else 'visible'} tests passed — {gf.points:g}/{gf.points:g} points",
+          file=out)
+    return float(gf.points)
+
+
+def not_implemented(name: str) -> str:
+    return f"{name}: {NOT_IMPLEMENTED} (replace `raise NotImplementedError()` with your code)"
 
 
 def check(name: str, fn: Callable, *, lab: Optional[str] = None, hidden: bool = False) -> float:
     """Compare `fn` with the reference of the graded function `name`; return its points.
 
     Prints one verdict per case family and raises `AssertionError` with the first failure's
-    feedback if any case fails. `hidden=True` runs more random seeds (the autograder's run).
+    feedback if any case fails. `hidden=True` runs more random seeds. This is the notebook's
+    quick check, run in the notebook's own process; the autograder (`grade_notebook`) runs the
+    student's code in a sandbox instead.
     """
     gf = find(name, lab)
     if not callable(fn):
         raise AssertionError(f"{name}: expected a function, got {type(fn).__name__}")
+    expected = expectations(gf, HIDDEN_SEEDS if hidden else VISIBLE_SEEDS)
+    results = []
+    for exp in expected:
+        results.append(run_case(fn, exp.case, exp.seed, gf.grad_wrt, exp.n_outputs))
+        if (results[-1].get("error") or {}).get("not_implemented"):
+            break
     try:
-        _, failures = _run(gf, fn, HIDDEN_SEEDS if hidden else VISIBLE_SEEDS)
+        _, failures = verdict_lines(gf, expected, results, out=sys.stdout)
     except _NotImplemented:
-        msg = f"{name}: {NOT_IMPLEMENTED} (replace `raise NotImplementedError()` with your code)"
+        msg = not_implemented(name)
         print(msg)
         raise AssertionError(msg) from None
-    if failures:
-        print(f"{name}: {len(failures)} case famil{'ies' if len(failures) > 1 else 'y'} failed — 0/{gf.points:g} points")
-        raise AssertionError(failures[0])
-    print(f"{name}: all {'hidden' if hidden else 'visible'} tests passed — {gf.points:g}/{gf.points:g} points")
-    return float(gf.points)
-
-
-# --------------------------------------------------------------------------- notebooks
-
-@dataclass
-class FunctionGrade:
-    name: str
-    points: float
-    max_points: float
-    feedback: str          # "ok" or the first failure
-    log: str = ""          # every verdict line printed by check()
-
-
-@dataclass
-class GradeReport:
-    notebook: str
-    lab: str
-    results: list[FunctionGrade]
-    cell_errors: list[str] = field(default_factory=list)
-
-    @property
-    def points(self) -> dict[str, float]:
-        return {r.name: r.points for r in self.results}
-
-    @property
-    def feedback(self) -> dict[str, str]:
-        return {r.name: r.feedback for r in self.results}
-
-    @property
-    def total(self) -> float:
-        return sum(r.points for r in self.results)
-
-    @property
-    def max(self) -> float:
-        return sum(r.max_points for r in self.results)
-
-    @property
-    def full_marks(self) -> bool:
-        return bool(self.results) and self.total == self.max
-
-    def __str__(self) -> str:
-        width = max([len(r.name) for r in self.results] + [8])
-        lines = [f"{self.lab} — {self.notebook}", "",
-                 f"  {'function':<{width}}  {'points':>7}  result", f"  {'-' * (width + 40)}"]
-        for r in self.results:
-            short = r.feedback.removeprefix(f"{r.name}: ")
-            if r.points == r.max_points:
-                short = "ok"
-            elif short.startswith(NOT_IMPLEMENTED):
-                short = "not implemented yet"
-            elif short.startswith(("not defined", "grading error")):
-                short = short.split(" — ")[0].split(":")[0]
-            else:
-                short = "failed: " + short.split(" [")[0]
-            if len(short) > 60:
-                short = short[:57] + "..."
-            lines.append(f"  {r.name:<{width}}  {r.points:>3g} / {r.max_points:<2g} {short}")
-        lines += [f"  {'-' * (width + 40)}", f"  {'total':<{width}}  {self.total:>3g} / {self.max:<2g}"]
-        if self.cell_errors:
-            lines += ["", "cells that raised an error (grading went on):"]
-            lines += [f"  {e}" for e in self.cell_errors]
-        failed = [r for r in self.results if r.points < r.max_points]
-        if failed:
-            lines += ["", "feedback:"] + [f"  {r.feedback}" for r in failed]
-        return "\n".join(lines)
-
-
-def lab_of(path: str) -> str:
-    """'labs/lab01_sft.ipynb' -> 'lab01'."""
-    m = re.match(r"(lab\d+)", os.path.basename(path))
-    if not m:
-        raise ValueError(f"cannot tell the lab from the file name {path!r}: expected labNN_*.ipynb "
-                         "(or pass lab='labNN')")
-    return m.group(1)
-
-
-def _nbgrader(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {}) or {}
-
-
-def _is_test_cell(cell) -> bool:
-    meta = _nbgrader(cell)
-    return bool(meta.get("grade")) and not meta.get("solution")
-
-
-def _runnable_source(source: str) -> str:
-    """Cell source without IPython magics / shell escapes (comment them out, keep line numbers)."""
-    return "\n".join(("# " + line) if line.lstrip().startswith(("%", "!")) else line
-                     for line in source.split("\n"))
-
-
-def execute_notebook(path: str) -> tuple[dict, list[str]]:
-    """exec() the notebook's code cells up to its last graded (solution) cell, skipping test cells.
-
-    Returns the namespace and a list of "cell N: error" strings for cells that raised.
-    """
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    cells = nb.cells
-    graded = [i for i, c in enumerate(cells) if c.cell_type == "code" and _nbgrader(c).get("solution")]
-    last = graded[-1] if graded else len(cells) - 1
-    ns: dict[str, Any] = {"__name__": "__main__"}
-    with contextlib.suppress(ImportError):
-        from IPython.display import display
-        ns["display"] = display
-    errors = []
-    here = os.getcwd()
-    sink = io.StringIO()
-    try:
-        os.chdir(os.path.dirname(os.path.abspath(path)))
-        for i, cell in enumerate(cells[: last + 1]):
-            if cell.cell_type != "code" or _is_test_cell(cell) or cell.source.lstrip().startswith(("%", "!")):
-                continue
-            label = _nbgrader(cell).get("grade_id") or cell.get("id") or ""
-            try:
-                code = compile(_runnable_source(cell.source), f"<cell {i}{' ' + label if label else ''}>", "exec")
-                with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                    exec(code, ns)
-            except BaseException as exc:  # noqa: BLE001 - a student's cell may raise anything
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                why = ("NotImplementedError (it uses a function that is not implemented yet)"
-                       if isinstance(exc, NotImplementedError) else f"{type(exc).__name__}: {exc}")
-                errors.append(f"cell {i}{f' ({label})' if label else ''}: {why}")
-    finally:
-        os.chdir(here)
-    return ns, errors
-
-
-def grade_notebook(path: str, *, lab: Optional[str] = None) -> GradeReport:
-    """Run a lab notebook (no kernel) and grade every function of its lab on the hidden cases."""
-    lab = lab or lab_of(path)
-    if lab not in LABS:
-        raise ValueError(f"no autograder for {lab!r}; known labs: {sorted(LABS)}")
-    ns, errors = execute_notebook(path)
-    results = []
-    for gf in LABS[lab]:
-        fn = ns.get(gf.name)
-        log = io.StringIO()
-        if not callable(fn):
-            results.append(FunctionGrade(gf.name, 0.0, gf.points,
-                                         f"{gf.name}: not defined — run the cell that defines `{gf.name}` "
-                                         "and keep its name and signature"))
-            continue
-        try:
-            with contextlib.redirect_stdout(log):
-                pts = check(gf.name, fn, lab=lab, hidden=True)
-            results.append(FunctionGrade(gf.name, pts, gf.points, "ok", log.getvalue()))
-        except AssertionError as exc:
-            results.append(FunctionGrade(gf.name, 0.0, gf.points, str(exc), log.getvalue()))
-        except Exception as exc:  # noqa: BLE001 - e.g. a reference that cannot be imported
-            results.append(FunctionGrade(gf.name, 0.0, gf.points,
-                                         f"{gf.name}: grading error {type(exc).__name__}: {exc}", log.getvalue()))
-    return GradeReport(notebook=str(path), lab=lab, results=results, cell_errors=errors)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """`minimopd grade NOTEBOOK [--lab labNN]`: print the report; 0 on full marks, else 1."""
-    parser = argparse.ArgumentParser(prog="minimopd grade", description="Grade a lab notebook.")
-    parser.add_argument("notebook", help="path to a lab notebook, e.g. labs/lab01_sft.ipynb")
-    parser.add_argument("--lab", help="lab id (default: from the file name, labNN_*.ipynb)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print every case family's verdict")
-    args = parser.parse_args(argv)
-    if not os.path.exists(args.notebook):
-        print(f"minimopd grade: no such notebook: {args.notebook}", file=sys.stderr)
-        return 2
-    try:
-        report = grade_notebook(args.notebook, lab=args.lab)
-    except ValueError as exc:
-        print(f"minimopd grade: {exc}", file=sys.stderr)
-        return 2
-    if args.verbose:
-        for r in report.results:
-            print(r.log.rstrip() or f"{r.name}: {r.feedback}")
-        print()
-    print(report)
-    return 0 if report.full_marks else 1
+    return points_of(gf, failures, hidden, out=sys.stdout)
 
 
 # --------------------------------------------------------------------------- case helpers

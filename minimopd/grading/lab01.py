@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from .engine import LABS, Case, GradedFunction, _rng, _response_mask, _shape
+from .engine import LABS, TRAIN_BATCH, TRAIN_LEN, Case, GradedFunction, _rng, _response_mask, _shape
 
 
 @lru_cache(maxsize=1)
@@ -29,6 +29,7 @@ def _sft_example_cases(seed: int) -> list[Case]:
                       hint="an empty response still ends with <|end|> (mask 1): the model learns to stop"))
     cases.append(Case("empty prompt", (tok, "", _text(r, 1, 8))))
     cases.append(Case("newlines and spaces", (tok, "sort: 3 1 2\n", " 1 2 3\n")))
+    cases.append(Case("a long worked answer (training size)", (tok, _text(r, 20, 40), _text(r, 100, 140))))
     return cases
 
 
@@ -75,6 +76,8 @@ def _collate_cases(seed: int) -> list[Case]:
     cases.append(Case("single-token examples", (_collate_examples(r, 2, [1, 1]), 0)))
     for c in cases:
         c.desc = f"{len(c.args[0])} examples of lengths {[len(i) for i, _ in c.args[0]]}, pad_id={c.args[1]}"
+    cases.append(Case("a full training batch", (_collate_examples(r, TRAIN_BATCH, [r.randint(1, TRAIN_LEN)
+                                                                              for _ in range(TRAIN_BATCH)]), 0)))
     return cases
 
 
@@ -123,6 +126,8 @@ def _logits_cases(seed: int) -> list[Case]:
                       hint="keep the input's dtype: no hard-coded .float()"))
     cases.append(Case("large logits", make(2, r.randint(3, 6), 9, scale=400.0),
                       hint="use torch.log_softmax (numerically stable), not softmax(...).log()"))
+    V = len(_tokenizer())
+    cases.append(Case("a training batch: real vocabulary, long rows", make(TRAIN_BATCH, r.randint(100, TRAIN_LEN), V)))
     return cases
 
 
@@ -175,6 +180,9 @@ def _masked_mean_cases(seed: int) -> list[Case]:
     cases.append(Case("single token", (vals(2, 1), torch.ones(2, 1), None)))
     cases.append(Case("float64 input", (vals(2, T, dtype=torch.float64), _response_mask(r, 2, T), 1),
                       hint="keep the input's dtype: no hard-coded .float()"))
+    B, T = TRAIN_BATCH, r.randint(100, TRAIN_LEN)
+    cases.append(Case("a training batch, dim=None", (vals(B, T), _response_mask(r, B, T), None)))
+    cases.append(Case("a training batch, per row (dim=1)", (vals(B, T), _response_mask(r, B, T), 1)))
     return cases
 
 
@@ -212,6 +220,8 @@ def _sft_loss_cases(seed: int) -> list[Case]:
     cases.append(Case("single token", (lp(2, 1), torch.ones(2, 1))))
     cases.append(Case("float64 input", (lp(2, T, dtype=torch.float64), _response_mask(r, 2, T)),
                       hint="keep the input's dtype: no hard-coded .float()"))
+    B, T = TRAIN_BATCH, r.randint(100, TRAIN_LEN)
+    cases.append(Case("a training batch", (lp(B, T), _response_mask(r, B, T))))
     return cases
 
 

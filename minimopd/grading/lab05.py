@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .engine import LABS, Case, GradedFunction, _rng, _response_mask, compare_values
+from .engine import LABS, TRAIN_BATCH, TRAIN_LEN, Case, GradedFunction, _rng, _response_mask, compare_values
 
 _RTOL, _ATOL = 1e-4, 1e-5
 
@@ -79,6 +79,9 @@ def _group_adv_cases(seed: int) -> list[Case]:
                       (torch.tensor([r.choice([0.0, 0.5, 1.5]) for _ in range(3 * G)]), G)))
     cases.append(Case("float64 input", (torch.randn(2 * 4, generator=g, dtype=torch.float64), 4),
                       hint="keep the input's dtype: no hard-coded .float()"))
+    cases.append(Case("a training step: 16 prompts x G=8", (binary(16 * 8), 8)))
+    cases.append(Case("a training step: 16 prompts x G=8, scale_std=False",
+                      (torch.randn(16 * 8, generator=g), 8), {"scale_std": False}))
     return cases
 
 
@@ -154,6 +157,7 @@ def _kl_cases(seed: int) -> list[Case]:
     cases.append(Case("1-D input", pair(r.randint(3, 9)), hint="any shape: work elementwise"))
     cases.append(Case("float64 input", pair(2, 5, dtype=torch.float64),
                       hint="keep the input's dtype: no hard-coded .float()"))
+    cases.append(Case("a training step (N x T of a rollout batch)", pair(2 * TRAIN_BATCH, TRAIN_LEN)))
     return cases
 
 
@@ -259,6 +263,9 @@ def _grpo_cases(seed: int) -> list[Case]:
                                                                                       dtype=torch.float64),
                        "beta": 0.1},
                       hint="keep the input's dtype: no hard-coded .float()"))
+    for agg in ("grpo", "dr_grpo", "dapo"):
+        cases.append(Case("a training step (N x T of a rollout batch)",
+                          _policy_batch(r, g, 2 * TRAIN_BATCH, r.randint(100, TRAIN_LEN)), {"aggregation": agg}))
     return cases
 
 
@@ -372,13 +379,16 @@ def _reference_grpo_loss(logprobs, old_logprobs, advantages, mask, *, eps_low=0.
 LABS["lab05"] = [
     GradedFunction(
         "group_advantages", _reference_group_advantages, _group_adv_cases, points=3,
+        library=("minimopd.advantages.group_advantages",),
         diagnose=_diagnose_group_adv,
         hint="per group of G: (r - mean) / (std + eps) with the unbiased std; only r - mean if not scale_std"),
     GradedFunction(
         "k3_kl", _reference_k3_kl, _kl_cases, points=2, grad_wrt=(0,), diagnose=_diagnose_k3,
+        library=("minimopd.kl.kl_estimate",),
         hint="with log r = ref_logprobs - logprobs: k3 = exp(log r) - log r - 1, per token"),
     GradedFunction(
         "grpo_loss", _reference_grpo_loss, _grpo_cases, points=5, grad_wrt=(0,),
+        library=("minimopd.losses.grpo_loss",),
         output_names=("loss", "stats"), compare=_compare_loss_stats, diagnose=_diagnose_grpo,
         hint="per token max(-rho A, -clip(rho) A) + beta * k3, masked, then the aggregation's normaliser"),
 ]

@@ -337,9 +337,11 @@ LABS["lab06"] = [
         hint="float(get_task(example.domain).score(example, completion))"),
     GradedFunction(
         "r1_reward", _reference_r1_reward, _r1_cases, points=2, diagnose=_diagnose_r1,
+        library=("minimopd.rewards.r1_reward",),
         hint="format * accuracy + format_weight * format"),
     GradedFunction(
         "rejection_filter", _reference_rejection_filter, _rejection_cases, points=3,
+        library=("minimopd.rewards.rejection_filter",),
         diagnose=_diagnose_rejection,
         hint="score == 1.0 only; distinct (rstripped) texts; at most per_prompt per prompt; grouped by prompt "
              "in first-kept order"),
