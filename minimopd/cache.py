@@ -4,9 +4,10 @@ Recipes share prefixes (every recipe starts base -> SFT), so each stage's traine
 once under `$MINIMOPD_CACHE/<stage>-<hash>/` and reused. The key holds the stage's config, its
 inputs' keys (so changing the base invalidates everything after it) and `CACHE_VERSION` (bump it
 when training code changes meaning). An artifact is written to a temporary directory and
-renamed into place, and the SHA-256 of every weights file (the model's, and a value or reward
-head's) is checked on every load: a corrupt or half-written artifact is reported and rebuilt,
-never silently used.
+renamed into place, and the SHA-256 of every file it holds (weights, config, tokenizer) and of
+its record (`minimopd.json`: history and info) is checked on every load: a corrupt, half-written
+or hand-edited artifact is reported and rebuilt, never silently used. The cache directory is
+checked for write access before anything is trained (`ensure_writable`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from . import progress
 from .models import CheckpointError, load_model, save_model
 from .tasks.base import WORLD_VERSION
 
@@ -81,6 +83,43 @@ def _checksums(path: Path) -> dict[str, str]:
     return {p.name: _sha256(p) for p in sorted(path.glob("*.safetensors"))}
 
 
+def _file_checksums(path: Path) -> dict[str, str]:
+    """SHA-256 of every file of an artifact but its record (minimopd.json), by file name."""
+    return {p.name: _sha256(p) for p in sorted(path.iterdir()) if p.is_file() and p.name != "minimopd.json"}
+
+
+def _record_checksum(meta: dict) -> str:
+    """SHA-256 of an artifact's record without its own checksum field."""
+    body = {k: v for k, v in meta.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def seal(meta: dict, path: Path) -> dict:
+    """`meta` with the checksums `load_artifact` verifies: weights, every file, the record."""
+    meta = {**meta, "weights_sha256": _checksums(path), "files_sha256": _file_checksums(path)}
+    meta = json.loads(json.dumps(meta))      # hash what a load will read back (str keys, lists)
+    return {**meta, "record_sha256": _record_checksum(meta)}
+
+
+class CacheError(ValueError):
+    """The stage cache cannot be used (e.g. it is not writable)."""
+
+
+def ensure_writable(root: Path | None = None) -> Path:
+    """Create the cache directory and check that a file can be written there; raise `CacheError`
+    naming the directory and the fix if not (before training, not after the first stage)."""
+    root = Path(root or cache_root())
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise CacheError(f"the stage cache {root} is not writable ({exc.strerror or exc}); point "
+                         f"{CACHE_ENV} at a writable directory, e.g. {CACHE_ENV}=/tmp/minimopd-cache") from None
+    return root
+
+
 @dataclasses.dataclass
 class Artifact:
     """A cached (or freshly trained) stage output."""
@@ -104,6 +143,16 @@ def load_artifact(path: Path, device: str = "cpu") -> Artifact:
     recorded = meta.get("weights_sha256")
     if not isinstance(recorded, dict) or not recorded or _checksums(path) != recorded:
         raise CheckpointError(f"the weights in {path} are missing or do not match their recorded checksum")
+    if "files_sha256" in meta:   # artifacts written before the full seal have weights checks only
+        files = _file_checksums(path)
+        edited = sorted(n for n in set(files) | set(meta["files_sha256"])
+                        if files.get(n) != meta["files_sha256"].get(n))
+        if edited:
+            raise CheckpointError(f"{', '.join(edited)} in {path} changed after the stage was saved")
+        if meta.get("record_sha256") != _record_checksum(meta):
+            raise CheckpointError(f"{meta_file} (the stage's history and info) changed after it was saved")
+    if meta.get("key", path.name) != path.name:
+        raise CheckpointError(f"{path} holds the stage {meta.get('key')!r}, not {path.name!r}")
     model, tok = load_model(path, device=device)
     model.eval()
     return Artifact(model, tok, meta.get("history", []), meta.get("info", {}), path, cached=True)
@@ -124,27 +173,32 @@ def cached_stage(key: str, build: Callable[[], tuple], *, device: str = "cpu",
     """Return the artifact stored under `key`, or run `build() -> (model, tokenizer, StageResult)`,
     save it, and return it. `refresh=True` retrains even when a valid artifact exists."""
     path = cache_root() / key
-    if path.exists() and not refresh:
-        try:
-            return load_artifact(path, device)
-        except CheckpointError as exc:
-            warnings.warn(f"cached artifact {path} is unusable ({exc}); rebuilding it", stacklevel=2)
-    shipped = None if refresh else shipped_path(key)
-    if shipped is not None:
-        try:
-            _publish(path, lambda tmp: shutil.copytree(shipped, tmp))
-            art = load_artifact(path, device)            # checksums verified here, once
-            art.info = {**art.info, "shipped": True}
-            return art
-        except (CheckpointError, OSError) as exc:
-            warnings.warn(f"the shipped checkpoint {shipped} is unusable ({exc}); training the stage instead",
-                          stacklevel=2)
-    model, tokenizer, result = build()
+    with progress.stage(key) as done:
+        if path.exists() and not refresh:
+            try:
+                art = load_artifact(path, device)
+                done("loaded from the cache")
+                return art
+            except CheckpointError as exc:
+                warnings.warn(f"cached artifact {path} is unusable ({exc}); rebuilding it", stacklevel=2)
+        ensure_writable(path.parent)
+        shipped = None if refresh else shipped_path(key)
+        if shipped is not None:
+            try:
+                _publish(path, lambda tmp: shutil.copytree(shipped, tmp))
+                art = load_artifact(path, device)            # checksums verified here, once
+                art.info = {**art.info, "shipped": True}
+                done("copied from the checkpoints shipped with the package")
+                return art
+            except (CheckpointError, OSError) as exc:
+                warnings.warn(f"the shipped checkpoint {shipped} is unusable ({exc}); training the stage instead",
+                              stacklevel=2)
+        model, tokenizer, result = build()
 
-    def write(tmp: Path) -> None:
-        save_model(model, tokenizer, tmp)
-        meta = {"key": key, "history": result.history, "info": _jsonable(result.info),
-                "weights_sha256": _checksums(tmp)}
-        (tmp / "minimopd.json").write_text(json.dumps(meta))
-    _publish(path, write)
-    return Artifact(model, tokenizer, result.history, result.info, path, cached=False)
+        def write(tmp: Path) -> None:
+            save_model(model, tokenizer, tmp)
+            meta = seal({"key": key, "history": result.history, "info": _jsonable(result.info)}, tmp)
+            (tmp / "minimopd.json").write_text(json.dumps(meta))
+        _publish(path, write)
+        done("trained")
+        return Artifact(model, tokenizer, result.history, result.info, path, cached=False)

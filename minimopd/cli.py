@@ -32,12 +32,16 @@ def _cmd_lineage(args) -> int:
     out = Path(args.out or f"runs/{prof.name}-seed{args.seed}")
     print(f"minimopd lineage: profile={prof.name} device={prof.device} seed={args.seed} "
           f"recipes={','.join(names)}")
-    results = {}
-    for name in names:
+    from .cache import ensure_writable
+    ensure_writable()
+    results, started = {}, time.perf_counter()
+    for k, name in enumerate(names, 1):
         t0 = time.perf_counter()
-        res = run_recipe(name, prof, seed=args.seed, progress=not args.no_progress)
+        res = run_recipe(name, prof, seed=args.seed, progress=not args.no_progress,
+                         position=(k, len(names)), started=started)
         results[name] = res
-        print(f"\n== recipe {name} ({time.perf_counter() - t0:.1f}s) ==")
+        print(f"\n== recipe {k}/{len(names)} {name} ({time.perf_counter() - t0:.1f}s; "
+              f"lineage so far {time.perf_counter() - started:.0f}s) ==")
         print(res.table_text())
         for stage, ev in res.evals.items():
             print(f"\n[{name}/{stage}] accuracy by domain and difficulty (greedy, test split)")

@@ -12,6 +12,7 @@ import torch
 
 from .memory import oom_hint
 from .profiles import Profile, get_profile
+from .progress import bar as progress_bar
 from .rollout import generate
 from .tasks import DIFFICULTIES, VERIFIABLE_DOMAINS, extract_answer, format_ok, get_task
 from .threads import model_threads
@@ -92,28 +93,28 @@ def evaluate(model, tokenizer, tasks=None, *, profile: Profile | str | None = No
     max_new_tokens = max_new_tokens or (prof.max_new_tokens * (4 if reasoning else 1))
     batch_size = batch_size or prof.eval_batch_size
     rows, samples = [], []
-    for name in (tasks or VERIFIABLE_DOMAINS):
+    cells = [(name, diff) for name in (tasks or VERIFIABLE_DOMAINS) for diff in difficulties]
+    for name, diff in progress_bar(cells, desc="evaluating"):   # a bar only inside a recipe run
         task = get_task(name)
-        for diff in difficulties:
-            examples = task.sample(n, split="test", seed=seed, difficulty=diff)
-            scores, formats, lengths = [], [], []
-            for i in range(0, len(examples), batch_size):
-                chunk = examples[i:i + batch_size]
-                with oom_hint("evaluate", f"batch_size={batch_size} (the profile's eval_batch_size) and "
-                                          f"max_new_tokens={max_new_tokens}"):
-                    ro = generate(model, tokenizer, [e.prompt for e in chunk], temperature=0.0,
-                                  max_new_tokens=max_new_tokens, chat=chat)
-                lengths += ro.completion_lengths.tolist()
-                for ex, text, fin in zip(chunk, ro.texts, ro.finished.tolist()):
-                    scores.append(task.score(ex, text))
-                    formats.append(float(well_formed(text, fin, reasoning=reasoning)))
-                    if len(samples) < keep_samples * 12 and sum(
-                            s["domain"] == name and s["difficulty"] == diff for s in samples) < keep_samples:
-                        samples.append({"domain": name, "difficulty": diff, "prompt": ex.prompt,
-                                        "answer": ex.answer, "completion": text,
-                                        "parsed": extract_answer(text), "score": scores[-1]})
-            rows.append({"domain": name, "difficulty": diff, "n": len(examples),
-                         "accuracy": sum(scores) / len(scores),
-                         "format_rate": sum(formats) / len(formats),
-                         "mean_length": sum(lengths) / len(lengths)})
+        examples = task.sample(n, split="test", seed=seed, difficulty=diff)
+        scores, formats, lengths = [], [], []
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i:i + batch_size]
+            with oom_hint("evaluate", f"batch_size={batch_size} (the profile's eval_batch_size) and "
+                                      f"max_new_tokens={max_new_tokens}"):
+                ro = generate(model, tokenizer, [e.prompt for e in chunk], temperature=0.0,
+                              max_new_tokens=max_new_tokens, chat=chat)
+            lengths += ro.completion_lengths.tolist()
+            for ex, text, fin in zip(chunk, ro.texts, ro.finished.tolist()):
+                scores.append(task.score(ex, text))
+                formats.append(float(well_formed(text, fin, reasoning=reasoning)))
+                if len(samples) < keep_samples * 12 and sum(
+                        s["domain"] == name and s["difficulty"] == diff for s in samples) < keep_samples:
+                    samples.append({"domain": name, "difficulty": diff, "prompt": ex.prompt,
+                                    "answer": ex.answer, "completion": text,
+                                    "parsed": extract_answer(text), "score": scores[-1]})
+        rows.append({"domain": name, "difficulty": diff, "n": len(examples),
+                     "accuracy": sum(scores) / len(scores),
+                     "format_rate": sum(formats) / len(formats),
+                     "mean_length": sum(lengths) / len(lengths)})
     return EvalResult(rows=rows, samples=samples)

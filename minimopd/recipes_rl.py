@@ -209,3 +209,6 @@ def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeR
 
 RECIPES = {"tulu3": recipe_tulu3, "r1_zero": recipe_r1_zero, "r1": recipe_r1,
            "grpo_vs_drgrpo": recipe_grpo_vs_drgrpo}
+# cached stages each builds: base, SFT, RLVR | base, R1-Zero | base, cold start, RL1, rejection
+# SFT, final RL, small base, distilled small, small cold start, small RL | base, cold start, 2 RL
+STAGE_COUNTS = {"tulu3": 3, "r1_zero": 2, "r1": 9, "grpo_vs_drgrpo": 4}

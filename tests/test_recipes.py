@@ -73,3 +73,39 @@ def test_every_smoke_rl_stage_changes_its_weights():
             assert moved > 0, f"{name}/{stage}: the RL stage left the weights of {info['parent']} unchanged"
             checked += 1
     assert checked >= 6
+
+
+def test_progress_counts_the_stages_each_recipe_builds(monkeypatch, capsys):
+    """`minimopd lineage` shows "stage k/n": n is STAGE_COUNTS[recipe]; a smoke run of each
+    recipe builds exactly that many distinct cached stages (r1 may skip its distillation arm in
+    smoke when the final model has no correct trace: then fewer), and prints one summary line
+    per stage, named after it."""
+    import minimopd.progress as progress
+    from minimopd.recipes import STAGE_COUNTS
+    runs = []
+    original = progress.recipe
+
+    def spy(*args, **kwargs):
+        cm = original(*args, **kwargs)
+        run = cm.__enter__()
+        runs.append(run)
+        return _Exit(cm)
+
+    class _Exit:
+        def __init__(self, cm):
+            self.cm = cm
+
+        def __enter__(self):
+            return runs[-1]
+
+        def __exit__(self, *exc):
+            return self.cm.__exit__(*exc)
+
+    monkeypatch.setattr(progress, "recipe", spy)
+    assert set(STAGE_COUNTS) == set(RECIPES)
+    for name in ("sft", "tulu3", "r1_zero", "grpo_vs_drgrpo"):
+        run_recipe(name, profile="smoke", progress=True)
+        assert len(runs[-1].seen) == STAGE_COUNTS[name], (name, runs[-1].seen)
+    out = capsys.readouterr().out
+    assert "-- recipe 1/1: tulu3 (3 stages)" in out
+    assert "[1/1 tulu3 · stage 3/3] rlvr: " in out and "[1/1 grpo_vs_drgrpo · stage 4/4] dr_grpo: " in out

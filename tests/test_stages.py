@@ -5,9 +5,9 @@ import warnings
 import pytest
 import torch
 
-from minimopd.cache import cache_root, cached_stage, stage_key
+from minimopd.cache import cache_root, cached_stage, load_artifact, stage_key
 from minimopd.evaluation import EvalResult, evaluate, well_formed
-from minimopd.models import build_model
+from minimopd.models import CheckpointError, build_model
 from minimopd.profiles import get_profile
 from minimopd.rollout import generate
 from minimopd.stages.common import OptimConfig, StageResult, lr_at, train_offline
@@ -140,6 +140,55 @@ def test_cache_reuses_and_rebuilds_corrupt(tok, tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="unusable.*checksum"):
         rebuilt = cached_stage(key, build)
     assert not rebuilt.cached and len(calls) == 2
+
+
+def test_cache_detects_edited_files_and_records(tok, tmp_path, monkeypatch):
+    """An edit that is not corruption (a config value, the recorded history, a renamed
+    directory) is caught too: every file and the record are sealed with checksums."""
+    import json
+    monkeypatch.setenv("MINIMOPD_CACHE", str(tmp_path / "c"))
+    calls = []
+
+    def build():
+        calls.append(1)
+        return build_model("tiny", tok, seed=0), tok, StageResult(None, [{"step": 0, "loss": 1.0}], {"t": 1})
+
+    key = stage_key("unit", config={"edit": 1})
+    cached_stage(key, build)
+    path = tmp_path / "c" / key
+    config = json.loads((path / "config.json").read_text())
+    config["rope_theta"] = 1234.0
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="config.json in .* changed after the stage was saved"):
+        assert not cached_stage(key, build).cached
+    meta = json.loads((path / "minimopd.json").read_text())
+    meta["history"][0]["loss"] = 0.1
+    (path / "minimopd.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="history and info.*changed after it was saved"):
+        assert not cached_stage(key, build).cached
+    other = stage_key("unit", config={"edit": 2})
+    path.rename(tmp_path / "c" / other)
+    with pytest.raises(CheckpointError, match="holds the stage"):
+        load_artifact(tmp_path / "c" / other)
+    assert len(calls) == 3
+
+
+def test_unwritable_cache_fails_before_training(tmp_path, monkeypatch, capsys):
+    from minimopd.cache import CacheError, ensure_writable
+    from minimopd.cli import main
+    from minimopd.recipes import run_recipe
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("MINIMOPD_CACHE", str(blocker / "cache"))
+    with pytest.raises(CacheError, match="not writable.*MINIMOPD_CACHE"):
+        ensure_writable()
+    trained = []
+    monkeypatch.setattr("minimopd.artifacts.pretrain", lambda *a, **k: trained.append(1))
+    with pytest.raises(CacheError):
+        run_recipe("sft", profile="smoke", progress=False)
+    assert main(["lineage", "--profile", "smoke", "--recipes", "sft", "--no-progress", "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "not writable" in capsys.readouterr().err and not trained
 
 
 def test_cache_keeps_a_value_head_and_checks_its_file(tok, tmp_path, monkeypatch):

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
-from tqdm.auto import tqdm
 
 from ..losses import check_finite
 from ..memory import oom_hint
+from ..progress import bar as progress_bar
 from ..threads import stage_threads
 
 
@@ -101,7 +101,7 @@ def _train_offline(model, batches, step_fn, *, steps, optim, stage, device, eval
     start = time.perf_counter()
     tokens_seen = slots_seen = 0
     eval_time = 0.0
-    bar = tqdm(range(steps), desc=stage, disable=not progress, leave=False)
+    bar = progress_bar(range(steps), desc=stage, progress=progress)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, optim)

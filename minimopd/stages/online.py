@@ -351,7 +351,7 @@ def train_online(model, tokenizer, config: OnlineConfig, *, signal=None, ref_mod
 
 def _train_online(model, tokenizer, config, *, signal, ref_model, estimator, objective, eval_fn,
                   advantage_fn, loss_fn, prompts, device, progress) -> StageResult:
-    from tqdm.auto import tqdm
+    from ..progress import bar as progress_bar
 
     cfg = config
     signal = signal or VerifierSignal()
@@ -370,7 +370,7 @@ def _train_online(model, tokenizer, config, *, signal, ref_model, estimator, obj
     history, start = [], time.perf_counter()
     knobs = (f"prompts_per_step={cfg.prompts_per_step}, group_size={cfg.group_size}, "
              f"max_new_tokens={cfg.max_new_tokens}, minibatches={cfg.minibatches}")
-    for step in tqdm(range(cfg.steps), desc="online", disable=not progress, leave=False):
+    for step in progress_bar(range(cfg.steps), desc="online", progress=progress):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.steps, optim)
         with oom_hint("online", knobs):
