@@ -244,12 +244,14 @@ def timeline_figure(recipes=RECIPES) -> go.Figure:
             marker=dict(symbol="square", size=12, color=STAGE_KIND_COLORS[kind])))
     max_len = max(len(r.stages) for r in rs)
     fig.update_layout(
-        shapes=shapes, width=1000, height=max(420, 110 + 30 * len(rs)), template="plotly_white",
+        # no fixed width: the figure fills its column (an 800-px notebook column included); both
+        # legends sit in rows under the plot, never over the data
+        shapes=shapes, autosize=True, height=max(460, 190 + 30 * len(rs)), template="plotly_white",
         title=dict(text="From InstructGPT to MOPD: post-training recipes over time", x=0.01, y=0.98),
-        margin=dict(l=10, r=10, t=70, b=80), hoverlabel=dict(align="left"),
-        legend=dict(title_text="family", x=0.01, y=0.01, xanchor="left", yanchor="bottom",
-                    bgcolor="rgba(255,255,255,0.85)", font=dict(size=11), tracegroupgap=2),
-        legend2=dict(title_text="stage kind", orientation="h", x=1.0, y=-0.06, xanchor="right", yanchor="top",
+        margin=dict(l=10, r=10, t=70, b=130), hoverlabel=dict(align="left"),
+        legend=dict(title_text="family", orientation="h", x=0, y=-0.07, xanchor="left", yanchor="top",
+                    font=dict(size=11)),
+        legend2=dict(title_text="stage kind", orientation="h", x=0, y=-0.16, xanchor="left", yanchor="top",
                      font=dict(size=11)))
     for k, (x0, x1, label) in enumerate(_ERAS):          # the four eras of the course, alternately shaded
         if k % 2 == 0:
@@ -296,7 +298,7 @@ def stages_matrix_figure(recipes=RECIPES) -> go.Figure:
         fig.add_shape(type="rect", x0=k - 0.45, x1=k + 0.45, y0=-0.95, y1=-0.7,
                       fillcolor=STAGE_KIND_COLORS[STAGE_KIND[s]], line=dict(width=0))
     fig.update_layout(
-        width=1000, height=max(420, 210 + 28 * len(rs)), template="plotly_white",
+        autosize=True, height=max(420, 210 + 28 * len(rs)), template="plotly_white",
         title=dict(text="Which recipe uses which stage (● = once, ●● = twice)", x=0.01, y=0.99, yanchor="top"),
         margin=dict(l=10, r=10, t=150, b=60), hoverlabel=dict(align="left"),
         legend=dict(title_text="family", orientation="h", x=0, y=-0.02, yanchor="top", xanchor="left",

@@ -15,6 +15,13 @@ counts, run-dependent cell metadata and notebook metadata (widget state, Python 
 dropped, so the student notebook depends on the source's text only and is byte-for-byte
 reproducible: CI runs `minimopd build-labs --check` and fails when `labs/` is stale.
 The nbgrader cell metadata is kept, so instructors can still use nbgrader on either version.
+
+The executed notebooks (`course/`, `solutions/`: their saved outputs are what a reader sees) are
+tidied by the same command (`tidy`): plotly.js embedded once per notebook so the figures draw
+offline and in `jupyter nbconvert --to html`; widget outputs replaced by a line saying to run the
+cell (a saved widget has no model to show: "Error displaying widget: model not found"); progress
+bars' carriage-return frames collapsed to their last state; per-run cell metadata dropped.
+`--check` fails when a committed notebook is not tidy.
 """
 from __future__ import annotations
 
@@ -29,6 +36,10 @@ import nbformat
 # Cell metadata that belongs to the lab itself; anything else (timings, scroll state, ...) is
 # an artefact of whoever last ran the source notebook and is dropped.
 CELL_METADATA_KEEP = ("nbgrader", "tags", "deletable", "editable")
+EXECUTED_DIRS = ("course", "solutions")
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_NOTE = "[interactive controls: run this cell in Jupyter to use them; the output above is static]"
 DEFAULT_KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
@@ -64,6 +75,63 @@ def build_lab(src_path: str) -> nbformat.NotebookNode:
             cell.outputs = []
             cell.execution_count = None
     return nb
+
+
+def _collapse_cr(text: str) -> str:
+    """What a terminal shows of text with carriage returns: per line, the part after the last one."""
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
+def _plotly_html(figure: dict, *, with_js: bool, div_id: str) -> str:
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    fig = go.Figure(figure, skip_invalid=True)
+    return pio.to_html(fig, include_plotlyjs=with_js, full_html=False, default_width="100%",
+                       config={"responsive": True}, div_id=div_id)
+
+
+def tidy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """An executed notebook made to render everywhere (see the module docstring); idempotent."""
+    nb = nbformat.from_dict(nb)
+    nb.metadata.pop("widgets", None)
+    first_plot = True
+    for c, cell in enumerate(nb.cells):
+        cell.metadata = nbformat.from_dict({k: cell.metadata[k] for k in CELL_METADATA_KEEP
+                                            if k in cell.metadata})
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for o, out in enumerate(cell.outputs):
+            data = out.get("data", {})
+            if out.get("output_type") == "stream":
+                out.text = _collapse_cr(out.text)
+                if not out.text.strip():
+                    continue
+            elif WIDGET_MIME in data:
+                out = nbformat.v4.new_output("display_data", data={"text/plain": WIDGET_NOTE})
+            elif PLOTLY_MIME in data:
+                data["text/html"] = _plotly_html(data[PLOTLY_MIME], with_js=first_plot, div_id=f"figure-{c}-{o}")
+                first_plot = False
+            outputs.append(out)
+        cell.outputs = outputs
+    return nb
+
+
+def tidy_notebooks(dirs=EXECUTED_DIRS, *, check: bool = False) -> list[str]:
+    # `minimopd build-labs` tidies its --src folder and the `course` folder beside it
+    """Tidy every notebook in `dirs` in place; with `check`, write nothing and return the untidy ones."""
+    out = []
+    for path in sorted(p for d in dirs for p in glob.glob(os.path.join(d, "*.ipynb"))):
+        with open(path, encoding="utf-8") as f:
+            current = f.read()
+        text = render(tidy(nbformat.reads(current, as_version=4)))
+        if text != current:
+            out.append(path)
+            if not check:
+                with open(path, "w", encoding="utf-8", newline="\n") as f:
+                    f.write(text)
+    return out
 
 
 def render(nb: nbformat.NotebookNode) -> str:
@@ -114,17 +182,26 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--dst", default="labs", help="folder of student labs (default: labs)")
     args = parser.parse_args(argv)
     try:
+        course = os.path.join(os.path.dirname(os.path.abspath(args.src)), "course")
+        untidy = tidy_notebooks([d for d in (args.src, course) if os.path.isdir(d)], check=args.check)
         paths = build_labs(args.src, args.dst, check=args.check)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"minimopd build-labs: {exc}", file=sys.stderr)
         return 2
     if args.check:
+        if untidy:
+            print("these executed notebooks are not tidy (CDN plotly, saved widgets, per-run metadata):\n"
+                  + "\n".join(f"  {p}" for p in untidy) + "\nrun `minimopd build-labs` to tidy them",
+                  file=sys.stderr)
         if paths:
             print("these student labs are stale or missing:\n" + "\n".join(f"  {p}" for p in paths)
                   + "\nrun `minimopd build-labs` to regenerate them from solutions/", file=sys.stderr)
+        if untidy or paths:
             return 1
-        print(f"{args.dst}/ is up to date ({len(_pairs(args.src, args.dst))} labs)")
+        print(f"{args.dst}/ is up to date ({len(_pairs(args.src, args.dst))} labs); notebooks are tidy")
         return 0
+    for p in untidy:
+        print(f"tidied {p}")
     for p in paths:
         print(f"built {p}")
     return 0

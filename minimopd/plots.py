@@ -14,6 +14,37 @@ from plotly.subplots import make_subplots
 from .tasks import DIFFICULTIES
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+MAX_COLS = 3       # subplots per row: every figure fits an 800-px notebook column
+
+
+def setup_notebook() -> None:
+    """The first call of every course notebook and lab.
+
+    Figures render in JupyterLab from their data and, in a saved notebook or an HTML export
+    (`jupyter nbconvert --to html`), from plotly.js embedded once per notebook, so they draw
+    offline; library warnings that say nothing to a student (transformers' deprecation notices)
+    stay out of the cell outputs. Progress bars are plain text (`progress.bar`), so a saved
+    notebook shows their last state instead of a widget it cannot find."""
+    import warnings
+
+    import plotly.io as pio
+    pio.renderers.default = "plotly_mimetype+notebook"
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(transformers|torch)(\.|$)")
+
+
+def responsive(fig: go.Figure, *, title: str = "", height: int = 360, rows: int = 1) -> go.Figure:
+    """No fixed width (the figure fills its column and follows it), the legend in a row under
+    the plot instead of over the data."""
+    fig.update_layout(title=title, height=height * rows + 60, autosize=True, template="plotly_white",
+                      margin=dict(l=50, r=20, t=60 if title else 30, b=40),
+                      legend=dict(orientation="h", yanchor="top", y=-0.12 / rows, xanchor="left", x=0))
+    return fig
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(n, MAX_COLS)
+    return (n + cols - 1) // cols, cols
 
 
 def _series(history: list[dict], key: str):
@@ -30,25 +61,26 @@ def history_figure(histories: dict[str, list[dict]] | list[dict], keys=("loss",)
     if isinstance(histories, list):
         histories = {"run": histories}
     keys = list(keys)
-    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=keys)
+    nrows, ncols = _grid(len(keys))
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=keys, vertical_spacing=0.18 if nrows > 1 else 0.1)
     for i, (label, hist) in enumerate(histories.items()):
         color = PALETTE[i % len(PALETTE)]
-        for c, key in enumerate(keys, start=1):
+        for k, key in enumerate(keys):
+            r, c = divmod(k, ncols)
             x, y = _series(hist, key)
             if not x:
                 continue
             if smooth > 1 and len(y) > smooth:
                 fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color, width=1),
-                                         opacity=0.3, showlegend=False, hoverinfo="skip"), 1, c)
+                                         opacity=0.3, showlegend=False, hoverinfo="skip"), r + 1, c + 1)
                 y = [sum(y[max(0, j - smooth + 1):j + 1]) / len(y[max(0, j - smooth + 1):j + 1])
                      for j in range(len(y))]
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 30 else "lines",
-                                     name=label, legendgroup=label, showlegend=c == 1,
-                                     line=dict(color=color)), 1, c)
-            fig.update_xaxes(title_text="step", row=1, col=c)
-    fig.update_layout(title=title, height=360, width=max(480, 420 * len(keys)),
-                      template="plotly_white", hovermode="x unified")
-    return fig
+                                     name=label, legendgroup=label, showlegend=k == 0,
+                                     line=dict(color=color)), r + 1, c + 1)
+            fig.update_xaxes(title_text="step", row=r + 1, col=c + 1)
+    fig.update_layout(hovermode="x unified")
+    return responsive(fig, title=title, height=320, rows=nrows)
 
 
 def accuracy_figure(evals: dict, *, title: str = "Accuracy on held-out test items") -> go.Figure:
@@ -63,9 +95,8 @@ def accuracy_figure(evals: dict, *, title: str = "Accuracy on held-out test item
             customdata=[[r["n"], r["format_rate"], r["mean_length"]] for r in rows],
             hovertemplate="%{x}<br>accuracy %{y:.3f}<br>n=%{customdata[0]} "
                           "format=%{customdata[1]:.2f} len=%{customdata[2]:.1f}<extra>" + label + "</extra>"))
-    fig.update_layout(barmode="group", title=title, yaxis=dict(range=[0, 1.02], title="accuracy"),
-                      height=400, width=900, template="plotly_white")
-    return fig
+    fig.update_layout(barmode="group", yaxis=dict(range=[0, 1.02], title="accuracy"))
+    return responsive(fig, title=title, height=380)
 
 
 def pass_at_k_figure(diagnoses: dict, *, domains=None,
@@ -75,21 +106,24 @@ def pass_at_k_figure(diagnoses: dict, *, domains=None,
     towards the right end and leaves the right end where it was (Yue et al. 2025)."""
     first = next(iter(diagnoses.values()))
     domains = list(domains or dict.fromkeys(r["domain"] for r in first.rows))
-    fig = make_subplots(rows=1, cols=len(domains), subplot_titles=domains, shared_yaxes=True)
+    nrows, ncols = _grid(len(domains)) if len(domains) != 4 else (2, 2)
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=domains, shared_yaxes=True,
+                        vertical_spacing=0.2 if nrows > 1 else 0.1)
     dashes = {"easy": "dot", "medium": "dash", "hard": "solid"}
     for i, (label, diag) in enumerate(diagnoses.items()):
         color = PALETTE[i % len(PALETTE)]
-        for c, domain in enumerate(domains, start=1):
+        for d, domain in enumerate(domains):
+            row, col = divmod(d, ncols)
             for r in (r for r in diag.rows if r["domain"] == domain):
                 ks = sorted(r["pass@k"])
                 fig.add_trace(go.Scatter(
                     x=ks, y=[r["pass@k"][k] for k in ks], mode="lines+markers",
-                    name=f"{label} {r['difficulty']}", legendgroup=label, showlegend=c == 1,
-                    line=dict(color=color, dash=dashes.get(r["difficulty"], "solid"))), 1, c)
-            fig.update_xaxes(type="log", title_text="k", row=1, col=c)
-    fig.update_yaxes(range=[0, 1.02], title_text="pass@k", row=1, col=1)
-    fig.update_layout(title=title, height=380, width=max(480, 300 * len(domains)), template="plotly_white")
-    return fig
+                    name=f"{label} {r['difficulty']}", legendgroup=label, showlegend=d == 0,
+                    line=dict(color=color, dash=dashes.get(r["difficulty"], "solid"))), row + 1, col + 1)
+            fig.update_xaxes(type="log", title_text="k", row=row + 1, col=col + 1)
+            fig.update_yaxes(range=[0, 1.02], row=row + 1, col=col + 1)
+    fig.update_yaxes(title_text="pass@k", col=1)
+    return responsive(fig, title=title, height=300, rows=nrows)
 
 
 def write_report(path: str | Path, title: str, sections: list[tuple[str, object]]) -> Path:
@@ -103,14 +137,15 @@ def write_report(path: str | Path, title: str, sections: list[tuple[str, object]
     for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if isinstance(body, go.Figure):
-            parts.append(body.to_html(full_html=False, include_plotlyjs=first_fig))
+            parts.append(body.to_html(full_html=False, include_plotlyjs=first_fig,
+                                      config={"responsive": True}, default_width="100%"))
             first_fig = False
         elif isinstance(body, str) and body.lstrip().startswith("<"):
             parts.append(body)
         else:
             parts.append(f"<pre>{html.escape(str(body))}</pre>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;}"
+            "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
             "pre{background:#f6f8fa;padding:1em;overflow-x:auto}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
     path.write_text(page)

@@ -98,11 +98,16 @@ def stage(key: str):
 
 
 def bar(iterable: Iterable, *, desc: str, total: Optional[int] = None, progress: Optional[bool] = None):
-    """A tqdm bar named after the running stage; shown if `progress` (default: inside a recipe)."""
-    from tqdm.auto import tqdm
+    """A text tqdm bar named after the running stage; shown if `progress` (default: inside a recipe).
+
+    Plain text, not a notebook widget: a saved notebook shows the bar's last state, never "Error
+    displaying widget: model not found". Inside a recipe the bar goes away when done (the stage's
+    summary line stays); elsewhere its final state stays as the record."""
+    from tqdm.std import tqdm
 
     show = active() if progress is None else (progress and (_run is None or _run.enabled))
-    return tqdm(iterable, desc=label(desc), total=total, disable=not show, leave=False, file=sys.stderr)
+    return tqdm(iterable, desc=label(desc), total=total, disable=not show, leave=_run is None,
+                file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
 
 
 def stages_seen() -> int:
