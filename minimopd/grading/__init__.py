@@ -20,14 +20,18 @@ a new `minimopd/grading/labNN.py` imported at the bottom of this file:
 
     LABS["lab04"] = [
         GradedFunction("dpo_loss", "minimopd.losses.dpo_loss", cases=_dpo_cases, points=4,
-                       grad_wrt=(0, 1), hint="...", diagnose=_diagnose_dpo),
+                       grad_wrt=(0, 1), hint="...",
+                       wrong=((lambda *a, **k: -ref_dpo_loss(*a, **k), "minimise -log sigmoid(...)"),)),
     ]
 
+`wrong` lists the known wrong versions: functions with the reference's signature, each with the
+hint to give when the student's output equals its output on a failing case (the engine runs and
+compares them).
 `reference` may be a callable or a dotted path resolved only when the function is checked, so
 registering a lab never imports torch-heavy modules. A student whose function calls the
 library's own implementation gets no points: by default that is the reference (when a dotted
-path); a lab whose reference is an adapter names the library function in `library=(...)`. `diagnose(case, expected, got)` is
-optional: it recognises classic bugs (unshifted log-probs, a missing mask, ...) and returns a
+path); a lab whose reference is an adapter names the library function in `library=(...)`.
+`diagnose(case, expected, got)` is optional: it recognises classic bugs (unshifted log-probs, a missing mask, ...) and returns a
 targeted hint; otherwise the case's own hint, then the function's hint, is shown. `compare`
 replaces the default value comparison (e.g. to grade a loss but not its stats dict). A lab
 notebook `solutions/labNN_*.ipynb` whose graded cells define functions with these names is then

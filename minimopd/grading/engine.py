@@ -64,6 +64,11 @@ class Case:
 class GradedFunction:
     """A function a lab asks for, with its reference implementation and its test cases.
 
+    A lab's spec is a list of these: points, the reference, a case generator, the known wrong
+    versions with their hints (`wrong`), optionally a `diagnose` for what a wrong version cannot
+    express. The comparison, "which wrong version does this output match", shapes, dtypes and
+    the feedback are the engine's.
+
     `library`: dotted paths of the library functions that *are* this function (a student who
     calls one of them gets no points); by default the reference, when it is a dotted path."""
     name: str
@@ -76,6 +81,9 @@ class GradedFunction:
     diagnose: Optional[Callable[[Case, Any, Any], Optional[str]]] = None
     compare: Optional[Callable[[Any, Any], Optional[str]]] = None  # default: compare_values
     library: tuple[str, ...] = ()
+    # known wrong versions, most specific first: (a function with the same signature, the hint to
+    # give when the student's output equals its output on the failing case)
+    wrong: tuple[tuple[Callable, str], ...] = ()
 
     def resolve(self) -> Callable:
         """The reference callable (imports a dotted path on first use)."""
@@ -159,12 +167,33 @@ def _raised(err: dict, when: str = "") -> str:
     return f"raised {err['type']}{when}: {err['message']}{at}"
 
 
+def _same(wrong: Any, got: Any) -> bool:
+    """Does the student's output equal a wrong version's (its dtype aside)?"""
+    if isinstance(wrong, torch.Tensor) and isinstance(got, torch.Tensor) and wrong.dtype != got.dtype \
+            and wrong.is_floating_point() and got.is_floating_point():
+        wrong = wrong.to(got.dtype)
+    return compare_values(wrong, got) is None
+
+
+def matching_wrong_version(gf: GradedFunction, case: Case, got: Any) -> Optional[str]:
+    """The hint of the first known wrong version of `gf` whose output on `case` is `got`."""
+    for make, hint in gf.wrong:
+        try:
+            if _same(make(*_clone(case.args), **case.kwargs), got):
+                return hint
+        except Exception:  # noqa: BLE001 - a wrong version may not apply to this case
+            continue
+    return None
+
+
 def verdict(gf: GradedFunction, exp: Expected, res: dict, names: list[str]) -> Optional[str]:
     """None if the student's record `res` (from `student.run_case`) matches the reference on
     this case, else the feedback line (without the function name). Raises `_NotImplemented`."""
     case = exp.case
 
     def fail(msg: str, got: Any = None, hint: Optional[str] = None) -> str:
+        if hint is None and got is not None:
+            hint = matching_wrong_version(gf, case, got)
         if hint is None and gf.diagnose is not None and got is not None:
             try:
                 hint = gf.diagnose(case, exp.value, got)

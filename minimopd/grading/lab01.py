@@ -226,25 +226,24 @@ def _sft_loss_cases(seed: int) -> list[Case]:
 
 
 def _diagnose_sft_loss(case: Case, expected, got) -> Optional[str]:
-    logprobs, mask = case.args
     if not isinstance(got, torch.Tensor):
         return "return a (B,) tensor (no .item()): the loss must stay differentiable"
     if got.dim() == 0 or got.shape != expected.shape:
         return ("return one loss per example, shape (B,): average each row over its OWN response "
                 "tokens (sum over dim=-1), not over the whole batch")
-    got = got.detach().to(expected.dtype)
-    ok = lambda x: torch.allclose(got, x.to(expected.dtype), rtol=1e-4, atol=1e-5)  # noqa: E731
     if torch.isnan(got).any():
         return "a row with no response tokens has loss 0, not nan: divide by max(mask.sum(-1), 1)"
-    if ok(-expected):
-        return "the loss is the NEGATIVE log-likelihood: -sum(logprobs * mask) / count"
-    if ok(-(logprobs * mask).sum(-1)):
-        return "average, don't sum: divide each row by its number of response tokens"
-    if ok(-(logprobs * mask).sum(-1) / mask.sum().clamp(min=1)):
-        return "each row is divided by the batch's token count: divide by that row's own mask.sum(-1)"
-    if ok(-logprobs.mean(-1)):
-        return "the mask is not applied: only response tokens (mask == 1) count"
     return None
+
+
+SFT_LOSS_WRONG = (   # the usual slips, as functions of (logprobs, mask)
+    (lambda lp, m: (lp * m).sum(-1) / m.sum(-1).clamp(min=1),
+     "the loss is the NEGATIVE log-likelihood: -sum(logprobs * mask) / count"),
+    (lambda lp, m: -(lp * m).sum(-1), "average, don't sum: divide each row by its number of response tokens"),
+    (lambda lp, m: -(lp * m).sum(-1) / m.sum().clamp(min=1),
+     "each row is divided by the batch's token count: divide by that row's own mask.sum(-1)"),
+    (lambda lp, m: -lp.mean(-1), "the mask is not applied: only response tokens (mask == 1) count"),
+)
 
 
 LABS["lab01"] = [
@@ -264,7 +263,7 @@ LABS["lab01"] = [
         diagnose=_diagnose_masked_mean,
         hint="sum(values * mask) / max(mask.sum(), 1), over `dim` when given"),
     GradedFunction(
-        "sft_loss", "minimopd.losses.sft_loss", _sft_loss_cases, points=2, grad_wrt=(0,),
+        "sft_loss", "minimopd.losses.sft_loss", _sft_loss_cases, points=2, grad_wrt=(0,), wrong=SFT_LOSS_WRONG,
         diagnose=_diagnose_sft_loss,
         hint="per example: -sum(logprobs * mask, -1) / max(mask.sum(-1), 1), shape (B,)"),
 ]

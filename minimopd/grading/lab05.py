@@ -161,27 +161,20 @@ def _kl_cases(seed: int) -> list[Case]:
     return cases
 
 
-def _diagnose_k3(case: Case, expected, got) -> Optional[str]:
-    lp, ref = (a.double() for a in case.args)
-    if not isinstance(got, torch.Tensor):
-        return "return a tensor of the inputs' shape (per token, unreduced)"
-    if got.shape != expected.shape:
-        return "return the per-token estimate, same shape as the inputs (no mean or sum)"
-    x = lp - ref                       # log pi - log ref
-    checks = [
-        (lambda: torch.expm1(x) - x,
-         "wrong direction: with r = ref / pi = exp(ref_logprobs - logprobs), k3 = r - log r - 1; you "
-         "used pi / ref (that estimates KL(ref || pi), and its gradient has the wrong sign)"),
-        (lambda: x, "that is k1 = log pi - log ref (unbiased but noisy, and can be negative); "
-                    "k3 = r - log r - 1 with r = ref / pi"),
-        (lambda: -x, "k3 = r - log r - 1 with r = ref / pi, not log r alone"),
-        (lambda: 0.5 * x ** 2, "that is k2 = (log r)^2 / 2; k3 = r - log r - 1 with r = ref / pi"),
-        (lambda: torch.exp(-x) + x, "subtract 1: k3 = r - log r - 1 (so that pi = ref gives 0)"),
-        (lambda: -(torch.expm1(-x) + x), "k3 is >= 0: r - log r - 1, not its negative"),
-        (lambda: torch.exp(-x) - 1 - x, "k3 = r - log r - 1, and log r = ref_logprobs - logprobs: "
-                                        "minus log r is PLUS (logprobs - ref_logprobs)"),
-    ]
-    return _first(checks, got)
+# k3 = r - log r - 1 with r = ref / pi; x = log pi - log ref below. The usual slips, as functions:
+K3_WRONG = (
+    (lambda lp, ref: torch.expm1(lp - ref) - (lp - ref),
+     "wrong direction: with r = ref / pi = exp(ref_logprobs - logprobs), k3 = r - log r - 1; you "
+     "used pi / ref (that estimates KL(ref || pi), and its gradient has the wrong sign)"),
+    (lambda lp, ref: lp - ref, "that is k1 = log pi - log ref (unbiased but noisy, and can be negative); "
+                               "k3 = r - log r - 1 with r = ref / pi"),
+    (lambda lp, ref: ref - lp, "k3 = r - log r - 1 with r = ref / pi, not log r alone"),
+    (lambda lp, ref: 0.5 * (lp - ref) ** 2, "that is k2 = (log r)^2 / 2; k3 = r - log r - 1 with r = ref / pi"),
+    (lambda lp, ref: torch.exp(ref - lp) + (lp - ref), "subtract 1: k3 = r - log r - 1 (so that pi = ref gives 0)"),
+    (lambda lp, ref: -(torch.expm1(ref - lp) + (lp - ref)), "k3 is >= 0: r - log r - 1, not its negative"),
+    (lambda lp, ref: torch.exp(ref - lp) - 1 - (lp - ref),
+     "k3 = r - log r - 1, and log r = ref_logprobs - logprobs: minus log r is PLUS (logprobs - ref_logprobs)"),
+)
 
 
 # --------------------------------------------------------------------------- grpo_loss
@@ -383,7 +376,7 @@ LABS["lab05"] = [
         diagnose=_diagnose_group_adv,
         hint="per group of G: (r - mean) / (std + eps) with the unbiased std; only r - mean if not scale_std"),
     GradedFunction(
-        "k3_kl", _reference_k3_kl, _kl_cases, points=2, grad_wrt=(0,), diagnose=_diagnose_k3,
+        "k3_kl", _reference_k3_kl, _kl_cases, points=2, grad_wrt=(0,), wrong=K3_WRONG,
         library=("minimopd.kl.kl_estimate",),
         hint="with log r = ref_logprobs - logprobs: k3 = exp(log r) - log r - 1, per token"),
     GradedFunction(
