@@ -102,6 +102,9 @@ def _format_cases(seed: int) -> list[Case]:
         end_hint)
     add("<|end|> tail", f"<think>{r.choice(_CONTENT)}</think>{END}<answer>7</answer>", end_hint)
     add("<|end|> tail", END + _well_formed(r), end_hint)
+    long = " ".join(r.choice(_CONTENT) for _ in range(12))   # a full reasoning budget (~128 tokens)
+    add("long traces (training size)", f"<think>{long}</think><answer>{r.choice(_CONTENT)}</answer>")
+    add("long traces (training size)", f"<think>{long}</think> {long} <answer>7</answer>", out_hint)
     for _ in range(3):   # truncated generations: the reference decides
         text = _well_formed(r) + r.choice(["", END])
         add("truncated generations", text[: r.randint(0, len(text))])
@@ -280,6 +283,8 @@ def _rejection_cases(seed: int) -> list[Case]:
     same = "<think>x</think><answer>1</answer>"
     add("the same text for different prompts", ([a, b, a, b], [same, same, same, same], [1.0, 1.0, 1.0, 0.0]),
         hint="distinct per prompt: the same text may be kept once for each prompt")
+    add("a training round (16 prompts x G=8, interleaved)", rollouts(16, 8, p_correct=0.4, n_texts=6,
+                                                                     shuffle=True, offset=2), 2)
     add("nothing correct", rollouts(2, 4, p_correct=0.0, offset=17), hint="no correct sample: return []")
     add("empty input", ([], [], []), hint="no samples: return []")
     return cases
