@@ -142,6 +142,9 @@ def run_isolated(notebook: str, lab: str, functions: list[str], *, seeds, n_ref_
                  notebook_time_limit: float = NOTEBOOK_TIME_LIMIT) -> tuple[dict[str, Outcome], list[str]]:
     """Grade `functions` of `notebook` in child processes; return per function its `Outcome`
     and the cells that raised (or hung, or exited: those are skipped and the child restarted)."""
+    if os.name != "posix":
+        raise ValueError("minimopd grade runs student code in a POSIX child process (Linux, macOS); "
+                         "on Windows use WSL, or nbgrader's autograde (see the README)")
     pending, outcomes, skip, skipped_notes = list(functions), {}, [], []
     cell_errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="minimopd-grade-") as jobdir:
