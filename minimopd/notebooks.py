@@ -20,7 +20,10 @@ The executed notebooks (`course/`, `solutions/`: their saved outputs are what a 
 tidied by the same command (`tidy`): plotly.js embedded once per notebook so the figures draw
 offline and in `jupyter nbconvert --to html`; widget outputs replaced by a line saying to run the
 cell (a saved widget has no model to show: "Error displaying widget: model not found"); progress
-bars' carriage-return frames collapsed to their last state; per-run cell metadata dropped.
+bars' carriage-return frames collapsed to their last state; per-run cell metadata dropped; and
+each figure gets a static PNG snapshot (when kaleido and a Chromium are installed): JupyterLab's
+plotly renderer shows the snapshot until the mouse enters the figure, instead of writing a PNG
+into the notebook on open, which marked every notebook as modified.
 `--check` fails when a committed notebook is not tidy.
 """
 from __future__ import annotations
@@ -40,6 +43,7 @@ EXECUTED_DIRS = ("course", "solutions")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_NOTE = "[interactive controls: run this cell in Jupyter to use them; the output above is static]"
+PNG_WIDTH = 800    # px: the static snapshot of a figure, as wide as a notebook column
 DEFAULT_KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
@@ -91,7 +95,28 @@ def _plotly_html(figure: dict, *, with_js: bool, div_id: str) -> str:
                        config={"responsive": True}, div_id=div_id)
 
 
-def tidy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def _plotly_bootstrap(data: dict) -> bool:
+    """The output plotly's notebook renderer emits once to load plotly.js (no figure in it)."""
+    html = data.get("text/html", "")
+    html = "".join(html) if isinstance(html, list) else html
+    return PLOTLY_MIME not in data and "window.PlotlyConfig" in html and "Plotly.newPlot" not in html
+
+
+def _png(figure: dict) -> Optional[str]:
+    """A static PNG (base64) of a figure at the width of a notebook column, if plotly can render
+    one here (kaleido and a Chromium installed); else None."""
+    try:
+        import base64
+
+        import plotly.graph_objects as go
+        fig = go.Figure(figure, skip_invalid=True)
+        png = fig.to_image(format="png", width=PNG_WIDTH, height=int(fig.layout.height or 450), scale=1)
+        return base64.b64encode(png).decode()
+    except Exception:  # noqa: BLE001 - no kaleido / no browser: the figure keeps its other forms
+        return None
+
+
+def tidy(nb: nbformat.NotebookNode, *, snapshots: bool = True) -> nbformat.NotebookNode:
     """An executed notebook made to render everywhere (see the module docstring); idempotent."""
     nb = nbformat.from_dict(nb)
     nb.metadata.pop("widgets", None)
@@ -102,17 +127,21 @@ def tidy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         if cell.cell_type != "code":
             continue
         outputs = []
-        for o, out in enumerate(cell.outputs):
+        for out in cell.outputs:
             data = out.get("data", {})
             if out.get("output_type") == "stream":
                 out.text = _collapse_cr(out.text)
                 if not out.text.strip():
                     continue
+            elif _plotly_bootstrap(data):
+                continue       # the renderer's own copy of plotly.js: the first figure carries it
             elif WIDGET_MIME in data:
                 out = nbformat.v4.new_output("display_data", data={"text/plain": WIDGET_NOTE})
             elif PLOTLY_MIME in data:
-                data["text/html"] = _plotly_html(data[PLOTLY_MIME], with_js=first_plot, div_id=f"figure-{c}-{o}")
+                data["text/html"] = _plotly_html(data[PLOTLY_MIME], with_js=first_plot, div_id=f"figure-{c}-{len(outputs)}")
                 first_plot = False
+                if snapshots and "image/png" not in data and (png := _png(data[PLOTLY_MIME])):
+                    data["image/png"] = png
             outputs.append(out)
         cell.outputs = outputs
     return nb

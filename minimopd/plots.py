@@ -36,9 +36,9 @@ def setup_notebook() -> None:
 def responsive(fig: go.Figure, *, title: str = "", height: int = 360, rows: int = 1) -> go.Figure:
     """No fixed width (the figure fills its column and follows it), the legend in a row under
     the plot instead of over the data."""
-    fig.update_layout(title=title, height=height * rows + 60, autosize=True, template="plotly_white",
-                      margin=dict(l=50, r=20, t=60 if title else 30, b=40),
-                      legend=dict(orientation="h", yanchor="top", y=-0.12 / rows, xanchor="left", x=0))
+    fig.update_layout(title=title, height=height * rows + 90, autosize=True, template="plotly_white",
+                      margin=dict(l=50, r=20, t=60 if title else 30, b=80),
+                      legend=dict(orientation="h", yanchor="top", y=-0.24 / rows, xanchor="left", x=0))
     return fig
 
 

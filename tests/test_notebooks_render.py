@@ -1,0 +1,63 @@
+"""Notebooks that render everywhere: tidy saved outputs, figures that fit a column, live links."""
+import glob
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from minimopd import notebooks, plots
+
+ROOT = Path(__file__).resolve().parents[1]
+EXECUTED = sorted(glob.glob(str(ROOT / "course" / "*.ipynb")) + glob.glob(str(ROOT / "solutions" / "*.ipynb")))
+
+
+def test_tidy_embeds_plotly_once_replaces_widgets_and_collapses_bars():
+    import plotly.graph_objects as go
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 2]))
+    plot = {"output_type": "display_data", "metadata": {},
+            "data": {notebooks.PLOTLY_MIME: fig.to_plotly_json(), "text/html": "<script src='https://cdn.plot.ly'>"}}
+    widget = {"output_type": "display_data", "metadata": {},
+              "data": {notebooks.WIDGET_MIME: {"model_id": "abc"}, "text/plain": "VBox(children=(...))"}}
+    bar = {"output_type": "stream", "name": "stderr", "text": "sft: 10%\rsft: 50%\rsft: 100% done\n"}
+    nb = nbformat.v4.new_notebook(metadata={"widgets": {"state": {}}})
+    nb.cells = [nbformat.v4.new_code_cell("a", outputs=[nbformat.from_dict(plot), nbformat.from_dict(bar)],
+                                          metadata={"execution": {"iopub.status.busy": "x"}}),
+                nbformat.v4.new_code_cell("b", outputs=[nbformat.from_dict(widget), nbformat.from_dict(plot)])]
+    tidy = notebooks.tidy(nb)
+    assert "widgets" not in tidy.metadata and tidy.cells[0].metadata == {}
+    html = [o["data"]["text/html"] for c in tidy.cells for o in c.outputs if "data" in o and "text/html" in o["data"]]
+    assert len(html) == 2 and not re.search(r"<script[^>]*src=[^>]*cdn", "".join(html))
+    assert len(html[0]) > 1_000_000 > len(html[1])          # plotly.js inline once, in the first figure
+    assert tidy.cells[0].outputs[1].text == "sft: 100% done\n"
+    assert tidy.cells[1].outputs[0].data == {"text/plain": notebooks.WIDGET_NOTE}
+    assert notebooks.render(notebooks.tidy(tidy)) == notebooks.render(tidy)    # idempotent
+
+
+def test_committed_notebooks_are_tidy():
+    untidy = notebooks.tidy_notebooks([str(ROOT / "course"), str(ROOT / "solutions")], check=True)
+    assert untidy == [], f"run `minimopd build-labs` to tidy {untidy}"
+
+
+@pytest.mark.parametrize("path", EXECUTED + [str(ROOT / "README.md")], ids=lambda p: Path(p).name)
+def test_relative_links_point_to_files_that_exist(path):
+    if path.endswith(".ipynb"):
+        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    else:
+        text = Path(path).read_text()
+    for target in re.findall(r"\]\(([^)#\s]+)", text):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        assert (Path(path).parent / target).exists(), f"{Path(path).name} links to a missing {target}"
+
+
+def test_figures_fit_a_column_and_keep_legends_off_the_data():
+    from minimopd.lineage import stages_matrix_figure, timeline_figure
+    history = [{"step": i, "loss": 1.0 / (i + 1), "lr": 1e-3, "grad_norm": 1.0, "reward": 0.1 * i} for i in range(5)]
+    figs = [plots.history_figure({"a": history, "b": history}, ["loss", "lr", "grad_norm", "reward"]),
+            timeline_figure(), stages_matrix_figure()]
+    for fig in figs:
+        assert fig.layout.width is None, fig.layout.title.text
+        assert fig.layout.legend.y is None or fig.layout.legend.y < 0, fig.layout.title.text
+    # more than three panels wrap into rows instead of widening the figure
+    assert len({a["domain"][0] for k, a in figs[0].layout.to_plotly_json().items() if k.startswith("xaxis")}) == 3
