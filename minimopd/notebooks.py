@@ -130,6 +130,14 @@ def tidy(nb: nbformat.NotebookNode, *, snapshots: bool = True) -> nbformat.Noteb
         for out in cell.outputs:
             data = out.get("data", {})
             if out.get("output_type") == "stream":
+                prev = outputs[-1] if outputs else None
+                if prev is not None and prev.get("output_type") == "stream" and prev.name == out.name:
+                    # one stream: a progress bar's frames arrive as outputs without a newline,
+                    # each one replacing the unfinished last line before it (a terminal's \r)
+                    head = prev.text if prev.text.endswith("\n") else prev.text.rpartition("\n")[0] + (
+                        "\n" if "\n" in prev.text else "")
+                    prev.text = _collapse_cr(head + out.text)
+                    continue
                 out.text = _collapse_cr(out.text)
                 if not out.text.strip():
                     continue

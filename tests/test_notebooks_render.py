@@ -20,10 +20,12 @@ def test_tidy_embeds_plotly_once_replaces_widgets_and_collapses_bars():
     widget = {"output_type": "display_data", "metadata": {},
               "data": {notebooks.WIDGET_MIME: {"model_id": "abc"}, "text/plain": "VBox(children=(...))"}}
     bar = {"output_type": "stream", "name": "stderr", "text": "sft: 10%\rsft: 50%\rsft: 100% done\n"}
+    frames = [nbformat.from_dict({"output_type": "stream", "name": "stderr", "text": f"rl: {k}0%"}) for k in range(1, 6)]
     nb = nbformat.v4.new_notebook(metadata={"widgets": {"state": {}}})
     nb.cells = [nbformat.v4.new_code_cell("a", outputs=[nbformat.from_dict(plot), nbformat.from_dict(bar)],
                                           metadata={"execution": {"iopub.status.busy": "x"}}),
-                nbformat.v4.new_code_cell("b", outputs=[nbformat.from_dict(widget), nbformat.from_dict(plot)])]
+                nbformat.v4.new_code_cell("b", outputs=[nbformat.from_dict(widget), nbformat.from_dict(plot)]),
+                nbformat.v4.new_code_cell("c", outputs=frames)]   # a bar's frames saved as separate outputs
     tidy = notebooks.tidy(nb)
     assert "widgets" not in tidy.metadata and tidy.cells[0].metadata == {}
     html = [o["data"]["text/html"] for c in tidy.cells for o in c.outputs if "data" in o and "text/html" in o["data"]]
@@ -31,6 +33,7 @@ def test_tidy_embeds_plotly_once_replaces_widgets_and_collapses_bars():
     assert len(html[0]) > 1_000_000 > len(html[1])          # plotly.js inline once, in the first figure
     assert tidy.cells[0].outputs[1].text == "sft: 100% done\n"
     assert tidy.cells[1].outputs[0].data == {"text/plain": notebooks.WIDGET_NOTE}
+    assert [o.text for o in tidy.cells[2].outputs] == ["rl: 50%"]             # the last frame only
     assert notebooks.render(notebooks.tidy(tidy)) == notebooks.render(tidy)    # idempotent
 
 
