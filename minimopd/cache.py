@@ -78,14 +78,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _checksums(path: Path) -> dict[str, str]:
-    """SHA-256 of every safetensors file of a saved model directory, by file name."""
-    return {p.name: _sha256(p) for p in sorted(path.glob("*.safetensors"))}
-
-
 def _file_checksums(path: Path) -> dict[str, str]:
     """SHA-256 of every file of an artifact but its record (minimopd.json), by file name."""
     return {p.name: _sha256(p) for p in sorted(path.iterdir()) if p.is_file() and p.name != "minimopd.json"}
+
+
+def _weights(files: dict[str, str]) -> dict[str, str]:
+    """The weights files' (safetensors) entries of `_file_checksums`."""
+    return {name: digest for name, digest in files.items() if name.endswith(".safetensors")}
 
 
 def _record_checksum(meta: dict) -> str:
@@ -96,7 +96,8 @@ def _record_checksum(meta: dict) -> str:
 
 def seal(meta: dict, path: Path) -> dict:
     """`meta` with the checksums `load_artifact` verifies: weights, every file, the record."""
-    meta = {**meta, "weights_sha256": _checksums(path), "files_sha256": _file_checksums(path)}
+    files = _file_checksums(path)
+    meta = {**meta, "weights_sha256": _weights(files), "files_sha256": files}
     meta = json.loads(json.dumps(meta))      # hash what a load will read back (str keys, lists)
     return {**meta, "record_sha256": _record_checksum(meta)}
 
@@ -141,10 +142,10 @@ def load_artifact(path: Path, device: str = "cpu") -> Artifact:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{meta_file} is not valid JSON: {exc}") from exc
     recorded = meta.get("weights_sha256")
-    if not isinstance(recorded, dict) or not recorded or _checksums(path) != recorded:
+    files = _file_checksums(path)           # every file read once
+    if not isinstance(recorded, dict) or not recorded or _weights(files) != recorded:
         raise CheckpointError(f"the weights in {path} are missing or do not match their recorded checksum")
     if "files_sha256" in meta:   # artifacts written before the full seal have weights checks only
-        files = _file_checksums(path)
         edited = sorted(n for n in set(files) | set(meta["files_sha256"])
                         if files.get(n) != meta["files_sha256"].get(n))
         if edited:

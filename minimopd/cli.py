@@ -159,9 +159,6 @@ def main(argv: list[str] | None = None) -> int:
             from .shipped import ship
             print(f"wrote {ship(args.profile, args.seed)}")
             return 0
-        if args.command == "grade":
-            from .grading import main as grade_main
-            return grade_main(argv[1:])
         if args.command == "build-labs":
             from .notebooks import main as build_main
             return build_main(["--check"] if args.check else [])

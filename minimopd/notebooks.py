@@ -134,9 +134,7 @@ def tidy(nb: nbformat.NotebookNode, *, snapshots: bool = True) -> nbformat.Noteb
                 if prev is not None and prev.get("output_type") == "stream" and prev.name == out.name:
                     # one stream: a progress bar's frames arrive as outputs without a newline,
                     # each one replacing the unfinished last line before it (a terminal's \r)
-                    head = prev.text if prev.text.endswith("\n") else prev.text.rpartition("\n")[0] + (
-                        "\n" if "\n" in prev.text else "")
-                    prev.text = _collapse_cr(head + out.text)
+                    prev.text = _collapse_cr(prev.text[: prev.text.rfind("\n") + 1] + out.text)
                     continue
                 out.text = _collapse_cr(out.text)
                 if not out.text.strip():

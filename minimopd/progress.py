@@ -108,7 +108,3 @@ def bar(iterable: Iterable, *, desc: str, total: Optional[int] = None, progress:
     show = active() if progress is None else (progress and (_run is None or _run.enabled))
     return tqdm(iterable, desc=label(desc), total=total, disable=not show, leave=_run is None,
                 file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
-
-
-def stages_seen() -> int:
-    return len(_run.seen) if _run is not None else 0

@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .compare import TOLERANCES, _clone, _describe, _float_tensors, _shape, compare_values  # noqa: F401
-from .student import GRAD_WEIGHT_SEED, run_case
+from .student import backprop_weighted, grad_inputs, leaf_grads, run_case
 
 NOT_IMPLEMENTED = "not implemented yet: fill in the cell between the markers"
 VISIBLE_SEEDS = (0,)
@@ -137,18 +137,12 @@ def expectations(gf: GradedFunction, seeds) -> list[Expected]:
         for case in gf.cases(seed):
             exp = Expected(seed, case, ref(*_clone(case.args), **case.kwargs))
             if gf.grad_wrt:
-                leaves, args = {}, list(_clone(case.args))
-                for i in gf.grad_wrt:
-                    leaves[i] = args[i].requires_grad_(True)
-                    args[i] = leaves[i].clone()
+                leaves, args = grad_inputs(case, gf.grad_wrt)
                 ref_t = [t for t in _float_tensors(ref(*args, **case.kwargs)) if t.requires_grad]
                 exp.n_outputs = len(ref_t)
                 if ref_t:
-                    gen = torch.Generator().manual_seed(GRAD_WEIGHT_SEED + seed)
-                    weights = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in ref_t]
-                    sum((t * w.to(t.dtype)).sum() for t, w in zip(ref_t, weights)).backward()
-                exp.grads = {i: (leaves[i].grad if leaves[i].grad is not None else torch.zeros_like(leaves[i]))
-                             for i in gf.grad_wrt}
+                    backprop_weighted(ref_t, seed)
+                exp.grads = leaf_grads(leaves)
             out.append(exp)
     return out
 

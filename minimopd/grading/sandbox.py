@@ -73,16 +73,13 @@ def _child(jobdir: str) -> int:
     gfs = [find(name, lab) for name in job["functions"]]
     cases = {gf.name: [(seed, c) for seed in job["seeds"] for c in gf.cases(seed)] for gf in gfs}
     tripwire = Tripwire()
-    tripwire.install({gf.name: gf.forbidden() for gf in gfs})
-    import torch
-    refs = {gf.name: gf.resolve() for gf in gfs}   # imported before the student's code runs
+    tripwire.install({gf.name: gf.forbidden() for gf in gfs})   # imports the library modules first
     say("cells")
     ns, errors = execute_notebook(job["notebook"], frozenset(job["skip_cells"]),
                                   on_cell=lambda i: say(f"cell {i}"))
     with open(os.path.join(jobdir, "cells.json"), "w") as f:
         json.dump(errors, f)
     say("functions")
-    del refs, torch
     for gf in gfs:
         say(f"fn {gf.name}")
         fn = ns.get(gf.name)
@@ -146,6 +143,7 @@ def run_isolated(notebook: str, lab: str, functions: list[str], *, seeds, n_ref_
         raise ValueError("minimopd grade runs student code in a POSIX child process (Linux, macOS); "
                          "on Windows use WSL, or nbgrader's autograde (see the README)")
     pending, outcomes, skip, skipped_notes = list(functions), {}, [], []
+    spec_files = _spec_files(lab_functions)
     cell_errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="minimopd-grade-") as jobdir:
         attempts = 0
@@ -157,12 +155,11 @@ def run_isolated(notebook: str, lab: str, functions: list[str], *, seeds, n_ref_
                 break
             job = {"notebook": os.path.abspath(notebook), "lab": lab, "functions": pending,
                    "seeds": list(seeds), "skip_cells": skip, "n_ref_outputs": n_ref_outputs,
-                   "spec_files": _spec_files(lab_functions)}
+                   "spec_files": spec_files}
             with open(os.path.join(jobdir, "job.json"), "w") as f:
                 json.dump(job, f)
-            for name in ("cells.json",):
-                if os.path.exists(os.path.join(jobdir, name)):
-                    os.remove(os.path.join(jobdir, name))
+            if os.path.exists(os.path.join(jobdir, "cells.json")):
+                os.remove(os.path.join(jobdir, "cells.json"))
             read_fd, write_fd = os.pipe()
             env = dict(os.environ, MINIMOPD_GRADING_STATUS_FD=str(write_fd), PYTHONWARNINGS="ignore",
                        MINIMOPD_THREADS=os.environ.get("MINIMOPD_THREADS", "1"))

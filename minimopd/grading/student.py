@@ -115,27 +115,40 @@ def run_case(fn: Callable, case, seed: int, grad_wrt: tuple[int, ...] = (), n_re
     return out
 
 
-def _grad_run(fn, case, seed, grad_wrt, n_ref_outputs) -> dict:
+def grad_inputs(case, grad_wrt: tuple[int, ...]) -> tuple[dict, list]:
+    """Copies of the case's arguments where those in `grad_wrt` require grad: (leaves, args);
+    the function sees non-leaf views of the leaves, like a model's outputs."""
     leaves, args = {}, list(_clone(case.args))
     for i in grad_wrt:
         leaves[i] = args[i].requires_grad_(True)
-        args[i] = leaves[i].clone()  # non-leaf, like a model's output
+        args[i] = leaves[i].clone()
+    return leaves, args
+
+
+def backprop_weighted(outputs: list, seed: int) -> None:
+    """Backpropagate a fixed random weighting of `outputs` (the same draws for the reference's
+    outputs and the student's, so their gradients can be compared)."""
+    gen = torch.Generator().manual_seed(GRAD_WEIGHT_SEED + seed)
+    weights = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in outputs]
+    sum((t * w.to(t.dtype)).sum() for t, w in zip(outputs, weights)).backward()
+
+
+def leaf_grads(leaves: dict) -> dict:
+    return {i: (t.grad if t.grad is not None else torch.zeros_like(t)) for i, t in leaves.items()}
+
+
+def _grad_run(fn, case, seed, grad_wrt, n_ref_outputs) -> dict:
+    leaves, args = grad_inputs(case, grad_wrt)
     try:
         result = fn(*args, **case.kwargs)
         outs = [t for t in _float_tensors(result) if t.requires_grad]
         info = {"n_diff": len(outs), "leaf": any(t.grad_fn is None for t in outs)}
         if info["leaf"] or len(outs) < n_ref_outputs or not n_ref_outputs:
             return info
-        # Backpropagate a fixed random weighting of every differentiable output tensor (the
-        # grader weights the reference's outputs with the same draws).
-        gen = torch.Generator().manual_seed(GRAD_WEIGHT_SEED + seed)
-        outs = outs[:n_ref_outputs]
-        weights = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in outs]
-        sum((t * w.to(t.dtype)).sum() for t, w in zip(outs, weights)).backward()
+        backprop_weighted(outs[:n_ref_outputs], seed)
     except BaseException as exc:  # noqa: BLE001
         return {"error": error_record(exc)}
-    info["grads"] = {str(i): (leaves[i].grad if leaves[i].grad is not None else torch.zeros_like(leaves[i]))
-                     for i in grad_wrt}
+    info["grads"] = {str(i): g for i, g in leaf_grads(leaves).items()}
     return info
 
 
