@@ -120,7 +120,13 @@ def test_notebooks_render_in_jupyterlab(browser, jupyterlab, shots, notebook, mi
     page.goto(f"{jupyterlab}/lab/tree/{notebook}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_timeout(3000)
-    figures = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-RenderedPlotly")
+    selector = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-RenderedPlotly"
+    try:   # outputs render progressively after the cells appear: wait for them, then count
+        page.wait_for_function(f"n => document.querySelectorAll({selector!r}).length >= n",
+                               arg=min_figures, timeout=60_000)
+    except playwright.TimeoutError:
+        pass   # the count assertion below reports it
+    figures = page.locator(selector)
     count = figures.count()
     boxes = []
     for i in range(count):          # each figure shows its saved snapshot; the mouse makes it live
