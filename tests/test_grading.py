@@ -8,6 +8,8 @@ import torch
 from minimopd import grading
 from minimopd.grading import (LABS, NOT_IMPLEMENTED, Case, GradedFunction, check, compare_values,
                               grade_notebook)
+from minimopd.grading.compare import _clone
+from minimopd.grading.engine import same_output
 from minimopd.losses import masked_mean as ref_masked_mean
 from minimopd.losses import token_logprobs as ref_token_logprobs
 from minimopd.tokenizer import chat_prompt
@@ -159,6 +161,76 @@ def test_classic_bug_is_caught(name, fn, family, words, capsys):
     assert words in msg, msg
     out = capsys.readouterr().out
     assert f"{name}: {family}" in out and "FAILED" in out and "0/" in out
+
+
+# --------------------------------------------------------------------------- the known wrong versions
+
+WRONG = [(lab, gf.name, i) for lab, gfs in LABS.items() for gf in gfs for i in range(len(gf.wrong))]
+_NOT_APPLICABLE = object()
+
+
+def _output(fn, case):
+    """`fn`'s output on `case`, or _NOT_APPLICABLE if it raises (a wrong version that does not apply)."""
+    try:
+        return fn(*_clone(case.args), **case.kwargs)
+    except Exception:  # noqa: BLE001
+        return _NOT_APPLICABLE
+
+
+def _like(out, ref):
+    """`out` with each float tensor cast to the dtype of the reference's at the same place."""
+    if isinstance(out, torch.Tensor) and isinstance(ref, torch.Tensor) and out.is_floating_point() \
+            and ref.is_floating_point():
+        return out.to(ref.dtype)
+    if isinstance(out, tuple) and isinstance(ref, tuple) and len(out) == len(ref):
+        return tuple(_like(o, r) for o, r in zip(out, ref))
+    return out
+
+
+def _key(x):
+    """A fingerprint of a case's arguments, to recognise the case inside the student's function."""
+    if isinstance(x, torch.Tensor):
+        return str(x.dtype), tuple(x.shape), x.detach().numpy().tobytes()
+    if isinstance(x, (list, tuple)):
+        return tuple(_key(v) for v in x)
+    if isinstance(x, dict):
+        return tuple((k, _key(v)) for k, v in sorted(x.items()))
+    return x if isinstance(x, (str, int, float, bool, type(None))) else id(x)
+
+
+@pytest.mark.parametrize("lab,name,i", WRONG, ids=[f"{name}-{i}" for _, name, i in WRONG])
+def test_every_wrong_version_is_alive_and_named(lab, name, i, capsys):
+    """Every known wrong version of a graded function (a) differs from the reference on at least
+    one visible case (else it is dead), and (b) is the one the feedback names on at least one
+    such case: one where no earlier wrong version gives the same output (there the engine names
+    the earlier one, first match wins). Handed in as the student's function on exactly those
+    cases (the reference elsewhere; its floats in the reference's dtype), it fails `check` in
+    exactly their families, each verdict ending with its own hint."""
+    gf = grading.find(name, lab)
+    ref, (wrong, hint) = gf.resolve(), gf.wrong[i]
+    differs, named, families = False, set(), set()
+    for case in gf.cases(grading.VISIBLE_SEEDS[0]):
+        out = _output(wrong, case)
+        if out is _NOT_APPLICABLE or same_output(gf, out, _output(ref, case)):
+            continue
+        differs = True
+        if not any((o := _output(make, case)) is not _NOT_APPLICABLE and same_output(gf, o, out)
+                   for make, _ in gf.wrong[:i]):
+            named.add(_key((case.args, case.kwargs)))
+            families.add(case.family)
+    assert differs, f"wrong version {i} of {name} ({hint!r}) equals the reference on every case: it is dead"
+    assert named, f"wrong version {i} of {name} ({hint!r}) is shadowed: an earlier one always gives the same output"
+
+    def student(*args, **kwargs):
+        if _key((args, kwargs)) not in named:
+            return ref(*args, **kwargs)
+        return _like(wrong(*args, **kwargs), ref(*_clone(args), **kwargs))
+
+    with pytest.raises(AssertionError):
+        check(name, student, lab=lab)
+    failed = [ln for ln in capsys.readouterr().out.splitlines() if " ... FAILED" in ln]
+    assert {ln[len(name) + 2:ln.index(" ... FAILED")] for ln in failed} == families, failed
+    assert all(ln.endswith(f" — {hint}") for ln in failed), failed
 
 
 def test_gradient_mismatch_is_detected():

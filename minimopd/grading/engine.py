@@ -18,9 +18,16 @@ gradients) as plain data; `verdict` compares that record with the reference's ou
 lab, `check` does both in the notebook's process (quick feedback); `grade_notebook`
 (`report.py`, `minimopd grade`) runs the student's side in a sandboxed child process.
 
+Feedback: a failing case's hint is, in this order, the hint of the first known wrong version
+(`GradedFunction.wrong`) whose output equals the student's; a generic diagnosis of the
+output's form (returned None, not a tuple, a number where a tensor is due, not a number where a
+float is due); the lab's `diagnose` (shapes and other structure); `nan_hint` when the output has
+nan/inf where the reference's is finite; the case's hint; the function's hint.
+
 This module holds no lab: each lab's cases live in `minimopd/grading/labNN.py` and register
 themselves in `LABS` (see the package docstring for how to add one). `_rng` and
-`_response_mask` are shared helpers for writing case generators.
+`_response_mask` are shared helpers for writing case generators, `_skip` for wrong versions
+that only apply to some cases.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .compare import TOLERANCES, _clone, _describe, _float_tensors, _shape, compare_values  # noqa: F401
+from .feedback import _nonfinite, compare_output, form_hint, matching_wrong_version, same_output  # noqa: F401
 from .student import backprop_weighted, grad_inputs, leaf_grads, run_case
 
 NOT_IMPLEMENTED = "not implemented yet: fill in the cell between the markers"
@@ -66,8 +74,9 @@ class GradedFunction:
 
     A lab's spec is a list of these: points, the reference, a case generator, the known wrong
     versions with their hints (`wrong`), optionally a `diagnose` for what a wrong version cannot
-    express. The comparison, "which wrong version does this output match", shapes, dtypes and
-    the feedback are the engine's.
+    express (a wrong shape, say) and a `nan_hint`. The comparison, "which wrong version does
+    this output match", the output's form (tensor, float, tuple), dtypes and the feedback are
+    the engine's.
 
     `library`: dotted paths of the library functions that *are* this function (a student who
     calls one of them gets no points); by default the reference, when it is a dotted path."""
@@ -82,8 +91,10 @@ class GradedFunction:
     compare: Optional[Callable[[Any, Any], Optional[str]]] = None  # default: compare_values
     library: tuple[str, ...] = ()
     # known wrong versions, most specific first: (a function with the same signature, the hint to
-    # give when the student's output equals its output on the failing case)
+    # give when the student's output equals its output on the failing case); one that does not
+    # apply to a case calls `_skip()`
     wrong: tuple[tuple[Callable, str], ...] = ()
+    nan_hint: str = ""                      # when the output has nan/inf where the reference's is finite
 
     def resolve(self) -> Callable:
         """The reference callable (imports a dotted path on first use)."""
@@ -114,6 +125,15 @@ def find(name: str, lab: Optional[str] = None) -> GradedFunction:
 
 class _NotImplemented(Exception):
     pass
+
+
+class _NotApplicable(Exception):
+    """Raised by a wrong version on a case it does not apply to (see `_skip`)."""
+
+
+def _skip() -> Any:
+    """Call in a wrong version on a case it does not apply to (e.g. `eps_high` not given)."""
+    raise _NotApplicable()
 
 
 # --------------------------------------------------------------------------- the reference's side
@@ -161,23 +181,7 @@ def _raised(err: dict, when: str = "") -> str:
     return f"raised {err['type']}{when}: {err['message']}{at}"
 
 
-def _same(wrong: Any, got: Any) -> bool:
-    """Does the student's output equal a wrong version's (its dtype aside)?"""
-    if isinstance(wrong, torch.Tensor) and isinstance(got, torch.Tensor) and wrong.dtype != got.dtype \
-            and wrong.is_floating_point() and got.is_floating_point():
-        wrong = wrong.to(got.dtype)
-    return compare_values(wrong, got) is None
-
-
-def matching_wrong_version(gf: GradedFunction, case: Case, got: Any) -> Optional[str]:
-    """The hint of the first known wrong version of `gf` whose output on `case` is `got`."""
-    for make, hint in gf.wrong:
-        try:
-            if _same(make(*_clone(case.args), **case.kwargs), got):
-                return hint
-        except Exception:  # noqa: BLE001 - a wrong version may not apply to this case
-            continue
-    return None
+_NO_OUTPUT = object()    # `fail` called for an error, with no output to diagnose
 
 
 def verdict(gf: GradedFunction, exp: Expected, res: dict, names: list[str]) -> Optional[str]:
@@ -185,14 +189,9 @@ def verdict(gf: GradedFunction, exp: Expected, res: dict, names: list[str]) -> O
     this case, else the feedback line (without the function name). Raises `_NotImplemented`."""
     case = exp.case
 
-    def fail(msg: str, got: Any = None, hint: Optional[str] = None) -> str:
-        if hint is None and got is not None:
-            hint = matching_wrong_version(gf, case, got)
-        if hint is None and gf.diagnose is not None and got is not None:
-            try:
-                hint = gf.diagnose(case, exp.value, got)
-            except Exception:  # a diagnosis must never hide the real failure
-                hint = None
+    def fail(msg: str, got: Any = _NO_OUTPUT, hint: Optional[str] = None) -> str:
+        if hint is None and got is not _NO_OUTPUT:
+            hint = _diagnosis(gf, case, exp.value, got)
         hint = hint or case.hint or gf.hint
         return f"{_describe(case, names)} {msg}" + (f" — {hint}" if hint else "")
 
@@ -204,12 +203,7 @@ def verdict(gf: GradedFunction, exp: Expected, res: dict, names: list[str]) -> O
             return fail(_raised(err), hint="a graded function must return its result, not stop the program")
         return fail(_raised(err))
     got = res.get("value")
-    compare = gf.compare or compare_values
-    if gf.output_names and isinstance(exp.value, tuple) and isinstance(got, (tuple, list)) \
-            and len(got) == len(exp.value):
-        msg = next((m for e, g, n in zip(exp.value, got, gf.output_names) if (m := compare(e, g, n))), None)
-    else:
-        msg = compare(exp.value, got)
+    msg = compare_output(gf, exp.value, got)
     if msg:
         return fail(msg, got)
     after = res.get("args_after") or []
@@ -221,6 +215,23 @@ def verdict(gf: GradedFunction, exp: Expected, res: dict, names: list[str]) -> O
                         hint="work on a copy (x = x * mask, not x *= mask or x.masked_fill_)")
     if gf.grad_wrt:
         return _grad_verdict(gf, exp, res.get("grad") or {}, names, fail)
+    return None
+
+
+def _diagnosis(gf: GradedFunction, case: Case, expected: Any, got: Any) -> Optional[str]:
+    """The most specific hint for an output that does not match the reference's (None if none):
+    a known wrong version, the output's form, the lab's `diagnose`, then `nan_hint`."""
+    steps = (lambda: matching_wrong_version(gf, case, got, expected),
+             lambda: form_hint(gf, expected, got),
+             lambda: gf.diagnose(case, expected, got) if gf.diagnose else None,
+             lambda: gf.nan_hint if gf.nan_hint and _nonfinite(gf, expected, got) else None)
+    for step in steps:
+        try:
+            hint = step()
+        except Exception:  # noqa: BLE001 - a diagnosis must never hide the real failure
+            hint = None
+        if hint:
+            return hint
     return None
 
 

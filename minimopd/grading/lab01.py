@@ -1,4 +1,10 @@
-"""Lab 01 (SFT): cases, classic-bug diagnoses and the registry entry of its five functions."""
+"""Lab 01 (SFT): cases, known wrong versions and the registry entry of its five functions.
+
+Each function's classic bugs are listed as wrong versions (`*_WRONG`: a function with the
+reference's signature and the hint to give when the student's output equals it); a short
+`_diagnose_*` remains only for what no single wrong version expresses (a wrong shape, a missing
+<|end|> whatever the mask, ids that differ anywhere, a loss mask that is not float).
+"""
 from __future__ import annotations
 
 import random
@@ -33,21 +39,38 @@ def _sft_example_cases(seed: int) -> list[Case]:
     return cases
 
 
+def _sft_example(tokenizer, prompt, response):
+    from ..data import build_sft_example
+    return build_sft_example(tokenizer, prompt, response)
+
+
+def _eos_masked(tok, prompt, response):
+    ids, mask = _sft_example(tok, prompt, response)
+    return ids, mask[:-1] + [0]
+
+
+def _mask_everything(tok, prompt, response):
+    ids, _ = _sft_example(tok, prompt, response)
+    return ids, [1] * len(ids)
+
+
+SFT_EXAMPLE_WRONG = (
+    (_eos_masked, "the final <|end|> is a response token too: give it mask 1"),
+    (_mask_everything, "only the response (and its <|end|>) gets mask 1; the prompt part "
+                       "chat_prompt(tokenizer, prompt) gets 0"),
+)
+
+
 def _diagnose_sft_example(case: Case, expected, got) -> Optional[str]:
-    tok, _, response = case.args
-    exp_ids, exp_mask = expected
+    """The final <|end|> missing (whatever the mask: no wrong version can say that), lists of
+    different lengths, or other ids."""
     ids, mask = [list(x.tolist() if isinstance(x, torch.Tensor) else x) for x in got]
-    if ids == exp_ids[:-1]:
-        return ("append the end-of-turn token tokenizer.eos_token_id (<|end|>) after the response, "
-                "with mask 1 — the model must learn when to stop")
+    if ids == expected[0][:-1]:
+        return ("append the end-of-turn token tokenizer.eos_token_id (<|end|>) after the response, with mask 1 "
+                "— the model must learn when to stop")
     if len(ids) != len(mask):
         return f"input_ids and loss_mask must have the same length (got {len(ids)} and {len(mask)})"
-    if ids == exp_ids and mask and mask[-1] == 0 and exp_mask[-1] == 1:
-        return "the final <|end|> is a response token too: give it mask 1"
-    if ids == exp_ids and any(m and not e for m, e in zip(mask, exp_mask)):
-        return ("only the response (and its <|end|>) gets mask 1; the prompt part "
-                "chat_prompt(tokenizer, prompt) gets 0")
-    if ids != exp_ids:
+    if ids != expected[0]:
         return ("build the text as chat_prompt(tokenizer, prompt) + response + <|end|>, tokenized with "
                 "add_special_tokens=False: '<|user|>{prompt}<|end|><|assistant|>{response}<|end|>'")
     return None
@@ -81,33 +104,41 @@ def _collate_cases(seed: int) -> list[Case]:
     return cases
 
 
+def _collate(examples, pad_id):
+    from ..data import collate
+    return collate(examples, pad_id)
+
+
+def _left_padded(examples, pad_id):
+    batch = _collate(examples, pad_id)
+    T = batch["input_ids"].shape[1]
+    return {k: torch.stack([row.roll(T - len(ids)) for row, (ids, _) in zip(v, examples)])
+            for k, v in batch.items()}
+
+
+def _attention_is_loss_mask(examples, pad_id):
+    batch = _collate(examples, pad_id)
+    return {**batch, "attention_mask": batch["loss_mask"].long()}
+
+
+def _pad_with_zero(examples, pad_id):
+    batch = _collate(examples, pad_id)
+    return {**batch, "input_ids": batch["input_ids"].masked_fill(batch["attention_mask"] == 0, 0)}
+
+
+COLLATE_WRONG = (
+    (_left_padded, "pad on the RIGHT: real tokens first, then pad_id (token-aligned log-probs and masks "
+                   "assume right padding)"),
+    (_attention_is_loss_mask, "attention_mask is 1 on every real token (prompt and response); loss_mask "
+                              "only on the response"),
+    (_pad_with_zero, "fill padding with the pad_id argument, not a hard-coded 0"),
+)
+
+
 def _diagnose_collate(case: Case, expected, got) -> Optional[str]:
-    examples, pad_id = case.args
-    if not isinstance(got, dict) or "input_ids" not in got:
-        return None
-    ids = got["input_ids"]
-    T = expected["input_ids"].shape[1]
-    left = torch.full_like(expected["input_ids"], pad_id)
-    for i, (row, _) in enumerate(examples):
-        left[i, T - len(row):] = torch.tensor(row)
-    if isinstance(ids, torch.Tensor) and ids.shape == left.shape and torch.equal(ids, left) \
-            and not torch.equal(left, expected["input_ids"]):
-        return ("pad on the RIGHT: real tokens first, then pad_id (token-aligned log-probs and "
-                "masks assume right padding)")
-    lm = got.get("loss_mask")
+    lm = got.get("loss_mask") if isinstance(got, dict) else None
     if isinstance(lm, torch.Tensor) and not lm.is_floating_point():
         return "loss_mask is float (it multiplies float log-probs); input_ids and attention_mask are long"
-    am = got.get("attention_mask")
-    if isinstance(am, torch.Tensor) and isinstance(lm, torch.Tensor) and am.shape == lm.shape \
-            and torch.equal(am.float(), lm.float()) and not torch.equal(expected["attention_mask"].float(),
-                                                                       expected["loss_mask"]):
-        return "attention_mask is 1 on every real token (prompt and response); loss_mask only on the response"
-    if isinstance(ids, torch.Tensor) and ids.shape == expected["input_ids"].shape \
-            and not torch.equal(ids, expected["input_ids"]):
-        pads = ids[expected["attention_mask"] == 0].unique()
-        if pads.numel() == 1 and int(pads) != pad_id:
-            return f"fill padding with the pad_id argument (= {pad_id} here), not a hard-coded {int(pads)}"
-        return f"pad every row to the longest example, right-padded with pad_id (= {pad_id} here)"
     return None
 
 
@@ -131,29 +162,37 @@ def _logits_cases(seed: int) -> list[Case]:
     return cases
 
 
+def _token_logprobs(logits, input_ids):
+    from ..losses import token_logprobs
+    return token_logprobs(logits, input_ids)
+
+
+def _unshifted(logits, input_ids):
+    return torch.log_softmax(logits, -1).gather(-1, input_ids.unsqueeze(-1)).squeeze(-1)
+
+
+def _left_aligned(logits, input_ids):
+    lp = _token_logprobs(logits, input_ids)
+    return torch.cat([lp[:, 1:], torch.zeros_like(lp[:, :1])], 1)
+
+
+TOKEN_LOGPROBS_WRONG = (
+    (_unshifted, "off by one: logits at position t-1 predict token t, so score input_ids[:, 1:] with "
+                 "logits[:, :-1] and place the result at columns 1..T-1 (column 0 = 0)"),
+    (_left_aligned, "your values sit one column to the LEFT: the log-prob of token t belongs at column t "
+                    "(token-aligned), and column 0 is 0"),
+    (lambda logits, ids: _token_logprobs(logits, ids).exp(),
+     "return log-probabilities (log_softmax), not probabilities"),
+)
+
+
 def _diagnose_token_logprobs(case: Case, expected, got) -> Optional[str]:
-    logits, ids = case.args
-    if not isinstance(got, torch.Tensor):
-        return "return a (B, T) tensor"
-    if got.shape[:1] == ids.shape[:1] and got.dim() == 2 and got.shape[1] == ids.shape[1] - 1:
+    """One column short, or right everywhere but column 0 (any values there)."""
+    if got.dim() == 2 and got.shape[0] == expected.shape[0] and got.shape[1] == expected.shape[1] - 1:
         return "return (B, T), token-aligned: column t holds the log-prob of token t, column 0 = 0"
-    if got.shape != expected.shape:
-        return None
-    got = got.detach().to(expected.dtype)
-    lp = torch.log_softmax(logits.double(), -1)
-    same_pos = lp.gather(-1, ids.unsqueeze(-1)).squeeze(-1).to(expected.dtype)
-    if torch.isnan(got).any() or torch.isinf(got).any():
-        return "use torch.log_softmax (numerically stable), not softmax(...).log()"
-    if torch.allclose(got, same_pos, rtol=1e-4, atol=1e-5):
-        return ("off by one: logits at position t-1 predict token t, so score input_ids[:, 1:] with "
-                "logits[:, :-1] and place the result at columns 1..T-1 (column 0 = 0)")
-    if ids.shape[1] > 1 and torch.allclose(got[:, :-1], expected[:, 1:], rtol=1e-4, atol=1e-5):
-        return ("your values sit one column to the LEFT: the log-prob of token t belongs at column t "
-                "(token-aligned), and column 0 is 0")
-    if torch.allclose(got[:, 1:], expected[:, 1:], rtol=1e-4, atol=1e-5):
+    if got.shape == expected.shape and torch.allclose(got[:, 1:].detach().to(expected.dtype), expected[:, 1:],
+                                                      rtol=1e-4, atol=1e-5):
         return "column 0 must be 0: the first token has no prediction"
-    if torch.allclose(got, expected.exp(), rtol=1e-4, atol=1e-5):
-        return "return log-probabilities (log_softmax), not probabilities"
     return None
 
 
@@ -186,18 +225,17 @@ def _masked_mean_cases(seed: int) -> list[Case]:
     return cases
 
 
+MASKED_MEAN_WRONG = (
+    (lambda values, mask, dim=None: values.mean() if dim is None else values.mean(dim),
+     "the mask is not applied: average only where mask == 1, sum(values * mask) / mask.sum()"),
+)
+
+
 def _diagnose_masked_mean(case: Case, expected, got) -> Optional[str]:
-    values, mask, dim = case.args
-    if not isinstance(got, torch.Tensor):
-        return "return a tensor (no .item()): the result must stay differentiable"
+    dim = case.args[2]
     if got.shape != expected.shape:
         return (f"with dim={dim} the result has shape {_shape(expected)}: "
                 + ("one scalar over all masked entries" if dim is None else f"reduce only dimension {dim}"))
-    if torch.isnan(got).any() and not torch.isnan(expected).any():
-        return "divide by max(mask.sum(), 1): an all-zero mask must give 0, not nan"
-    plain = values.mean() if dim is None else values.mean(dim)
-    if torch.allclose(got.detach().to(plain.dtype), plain, rtol=1e-4, atol=1e-5):
-        return "the mask is not applied: average only where mask == 1, sum(values * mask) / mask.sum()"
     return None
 
 
@@ -226,13 +264,9 @@ def _sft_loss_cases(seed: int) -> list[Case]:
 
 
 def _diagnose_sft_loss(case: Case, expected, got) -> Optional[str]:
-    if not isinstance(got, torch.Tensor):
-        return "return a (B,) tensor (no .item()): the loss must stay differentiable"
-    if got.dim() == 0 or got.shape != expected.shape:
+    if got.shape != expected.shape:
         return ("return one loss per example, shape (B,): average each row over its OWN response "
                 "tokens (sum over dim=-1), not over the whole batch")
-    if torch.isnan(got).any():
-        return "a row with no response tokens has loss 0, not nan: divide by max(mask.sum(-1), 1)"
     return None
 
 
@@ -249,21 +283,25 @@ SFT_LOSS_WRONG = (   # the usual slips, as functions of (logprobs, mask)
 LABS["lab01"] = [
     GradedFunction(
         "build_sft_example", "minimopd.data.build_sft_example", _sft_example_cases, points=2,
-        output_names=("input_ids", "loss_mask"), diagnose=_diagnose_sft_example,
+        output_names=("input_ids", "loss_mask"), wrong=SFT_EXAMPLE_WRONG, diagnose=_diagnose_sft_example,
         hint="ids = chat_prompt(tokenizer, prompt) tokens (mask 0) + response tokens + eos (mask 1)"),
     GradedFunction(
-        "collate", "minimopd.data.collate", _collate_cases, points=1, diagnose=_diagnose_collate,
+        "collate", "minimopd.data.collate", _collate_cases, points=1, wrong=COLLATE_WRONG,
+        diagnose=_diagnose_collate,
         hint="right-pad to the longest example: input_ids/attention_mask long, loss_mask float"),
     GradedFunction(
         "token_logprobs", "minimopd.losses.token_logprobs", _logits_cases, points=3, grad_wrt=(0,),
-        diagnose=_diagnose_token_logprobs,
+        wrong=TOKEN_LOGPROBS_WRONG, diagnose=_diagnose_token_logprobs,
+        nan_hint="use torch.log_softmax (numerically stable), not softmax(...).log()",
         hint="out[:, t] = log_softmax(logits[:, t-1])[input_ids[:, t]], out[:, 0] = 0"),
     GradedFunction(
         "masked_mean", "minimopd.losses.masked_mean", _masked_mean_cases, points=2, grad_wrt=(0,),
-        diagnose=_diagnose_masked_mean,
+        wrong=MASKED_MEAN_WRONG, diagnose=_diagnose_masked_mean,
+        nan_hint="divide by max(mask.sum(), 1): an all-zero mask must give 0, not nan",
         hint="sum(values * mask) / max(mask.sum(), 1), over `dim` when given"),
     GradedFunction(
         "sft_loss", "minimopd.losses.sft_loss", _sft_loss_cases, points=2, grad_wrt=(0,), wrong=SFT_LOSS_WRONG,
         diagnose=_diagnose_sft_loss,
+        nan_hint="a row with no response tokens has loss 0, not nan: divide by max(mask.sum(-1), 1)",
         hint="per example: -sum(logprobs * mask, -1) / max(mask.sum(-1), 1), shape (B,)"),
 ]

@@ -1,38 +1,17 @@
 """Lab 05 (GRPO / Dr.GRPO): group advantages, the k3 KL estimator and the GRPO-family loss.
 
 The references are the library's (`minimopd.advantages.group_advantages`, `minimopd.kl.kl_estimate`
-with kind "k3", `minimopd.losses.grpo_loss`). Each diagnosis recomputes the classic wrong
-versions of a function in float64 and names the one the student's output matches.
+with kind "k3", `minimopd.losses.grpo_loss`). The classic bugs of each function are its wrong
+versions (`*_WRONG`), recomputed in float64; those that only make sense for some arguments
+(eps_high given, a KL term, one aggregation) `_skip()` the other cases.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
-from .engine import LABS, TRAIN_BATCH, TRAIN_LEN, Case, GradedFunction, _rng, _response_mask, compare_values
-
-_RTOL, _ATOL = 1e-4, 1e-5
-
-
-def _close(got: Any, want: torch.Tensor) -> bool:
-    """Does `got` (a tensor of any dtype) match the float64 `want`?"""
-    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
-        return False
-    got = got.detach().double()
-    atol = _ATOL * max(1.0, float(want.abs().max())) if want.numel() else _ATOL
-    return bool(torch.allclose(got, want, rtol=_RTOL, atol=atol, equal_nan=True))
-
-
-def _first(checks: list[tuple[Callable[[], torch.Tensor], str]], got: Any) -> Optional[str]:
-    """The message of the first wrong version `got` matches (a version that errors is skipped)."""
-    for make, msg in checks:
-        try:
-            if _close(got, make()):
-                return msg
-        except Exception:  # noqa: BLE001 - a variant may not apply to this case
-            continue
-    return None
+from .engine import LABS, TRAIN_BATCH, TRAIN_LEN, Case, GradedFunction, _rng, _response_mask, _skip, compare_values
 
 
 # --------------------------------------------------------------------------- group_advantages
@@ -85,52 +64,63 @@ def _group_adv_cases(seed: int) -> list[Case]:
     return cases
 
 
+def _scaled(adv):
+    """A wrong version of the scale_std=True branch, `adv(x, groups, group_means, eps)` on the float64
+    rewards `x` and their (n, G) view (skipped when scale_std=False)."""
+    def wrong(rewards, group_size, scale_std=True, eps=1e-4):
+        if not scale_std:
+            _skip()
+        x = rewards.double()
+        groups = x.view(-1, group_size)
+        return adv(x, groups, groups.mean(1, keepdim=True), eps).reshape(-1)
+    return wrong
+
+
+def _std(groups):
+    """The unbiased per-group std, 0 for a group of one (torch's is nan there)."""
+    return groups.std(1, keepdim=True) if groups.shape[1] > 1 else torch.zeros_like(groups[:, :1])
+
+
+def _divides_anyway(rewards, group_size, scale_std=True, eps=1e-4):
+    return _skip() if scale_std else _reference_group_advantages(rewards.double(), group_size, True, eps)
+
+
+def _wrong_layout(x, groups, mean, eps):
+    if groups.shape[1] == 1:
+        _skip()
+    alt = x.view(groups.shape[1], -1)  # groups read column-wise
+    return (alt - alt.mean(0, keepdim=True)) / (alt.std(0, keepdim=True) + eps)
+
+
+GROUP_ADV_WRONG = (
+    (_scaled(lambda x, g, m, eps: torch.full_like(g, float("nan")) if g.shape[1] == 1 else _skip()),
+     "a group of one has no spread: take its std as 0 (torch.std of one value is nan), so its advantage is 0"),
+    (_scaled(lambda x, g, m, eps: g - m),
+     "scale_std=True divides by the group std (GRPO); scale_std=False only centres (Dr.GRPO)"),
+    (_divides_anyway, "scale_std=False means no division by the std: A = r - mean (Dr.GRPO)"),
+    (_scaled(lambda x, g, m, eps: (g - m) / (g.std(1, unbiased=False, keepdim=True) + eps)),
+     "use the UNBIASED std (divide by G - 1, torch's default .std()), as trl and the library do; "
+     "you used the biased (population) std"),
+    (_scaled(lambda x, g, m, eps: (g - m) / (x.std() + eps)),
+     "the std must be taken per group (over the G samples of one prompt), not over the whole batch"),
+    (_scaled(lambda x, g, m, eps: (g - x.mean()) / (_std(g) + eps)),
+     "the mean must be taken per group (reshape(-1, G).mean(1)), not over the whole batch"),
+    (_scaled(lambda x, g, m, eps: (x - x.mean()) / (x.std() + eps)),
+     "mean and std are per GROUP (the G samples of one prompt), not over the whole batch"),
+    (_scaled(lambda x, g, m, eps: (g - m) / torch.sqrt(_std(g) ** 2 + eps)),
+     "add eps to the std, (r - mean) / (std + eps), not inside the square root"),
+    (_scaled(lambda x, g, m, eps: (g - m) / (_std(g) + 1e-4)), "use the eps argument, not a hard-coded 1e-4"),
+    (_scaled(lambda x, g, m, eps: (g - m) / _std(g)), "add eps to the std: (r - mean) / (std + eps)"),
+    (_scaled(_wrong_layout), "rewards are laid out group by group [g0s0, g0s1, ..., g1s0, ...]: "
+                             "group them with reshape(-1, G)"),
+)
+
+
 def _diagnose_group_adv(case: Case, expected, got) -> Optional[str]:
-    rewards, G = case.args
-    scale_std = case.kwargs.get("scale_std", True)
-    eps = case.kwargs.get("eps", 1e-4)
-    if not isinstance(got, torch.Tensor):
-        return "return a tensor of shape (N,): one advantage per completion"
     if got.shape != expected.shape:
         return ("return a flat (N,) tensor in the same layout as `rewards` "
                 "(reshape(-1, G) to compute, then reshape(-1) back)")
-    if torch.isnan(got).any() and not torch.isnan(expected).any():
-        if G == 1:
-            return ("a group of one has no spread: take its std as 0 (torch.std of one value is nan), "
-                    "so its advantage is 0")
-        return "divide by (std + eps), so that a zero-variance group gives 0, not nan"
-    x = rewards.double()
-    grp = x.view(-1, G)
-    mean = grp.mean(1, keepdim=True)
-    unbiased = grp.std(1, keepdim=True) if G > 1 else torch.zeros_like(mean)
-    biased = grp.std(1, unbiased=False, keepdim=True)
-    flat = lambda t: t.reshape(-1)  # noqa: E731
-    checks = [
-        (lambda: flat(grp - mean) if scale_std else flat((grp - mean) / (unbiased + eps)),
-         "scale_std=True divides by the group std (GRPO); scale_std=False only centres (Dr.GRPO)"
-         if scale_std else "scale_std=False means no division by the std: A = r - mean (Dr.GRPO)"),
-        (lambda: flat((grp - mean) / (biased + eps)),
-         "use the UNBIASED std (divide by G - 1, torch's default .std()), as trl and the library do; "
-         "you used the biased (population) std"),
-        (lambda: flat((grp - mean) / (x.std() + eps)),
-         "the std must be taken per group (over the G samples of one prompt), not over the whole batch"),
-        (lambda: flat((grp - x.mean()) / (unbiased + eps)),
-         "the mean must be taken per group (reshape(-1, G).mean(1)), not over the whole batch"),
-        (lambda: (x - x.mean()) / (x.std() + eps),
-         "mean and std are per GROUP (the G samples of one prompt), not over the whole batch"),
-        (lambda: flat((grp - mean) / torch.sqrt(grp.var(1, keepdim=True) + eps)),
-         "add eps to the std, (r - mean) / (std + eps), not inside the square root"),
-        (lambda: flat((grp - mean) / (unbiased + 1e-4)), "use the eps argument, not a hard-coded 1e-4"),
-        (lambda: flat((grp - mean) / unbiased),
-         "add eps to the std: (r - mean) / (std + eps)"),
-    ]
-    if scale_std:
-        alt = x.view(G, -1)  # groups read column-wise: the wrong layout
-        a_mean, a_std = alt.mean(0, keepdim=True), alt.std(0, keepdim=True)
-        checks.append((lambda: ((alt - a_mean) / (a_std + eps)).reshape(-1),
-                       "rewards are laid out group by group [g0s0, g0s1, ..., g1s0, ...]: "
-                       "group them with reshape(-1, G)"))
-    return _first(checks, got)
+    return None
 
 
 # --------------------------------------------------------------------------- k3_kl
@@ -297,69 +287,81 @@ def _grpo_variant(lp, old, adv, mask, *, eps_low=0.2, eps_high=None, aggregation
     return (per_tok * mask).sum() / mask.sum().clamp(min=1)
 
 
+def _grpo_wrong(when=lambda kw: True, **bug):
+    """A wrong version of grpo_loss: `_grpo_variant` with the `bug` switches, as (loss, {}); it
+    applies to the cases whose keyword arguments satisfy `when`."""
+    def wrong(lp, old, adv, mask, **kw):
+        if not when(kw):
+            _skip()
+        return _grpo_variant(lp, old, adv, mask, **{**kw, **bug}), {}
+    return wrong
+
+
+def _objective(lp, old, adv, mask, **kw):
+    return -_grpo_variant(lp, old, adv, mask, **kw), {}
+
+
+def _eps_swapped(lp, old, adv, mask, **kw):
+    if kw.get("eps_high") is None:
+        _skip()
+    return _grpo_variant(lp, old, adv, mask, **{**kw, "eps_low": kw["eps_high"],
+                                                "eps_high": kw.get("eps_low", 0.2)}), {}
+
+
+def _agg(kw) -> str:
+    return kw.get("aggregation", "grpo")
+
+
+def _has_kl(kw) -> bool:
+    """Does a KL term enter the loss (ref_logprobs given and beta > 0)?"""
+    return kw.get("ref_logprobs") is not None and bool(kw.get("beta"))
+
+
+_AGGREGATIONS = {
+    "grpo": "(1/N) sum_i (1/|o_i|) sum_t m_it l_it (per-sequence mean, then mean over the N rows)",
+    "dr_grpo": "sum_it m_it l_it / (N * max_tokens), max_tokens = T when None",
+    "dapo": "sum_it m_it l_it / sum_it m_it (one mean over all response tokens)",
+}
+
+GRPO_WRONG = (
+    (_objective, "the loss is MINIMISED: per token -min(rho A, clip(rho) A) = max(-rho A, -clip(rho) A); "
+                 "you returned the objective (sign flipped)"),
+    (_grpo_wrong(pick="min"), "min instead of max: the loss (to minimise) is the pessimistic bound "
+                              "max(-rho A, -clip(rho) A) — min of the objectives, max of the negated ones"),
+    (_grpo_wrong(clip="advantage"), "clip the RATIO rho = exp(logp - old_logp) to [1 - eps_low, 1 + eps_high], "
+                                    "not the advantage"),
+    (_grpo_wrong(clip="none"), "the ratio is not clipped: take max(-rho A, -clip(rho, 1 - eps_low, "
+                               "1 + eps_high) A) per token"),
+    (_grpo_wrong(ratio_sign=-1.0), "the ratio is pi / pi_old = exp(logprobs - old_logprobs), not its inverse"),
+    (_grpo_wrong(lambda kw: kw.get("eps_high") is not None, eps_high=None),
+     "eps_high is ignored: the upper clip edge is 1 + eps_high (DAPO's clip-higher), the lower 1 - eps_low"),
+    (_eps_swapped, "eps_low and eps_high are swapped: clip(rho, 1 - eps_low, 1 + eps_high)"),
+    (_grpo_wrong(_has_kl, kl_sign=-1.0), "KL sign: the penalty is ADDED to the loss, + beta * k3 (we minimise), "
+                                         "which pulls the policy back toward the reference"),
+    (_grpo_wrong(_has_kl, beta=0.0), "beta > 0: add beta * k3(logprobs, ref_logprobs) per token before "
+                                     "aggregating"),
+    (_grpo_wrong(_has_kl, kl="k1"), "the KL term is the k3 estimator (your k3_kl), not k1 = logp - ref_logp"),
+    (_grpo_wrong(_has_kl, kl="rev"), "the KL term has the wrong direction: k3 uses r = ref / pi (check your k3_kl)"),
+    (_grpo_wrong(lambda kw: kw.get("ref_logprobs") is not None and not kw.get("beta"), beta=1.0),
+     "beta=0: the KL term must not enter the loss"),
+    *((_grpo_wrong(lambda kw, a=agg: _agg(kw) == a, aggregation=other),
+       f"wrong normaliser: your value is the {other!r} aggregation; aggregation={agg!r} is {want}")
+      for agg, want in _AGGREGATIONS.items() for other in _AGGREGATIONS if other != agg),
+    (_grpo_wrong(lambda kw: _agg(kw) == "dr_grpo" and kw.get("max_tokens") is not None, max_tokens=None),
+     "use max_tokens (L_max) when given: divide by N * max_tokens, not N * T"),
+    (_grpo_wrong(lambda kw: _agg(kw) == "dr_grpo", aggregation="sum_over_n"),
+     "wrong normaliser: Dr.GRPO divides the masked sum by the constant N * max_tokens, not by N alone"),
+    (_grpo_wrong(lambda kw: _agg(kw) in ("grpo", "dr_grpo"), empty_rows="skip"),
+     "an empty row still counts in N: divide by the number of rows N, not by the number of non-empty rows"),
+)
+
+
 def _diagnose_grpo(case: Case, expected, got) -> Optional[str]:
-    lp, old, adv, mask = case.args
-    kw = dict(case.kwargs)
-    agg = kw.get("aggregation", "grpo")
-    if not isinstance(got, (tuple, list)) or len(got) != 2:
-        return "return a pair (loss, stats): the scalar loss tensor and a dict of floats for logging"
     loss = got[0]
-    if not isinstance(loss, torch.Tensor):
-        return "the loss must be a tensor (no .item()): the trainer calls loss.backward()"
     if loss.dim() != 0:
         return (f"aggregate to a scalar (0-dim) loss; you returned shape {tuple(loss.shape)} — "
-                f"aggregation={agg!r} says how to reduce the masked per-token losses")
-    if torch.isnan(loss) and not torch.isnan(expected[0]):
-        return "an empty row (or mask) must not give nan: clamp every denominator to >= 1"
-    v = lambda **over: _grpo_variant(lp, old, adv, mask, **{**kw, **over})  # noqa: E731
-    wants = {"grpo": "(1/N) sum_i (1/|o_i|) sum_t m_it l_it (per-sequence mean, then mean over the N rows)",
-             "dr_grpo": "sum_it m_it l_it / (N * max_tokens), max_tokens = T when None",
-             "dapo": "sum_it m_it l_it / sum_it m_it (one mean over all response tokens)"}
-    checks = [
-        (lambda: -v(), "the loss is MINIMISED: per token -min(rho A, clip(rho) A) = max(-rho A, -clip(rho) A); "
-                       "you returned the objective (sign flipped)"),
-        (lambda: v(pick="min"), "min instead of max: the loss (to minimise) is the pessimistic bound "
-                                "max(-rho A, -clip(rho) A) — min of the objectives, max of the negated ones"),
-        (lambda: v(clip="advantage"), "clip the RATIO rho = exp(logp - old_logp) to [1 - eps_low, 1 + eps_high], "
-                                      "not the advantage"),
-        (lambda: v(clip="none"), "the ratio is not clipped: take max(-rho A, -clip(rho, 1 - eps_low, "
-                                 "1 + eps_high) A) per token"),
-        (lambda: v(ratio_sign=-1.0), "the ratio is pi / pi_old = exp(logprobs - old_logprobs), not its inverse"),
-    ]
-    if kw.get("eps_high") is not None:
-        checks += [
-            (lambda: v(eps_high=None), "eps_high is ignored: the upper clip edge is 1 + eps_high (DAPO's "
-                                       "clip-higher), the lower 1 - eps_low"),
-            (lambda: v(eps_low=kw["eps_high"], eps_high=kw.get("eps_low", 0.2)),
-             "eps_low and eps_high are swapped: clip(rho, 1 - eps_low, 1 + eps_high)"),
-        ]
-    if kw.get("ref_logprobs") is not None and kw.get("beta"):
-        checks += [
-            (lambda: v(kl_sign=-1.0), "KL sign: the penalty is ADDED to the loss, + beta * k3 (we minimise), "
-                                      "which pulls the policy back toward the reference"),
-            (lambda: v(beta=0.0), "beta > 0: add beta * k3(logprobs, ref_logprobs) per token before aggregating"),
-            (lambda: v(kl="k1"), "the KL term is the k3 estimator (your k3_kl), not k1 = logp - ref_logp"),
-            (lambda: v(kl="rev"), "the KL term has the wrong direction: k3 uses r = ref / pi "
-                                  "(check your k3_kl)"),
-        ]
-    elif kw.get("ref_logprobs") is not None:
-        checks.append((lambda: v(beta=1.0), "beta=0: the KL term must not enter the loss"))
-    for other in ("grpo", "dr_grpo", "dapo"):
-        if other != agg:
-            checks.append((lambda o=other: v(aggregation=o),
-                           f"wrong normaliser: your value is the {other!r} aggregation; "
-                           f"aggregation={agg!r} is {wants[agg]}"))
-    if agg == "dr_grpo" and kw.get("max_tokens") is not None:
-        checks.append((lambda: v(max_tokens=None), "use max_tokens (L_max) when given: divide by "
-                                                   "N * max_tokens, not N * T"))
-    if agg == "dr_grpo":
-        checks.append((lambda: v(aggregation="sum_over_n"),
-                       "wrong normaliser: Dr.GRPO divides the masked sum by the constant N * max_tokens, "
-                       "not by N alone"))
-    if (mask.sum(1) == 0).any() and agg in ("grpo", "dr_grpo"):
-        checks.append((lambda: v(empty_rows="skip"), "an empty row still counts in N: divide by the number "
-                                                     "of rows N, not by the number of non-empty rows"))
-    return _first(checks, loss)
+                f"aggregation={_agg(case.kwargs)!r} says how to reduce the masked per-token losses")
+    return None
 
 
 def _reference_grpo_loss(logprobs, old_logprobs, advantages, mask, *, eps_low=0.2, eps_high=None,
@@ -372,8 +374,8 @@ def _reference_grpo_loss(logprobs, old_logprobs, advantages, mask, *, eps_low=0.
 LABS["lab05"] = [
     GradedFunction(
         "group_advantages", _reference_group_advantages, _group_adv_cases, points=3,
-        library=("minimopd.advantages.group_advantages",),
-        diagnose=_diagnose_group_adv,
+        library=("minimopd.advantages.group_advantages",), wrong=GROUP_ADV_WRONG, diagnose=_diagnose_group_adv,
+        nan_hint="divide by (std + eps), so that a zero-variance group gives 0, not nan",
         hint="per group of G: (r - mean) / (std + eps) with the unbiased std; only r - mean if not scale_std"),
     GradedFunction(
         "k3_kl", _reference_k3_kl, _kl_cases, points=2, grad_wrt=(0,), wrong=K3_WRONG,
@@ -381,7 +383,8 @@ LABS["lab05"] = [
         hint="with log r = ref_logprobs - logprobs: k3 = exp(log r) - log r - 1, per token"),
     GradedFunction(
         "grpo_loss", _reference_grpo_loss, _grpo_cases, points=5, grad_wrt=(0,),
-        library=("minimopd.losses.grpo_loss",),
-        output_names=("loss", "stats"), compare=_compare_loss_stats, diagnose=_diagnose_grpo,
+        library=("minimopd.losses.grpo_loss",), output_names=("loss", "stats"), compare=_compare_loss_stats,
+        wrong=GRPO_WRONG, diagnose=_diagnose_grpo,
+        nan_hint="an empty row (or mask) must not give nan: clamp every denominator to >= 1",
         hint="per token max(-rho A, -clip(rho) A) + beta * k3, masked, then the aggregation's normaliser"),
 ]

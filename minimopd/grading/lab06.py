@@ -4,7 +4,8 @@ References: `minimopd.rewards.format_reward`, `accuracy_reward`, `r1_reward(form
 `rejection_filter` (with `require_format=False`). Completions are generated from a small
 grammar of well-formed traces and their mutations (missing, duplicated, nested or reordered
 tags, text outside the blocks, whitespace, empty blocks, an `<|end|>` tail), so the student's
-rules are compared with the library's on many strings, nasty ones included.
+rules are compared with the library's on many strings, nasty ones included. The classic bugs of
+`r1_reward` and `rejection_filter` are their wrong versions (`*_WRONG`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import random
 from functools import lru_cache
 from typing import Optional
 
+from .compare import _type_name
 from .engine import LABS, Case, GradedFunction, _rng
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
@@ -112,11 +114,7 @@ def _format_cases(seed: int) -> list[Case]:
 
 
 def _diagnose_format(case: Case, expected, got) -> Optional[str]:
-    if not isinstance(got, (int, float)):
-        return f"return a float, 1.0 or 0.0 (got {type(got).__name__})"
-    if got not in (0, 1):
-        return "the format reward is 1.0 or 0.0, nothing in between"
-    return None
+    return "the format reward is 1.0 or 0.0, nothing in between" if got not in (0, 1) else None
 
 
 # --------------------------------------------------------------------------- accuracy_reward
@@ -154,12 +152,6 @@ def _accuracy_cases(seed: int) -> list[Case]:
     add("unclosed answer", ex, f"<think>a</think><answer>{ex.answer}",
         "use the task's verifier: get_task(example.domain).score(example, completion)")
     return cases
-
-
-def _diagnose_accuracy(case: Case, expected, got) -> Optional[str]:
-    if not isinstance(got, (int, float)):
-        return f"return a float (got {type(got).__name__})"
-    return "call the task's own verifier: get_task(example.domain).score(example, completion)"
 
 
 # --------------------------------------------------------------------------- r1_reward
@@ -206,23 +198,25 @@ def _r1_cases(seed: int) -> list[Case]:
     return cases
 
 
-def _diagnose_r1(case: Case, expected, got) -> Optional[str]:
-    from ..rewards import accuracy_reward, format_reward
-    ex, text = case.args
-    w = case.kwargs.get("format_weight", 0.5)
-    if not isinstance(got, (int, float)):
-        return f"return a float (got {type(got).__name__})"
-    acc, fmt = accuracy_reward(ex, text), format_reward(ex, text)
-    variants = [
-        (acc + w * fmt, "accuracy only counts when the format is right: reward = format * accuracy + "
-                        "format_weight * format"),
-        (acc * fmt + 0.5 * fmt, "use the format_weight argument instead of a hard-coded 0.5"),
-        (acc * fmt + fmt, "the format part is worth format_weight, not 1"),
-        (acc * fmt, "add the format part: format_weight * format"),
-        ((acc * fmt + w * fmt) / (1 + w), "no normalisation: reward = format * accuracy + format_weight * format"),
-        (acc + w * fmt * (1 - acc), "accuracy only counts when the format is right"),
-    ]
-    return next((msg for value, msg in variants if abs(value - got) < 1e-9), None)
+def _r1_wrong(combine):
+    """A wrong version of r1_reward: `combine(accuracy, format, format_weight)`."""
+    def wrong(example, completion, format_weight=0.5):
+        from ..rewards import accuracy_reward, format_reward
+        return float(combine(accuracy_reward(example, completion), format_reward(example, completion),
+                             format_weight))
+    return wrong
+
+
+R1_WRONG = (
+    (_r1_wrong(lambda acc, fmt, w: acc + w * fmt),
+     "accuracy only counts when the format is right: reward = format * accuracy + format_weight * format"),
+    (_r1_wrong(lambda acc, fmt, w: acc * fmt + 0.5 * fmt), "use the format_weight argument instead of a "
+                                                          "hard-coded 0.5"),
+    (_r1_wrong(lambda acc, fmt, w: acc * fmt + fmt), "the format part is worth format_weight, not 1"),
+    (_r1_wrong(lambda acc, fmt, w: acc * fmt), "add the format part: format_weight * format"),
+    (_r1_wrong(lambda acc, fmt, w: (acc * fmt + w * fmt) / (1 + w)),
+     "no normalisation: reward = format * accuracy + format_weight * format"),
+)
 
 
 # --------------------------------------------------------------------------- rejection_filter
@@ -290,44 +284,45 @@ def _rejection_cases(seed: int) -> list[Case]:
     return cases
 
 
-def _rejection_variant(examples, completions, scores, per_prompt=1, *, strip=True, ok=lambda s: s == 1.0,
-                       dedup="prompt", cap=True, grouped=True):
-    kept: dict[str, list[str]] = {}
-    flat, seen = [], set()
-    for ex, text, score in zip(examples, completions, scores):
-        if not ok(score):
-            continue
-        text = text.rstrip() if strip else text
-        bucket = kept.setdefault(ex.prompt, [])
-        dup = (text in bucket) if dedup == "prompt" else (text in seen) if dedup == "global" else False
-        if (not cap or len(bucket) < per_prompt) and not dup:
-            bucket.append(text)
-            seen.add(text)
-            flat.append((ex.prompt, text))
-    return [(p, t) for p, ts in kept.items() for t in ts] if grouped else flat
+def _rejection_wrong(*, strip=True, ok=lambda s: s == 1.0, dedup="prompt", cap=True, grouped=True):
+    """A wrong version of rejection_filter with the given switches (the defaults are right)."""
+    def wrong(examples, completions, scores, *, per_prompt=1):
+        kept: dict[str, list[str]] = {}
+        flat, seen = [], set()
+        for ex, text, score in zip(examples, completions, scores):
+            if not ok(score):
+                continue
+            text = text.rstrip() if strip else text
+            bucket = kept.setdefault(ex.prompt, [])
+            dup = (text in bucket) if dedup == "prompt" else (text in seen) if dedup == "global" else False
+            if (not cap or len(bucket) < per_prompt) and not dup:
+                bucket.append(text)
+                seen.add(text)
+                flat.append((ex.prompt, text))
+        return [(p, t) for p, ts in kept.items() for t in ts] if grouped else flat
+    return wrong
+
+
+REJECTION_WRONG = (
+    (_rejection_wrong(ok=lambda s: s > 0), "keep only score == 1.0: partial credit (0.5) is not verified-correct"),
+    (_rejection_wrong(ok=lambda s: True), "keep only verified-correct samples (score == 1.0)"),
+    (_rejection_wrong(strip=False), "strip trailing whitespace (text.rstrip()) before comparing and keeping a "
+                                    "completion"),
+    (_rejection_wrong(dedup="none"), "keep DISTINCT completions: skip a text already kept for that prompt"),
+    (_rejection_wrong(dedup="global"), "distinct PER PROMPT: the same text may be kept once for each prompt"),
+    (_rejection_wrong(cap=False), "keep at most per_prompt completions per prompt"),
+    (_rejection_wrong(grouped=False), "group the pairs by prompt (prompts in the order of their first kept "
+                                      "completion), not in sample order"),
+    (lambda *args, **kw: sorted(_reference_rejection_filter(*args, **kw)), "keep first-seen order: do not sort"),
+)
 
 
 def _diagnose_rejection(case: Case, expected, got) -> Optional[str]:
     if not isinstance(got, (list, tuple)):
-        return f"return a list of (prompt, completion) pairs (got {type(got).__name__})"
-    if got and not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in got):
+        return f"return a list of (prompt, completion) pairs (got {_type_name(got)})"
+    if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in got):
         return "each kept item is a pair (example.prompt, completion)"
-    got = [tuple(p) for p in got]
-    exs, texts, scores = case.args
-    k = case.kwargs.get("per_prompt", 1)
-    v = lambda **kw: _rejection_variant(exs, texts, scores, k, **kw)  # noqa: E731
-    checks = [
-        (v(ok=lambda s: s > 0), "keep only score == 1.0: partial credit (0.5) is not verified-correct"),
-        (v(ok=lambda s: True), "keep only verified-correct samples (score == 1.0)"),
-        (v(strip=False), "strip trailing whitespace (text.rstrip()) before comparing and keeping a completion"),
-        (v(dedup="none"), "keep DISTINCT completions: skip a text already kept for that prompt"),
-        (v(dedup="global"), "distinct PER PROMPT: the same text may be kept once for each prompt"),
-        (v(cap=False), "keep at most per_prompt completions per prompt"),
-        (v(grouped=False), "group the pairs by prompt (prompts in the order of their first kept "
-                           "completion), not in sample order"),
-        (sorted(expected), "keep first-seen order: do not sort"),
-    ]
-    return next((msg for want, msg in checks if got == [tuple(p) for p in want]), None)
+    return None
 
 
 LABS["lab06"] = [
@@ -338,16 +333,14 @@ LABS["lab06"] = [
              "whitespace around, exactly one of each tag"),
     GradedFunction(
         "accuracy_reward", "minimopd.rewards.accuracy_reward", _accuracy_cases, points=1,
-        diagnose=_diagnose_accuracy,
-        hint="float(get_task(example.domain).score(example, completion))"),
+        hint="call the task's own verifier: float(get_task(example.domain).score(example, completion))"),
     GradedFunction(
-        "r1_reward", _reference_r1_reward, _r1_cases, points=2, diagnose=_diagnose_r1,
+        "r1_reward", _reference_r1_reward, _r1_cases, points=2, wrong=R1_WRONG,
         library=("minimopd.rewards.r1_reward",),
         hint="format * accuracy + format_weight * format"),
     GradedFunction(
         "rejection_filter", _reference_rejection_filter, _rejection_cases, points=3,
-        library=("minimopd.rewards.rejection_filter",),
-        diagnose=_diagnose_rejection,
+        library=("minimopd.rewards.rejection_filter",), wrong=REJECTION_WRONG, diagnose=_diagnose_rejection,
         hint="score == 1.0 only; distinct (rstripped) texts; at most per_prompt per prompt; grouped by prompt "
              "in first-kept order"),
 ]
