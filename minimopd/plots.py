@@ -33,6 +33,55 @@ def setup_notebook() -> None:
         warnings.filterwarnings("ignore", category=category, module=r"(transformers|torch)(\.|$)")
 
 
+def knobs(fn, **controls):
+    """Controls that call `fn(**values)` again, into an output area below them, whenever one moves.
+
+    Each keyword names an argument of `fn`: a list gives a dropdown, a (low, high) pair of ints a
+    slider, a (low, high, step) triple of floats a float slider, an ipywidgets widget is used as
+    it is; the start value is `fn`'s default for that argument. Nothing is drawn until a knob
+    moves: call `fn()` once before, for the static output a saved notebook keeps (a run without a
+    browser, like nbconvert's or nbgrader's, never waits on widget output).
+
+        explore()                                           # the static output
+        knobs(explore, domain=["add", "sort"], n=(1, 12))   # the interactive one
+    """
+    import inspect
+
+    import ipywidgets as widgets
+
+    params = inspect.signature(fn).parameters
+    unknown = [name for name in controls if name not in params]
+    if unknown:
+        raise TypeError(f"knobs: {fn.__name__}() has no argument(s) {', '.join(unknown)}; "
+                        f"its arguments are {', '.join(params)}")
+    made = {}
+    for name, spec in controls.items():
+        default = params[name].default
+        start = {} if default is inspect.Parameter.empty else {"value": default}
+        if isinstance(spec, widgets.Widget):
+            made[name] = spec
+        elif isinstance(spec, list):
+            made[name] = widgets.Dropdown(options=spec, description=name, **start)
+        elif isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(v, int) for v in spec):
+            made[name] = widgets.IntSlider(min=spec[0], max=spec[1], description=name, **start)
+        elif isinstance(spec, tuple) and len(spec) == 3:
+            made[name] = widgets.FloatSlider(min=spec[0], max=spec[1], step=spec[2], description=name, **start)
+        else:
+            raise TypeError(f"knobs: {name}={spec!r} is not a control; give a list (dropdown), (low, high) "
+                            "ints (slider), (low, high, step) floats (float slider) or an ipywidgets widget")
+    out = widgets.Output()
+
+    def redraw(_change=None):
+        with out:
+            out.clear_output(wait=True)
+            fn(**{name: w.value for name, w in made.items()})
+
+    for w in made.values():
+        w.observe(redraw, names="value")
+    rows = [widgets.HBox(list(made.values())[i:i + 3]) for i in range(0, len(made), 3)]
+    return widgets.VBox(rows + [out])
+
+
 def responsive(fig: go.Figure, *, title: str = "", height: int = 360, rows: int = 1) -> go.Figure:
     """No fixed width (the figure fills its column and follows it), the legend in a row under
     the plot instead of over the data."""

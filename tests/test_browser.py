@@ -2,8 +2,8 @@
 `minimopd lineage` HTML report, a course chapter and a solution notebook in JupyterLab.
 
 Every plotly figure must have drawn (an SVG of non-zero size), none may be wider than the page
-(the JupyterLab window is 1100 px wide with the file browser open), and no "Error displaying
-widget" may show. Screenshots of each page are written to $MINIMOPD_SCREENSHOTS (default: the
+(the JupyterLab window is 1100 px wide with the file browser open), no "Error displaying
+widget" may show, and a notebook must open unmodified (no dirty mark on its tab). Screenshots of each page are written to $MINIMOPD_SCREENSHOTS (default: the
 test's tmp dir) and named in the failure message.
 
 Needs `chromium` (Debian package; `.ci/run` installs it) and `playwright` (the test extra)."""
@@ -126,6 +126,8 @@ def test_notebooks_render_in_jupyterlab(browser, jupyterlab, shots, notebook, mi
                                arg=min_figures, timeout=60_000)
     except playwright.TimeoutError:
         pass   # the count assertion below reports it
+    page.wait_for_timeout(2000)    # a model change (an upgraded format, a re-saved output) marks the tab dirty
+    dirty = page.locator(".lm-TabBar-tab.jp-mod-dirty").count()
     figures = page.locator(selector)
     count = figures.count()
     boxes = []
@@ -152,6 +154,7 @@ def test_notebooks_render_in_jupyterlab(browser, jupyterlab, shots, notebook, mi
     shot = shots / f"{name}.png"
     page.screenshot(path=str(shot))
     assert count >= min_figures, f"{name}: {count} plotly outputs, expected at least {min_figures}"
+    assert dirty == 0, f"{name}: JupyterLab marks the notebook modified right after opening it ({shot})"
     for i, (box, right) in enumerate(boxes):   # measured while in view (JupyterLab hides cells out of view)
         assert box and box["width"] > 0 and box["height"] > 0, f"{name}: figure {i} did not draw: {box}"
         assert box["x"] + box["width"] <= min(right, VIEWPORT["width"]) + 1, \

@@ -64,3 +64,28 @@ def test_figures_fit_a_column_and_keep_legends_off_the_data():
         assert fig.layout.legend.y is None or fig.layout.legend.y < 0, fig.layout.title.text
     # more than three panels wrap into rows instead of widening the figure
     assert len({a["domain"][0] for k, a in figs[0].layout.to_plotly_json().items() if k.startswith("xaxis")}) == 3
+
+
+def test_knobs_redraw_on_change_only():
+    """`plots.knobs`: one control per named argument (list -> dropdown, int pair -> slider, float
+    triple -> float slider), started at the function's defaults; the function runs only when a
+    knob moves (a non-interactive notebook run never waits on widget output)."""
+    import ipywidgets as widgets
+
+    from minimopd.plots import knobs
+    calls = []
+
+    def show(domain="sort", n=3, temperature=0.5, other=None):
+        calls.append((domain, n, temperature))
+
+    box = knobs(show, domain=["add", "sort"], n=(1, 9), temperature=(0.0, 1.5, 0.1))
+    controls = [w for row in box.children[:-1] for w in row.children]
+    assert [type(w).__name__ for w in controls] == ["Dropdown", "IntSlider", "FloatSlider"]
+    assert [w.value for w in controls] == ["sort", 3, 0.5] and calls == []
+    controls[1].value = 7
+    assert calls == [("sort", 7, 0.5)]
+    assert isinstance(box.children[-1], widgets.Output)
+    with pytest.raises(TypeError, match="has no argument"):
+        knobs(show, colour=["red"])
+    with pytest.raises(TypeError, match="is not a control"):
+        knobs(show, n="many")
