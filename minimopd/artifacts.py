@@ -8,6 +8,7 @@ starts base -> SFT reuses them and a teacher run never reuses a verifier run.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from .cache import Artifact, cached_stage, stage_key
@@ -20,6 +21,13 @@ from .stages.online import OnlineConfig, train_online
 from .stages.pretrain import PretrainConfig, pretrain
 from .stages.sft import SFTConfig, sft_dataset, train_sft
 from .tokenizer import build_tokenizer
+
+
+def fork(parent: Artifact):
+    """A trainable copy of a cached artifact's model. A stage trains this copy, never the
+    parent's own model: the parent may be the start of another stage in the same run (GRPO and
+    Dr.GRPO from one cold start, OPD modes from one student), and the trainers update in place."""
+    return copy.deepcopy(parent.model)
 
 
 def base_artifact(profile: Profile | str | None = None, *, seed: int = 0,
@@ -50,7 +58,7 @@ def sft_artifact(profile: Profile | str | None = None, *, seed: int = 0, reasoni
 
     def build():
         pairs = sft_dataset(cfg.domains, cfg.n_examples, seed=seed, reasoning=reasoning)
-        res = train_sft(base.model, base.tokenizer, pairs, cfg, device=prof.device, progress=progress)
+        res = train_sft(fork(base), base.tokenizer, pairs, cfg, device=prof.device, progress=progress)
         return res.model, base.tokenizer, res
     return cached_stage(stage_key("sft", config=cfg, parent=base.path.name), build, device=prof.device)
 
@@ -75,7 +83,7 @@ def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, na
         pool, picked = None, {}
         if selection is not None:
             pool, picked = select_prompts(parent.model, parent.tokenizer, cfg, selection, seed=cfg.seed)
-        res = train_online(parent.model, parent.tokenizer, cfg, signal=signal, prompts=pool,
+        res = train_online(fork(parent), parent.tokenizer, cfg, signal=signal, prompts=pool,
                            device=profile.device, progress=progress)
         res.info["parent"] = parent.path.name
         res.info.update({f"selection_{k}": v for k, v in picked.items()})
@@ -90,7 +98,7 @@ def sft_on_pairs(parent: Artifact, pairs, cfg: SFTConfig, profile: Profile, *, n
     """SFT of `parent` on given (prompt, response) pairs; cached. Records FLOPs = 6 x params x
     trained tokens in its info."""
     def build():
-        res = train_sft(parent.model, parent.tokenizer, pairs, cfg, device=profile.device, progress=progress)
+        res = train_sft(fork(parent), parent.tokenizer, pairs, cfg, device=profile.device, progress=progress)
         res.info["flops"] = 6.0 * count_parameters(res.model) * res.info["tokens"]
         return res.model, parent.tokenizer, res
     key = stage_key(name, config=cfg, parent=parent.path.name, data=sorted(pairs)[:50], n=len(pairs), **extra)
@@ -106,6 +114,7 @@ class RecipeResult:
     evals: dict = field(default_factory=dict)        # stage -> EvalResult
     histories: dict = field(default_factory=dict)    # stage -> list of per-step metrics
     info: dict = field(default_factory=dict)         # stage -> totals (wall_time, cached, ...)
+    tables: dict = field(default_factory=dict)       # title -> rows (dicts): the recipe's own tables
 
     def table(self) -> list[dict]:
         """One row per evaluated stage: accuracy by difficulty, format rate, length, time."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 def _cmd_lineage(args) -> int:
     from .profiles import get_profile
-    from .recipes import RECIPES, run_recipe
+    from .recipes import RECIPES, lineage_plan, run_recipe
     from .report import html_report, results_markdown
 
     prof = get_profile(args.profile)
@@ -34,11 +34,13 @@ def _cmd_lineage(args) -> int:
           f"recipes={','.join(names)}")
     from .cache import ensure_writable
     ensure_writable()
-    results, started = {}, time.perf_counter()
+    plan = lineage_plan(names, prof)
+    print(plan.headline())
+    results, started = {}, plan.started
     for k, name in enumerate(names, 1):
         t0 = time.perf_counter()
         res = run_recipe(name, prof, seed=args.seed, progress=not args.no_progress,
-                         position=(k, len(names)), started=started)
+                         position=(k, len(names)), lineage=plan)
         results[name] = res
         print(f"\n== recipe {k}/{len(names)} {name} ({time.perf_counter() - t0:.1f}s; "
               f"lineage so far {time.perf_counter() - started:.0f}s) ==")

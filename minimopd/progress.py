@@ -5,6 +5,10 @@ it, a one-line summary when a stage ends, a bar while evaluating.
 reports each stage (`stage(...)`), the training loops name their bars with `label(...)` and
 `evaluate` shows a bar (`bar(...)`). Outside such a context (a notebook calling the library,
 the tests) nothing extra is printed and the loops keep their plain bars.
+
+A `Lineage` (the plan of a `minimopd lineage` run: which recipes, which stages) estimates the
+time left: the stages not reached yet, at the seconds each took on the reference machine
+(`REFERENCE_SECONDS`), scaled by how fast this machine trained the stages so far.
 """
 from __future__ import annotations
 
@@ -15,15 +19,97 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 
+# Seconds each stage took on the reference machine (a 2-core x86 laptop, torch 2.13 CPU, one job
+# at a time, the v3 world), training plus its share of evaluation and loading ("overhead" per
+# stage). `cpu`: the seed-0 lineage runs of RESULTS.md, from their cache records' wall_time;
+# `smoke`: `minimopd lineage --profile smoke` from an empty cache (2m18s in all). Stage names as
+# in `recipes.RECIPE_STAGES`; a stage not listed is "not measured yet" and left out of the sum.
+REFERENCE_SECONDS: dict[str, dict[str, float]] = {
+    "smoke": {"overhead": 3, "base": 28, "sft": 5, "sft:reasoning": 9, "rlvr": 1, "r1_zero": 3,
+              "cold_start": 4, "r1_reasoning_rl": 1, "r1_rejection_sft": 1, "r1_final_rl": 1,
+              "base:small": 0, "r1_distill": 1, "cold_start:small": 0, "r1_small_rl": 2, "grpo": 1,
+              "dr_grpo": 1, "specialist_count": 4, "specialist_add": 3, "specialist_sort": 4,
+              "specialist_reverse": 4, "opd_grpo": 1, "opd_sampled": 2, "opd_topk": 2, "opd_full": 2,
+              "mopd": 1, "mixed_rl": 1},
+    "cpu": {"overhead": 60, "base": 830, "sft": 1200, "sft:reasoning": 1690, "rlvr": 1630,
+            "r1_zero": 3110, "cold_start": 1330, "r1_reasoning_rl": 1390, "r1_rejection_sft": 870,
+            "r1_final_rl": 1670, "base:small": 810, "r1_distill": 500, "cold_start:small": 490,
+            "r1_small_rl": 460, "grpo": 1420, "dr_grpo": 1360},
+}
+
+
+@dataclass
+class Lineage:
+    """The plan of a lineage run, for its time estimate: the stages of each recipe, in order."""
+    profile: str
+    recipes: list[tuple[str, tuple[str, ...]]]
+    started: float = field(default_factory=time.perf_counter)
+    reached: set = field(default_factory=set)   # stage names trained or loaded so far
+    trained_s: float = 0.0                       # what the stages trained here took ...
+    trained_ref_s: float = 0.0                   # ... and what they took on the reference machine
+
+    def _table(self) -> dict[str, float]:
+        return REFERENCE_SECONDS.get(self.profile, {})
+
+    def _pending(self) -> list[str]:
+        seen, out = set(self.reached), []
+        for _, stages in self.recipes:
+            for s in stages:
+                if s not in seen:
+                    seen.add(s)
+                    out.append(s)
+        return out
+
+    def unmeasured(self) -> list[str]:
+        """Stages still to come that have no reference time."""
+        return [s for s in self._pending() if s not in self._table()]
+
+    def estimate(self) -> Optional[float]:
+        """Seconds left: the reference time of every measured stage not reached yet (each
+        counted once: recipes share their base), scaled by this machine's speed so far. None:
+        no reference times for this profile."""
+        table = self._table()
+        if not table:
+            return None
+        speed = self.trained_s / self.trained_ref_s if self.trained_ref_s > 0 else 1.0
+        return sum(table[s] + table.get("overhead", 0) for s in self._pending() if s in table) * speed
+
+    def reach(self, stage: str, trained_s: Optional[float]) -> None:
+        """Stage `stage` is done: trained here in `trained_s` seconds, or loaded (None)."""
+        self.reached.add(stage)
+        ref = self._table().get(stage)
+        if trained_s is not None and ref:
+            self.trained_s += trained_s
+            self.trained_ref_s += ref
+
+    def left(self) -> str:
+        """'about 1h05m left' (+ the stages without a reference time), or '' without an estimate."""
+        seconds, missing = self.estimate(), self.unmeasured()
+        if seconds is None:
+            return ""
+        more = f" + {len(missing)} stage{'s' * (len(missing) > 1)} not timed yet" if missing else ""
+        return f"about {_fmt_time(seconds)}{more} left"
+
+    def headline(self) -> str:
+        """What the lineage will cost, said once at its start."""
+        if self.estimate() is None:
+            return (f"time estimate: none for profile {self.profile!r} (reference times exist for "
+                    f"{', '.join(p for p, t in REFERENCE_SECONDS.items() if t)})")
+        missing = self.unmeasured()
+        more = (f" + {', '.join(missing)} (not timed yet)" if missing else "")
+        return (f"time estimate from an empty cache: about {_fmt_time(self.estimate())}{more} on a 2-core "
+                f"laptop, {len(self._pending())} stages (stages already cached or shipped load in seconds)")
+
+
 @dataclass
 class _Run:
     name: str
     k: int
     n: int
-    stages: Optional[int]                # stages the recipe builds (None: unknown)
+    stages: Optional[tuple]              # the names of the stages the recipe builds (None: unknown)
     enabled: bool = True
     started: float = field(default_factory=time.perf_counter)
-    lineage_started: float = field(default_factory=time.perf_counter)
+    lineage: Optional[Lineage] = None
     seen: list = field(default_factory=list)   # stage keys met so far, in order
     current: Optional[str] = None
 
@@ -41,16 +127,15 @@ def _fmt_time(seconds: float) -> str:
 
 
 @contextlib.contextmanager
-def recipe(name: str, k: int, n: int, *, stages: Optional[int] = None, enabled: bool = True,
-           lineage_started: Optional[float] = None):
-    """Within this block, stages report themselves as stage j of `stages` of recipe `k` of `n`."""
+def recipe(name: str, k: int, n: int, *, stages: Optional[tuple] = None, enabled: bool = True,
+           lineage: Optional[Lineage] = None):
+    """Within this block, stages report themselves as stage j of len(`stages`) of recipe `k` of
+    `n`; `lineage`, when given, is told each stage reached (for its estimate of the time left)."""
     global _run
     previous = _run
-    _run = _Run(name, k, n, stages, enabled)
-    if lineage_started is not None:
-        _run.lineage_started = lineage_started
+    _run = _Run(name, k, n, tuple(stages) if stages else None, enabled, lineage=lineage)
     if enabled:
-        print(f"\n-- recipe {k}/{n}: {name}" + (f" ({stages} stages)" if stages else ""), flush=True)
+        print(f"\n-- recipe {k}/{n}: {name}" + (f" ({len(stages)} stages)" if stages else ""), flush=True)
     try:
         yield _run
     finally:
@@ -68,7 +153,7 @@ def label(default: str) -> str:
     if _run.current is None:
         return f"[{_run.k}/{_run.n} {_run.name}] {default}"
     j = _run.seen.index(_run.current) + 1 if _run.current in _run.seen else len(_run.seen)
-    of = f"/{_run.stages}" if _run.stages else ""
+    of = f"/{len(_run.stages)}" if _run.stages else ""
     return f"[{_run.k}/{_run.n} {_run.name} · stage {j}{of}] {_run.current.rsplit('-', 1)[0]}"
 
 
@@ -86,11 +171,22 @@ def stage(key: str):
     t0 = time.perf_counter()
 
     def done(how: str) -> None:
-        if _run is not None and _run.enabled and (first or how == "trained"):   # a reload says nothing new
-            took = time.perf_counter() - t0
+        if _run is None:
+            return
+        took = time.perf_counter() - t0
+        lineage = _run.lineage
+        j = _run.seen.index(key)
+        if lineage is not None and _run.stages and j < len(_run.stages):
+            lineage.reach(_run.stages[j], took if how == "trained" else None)
+        if _run.enabled and (first or how == "trained"):   # a reload says nothing new
+            now = time.perf_counter()
+            times = [f"recipe {_fmt_time(now - _run.started)}"]
+            if lineage is not None:
+                times.append(f"lineage {_fmt_time(now - lineage.started)}")
+                if lineage.left():
+                    times.append(lineage.left())
             print(f"   {label(key)}: {how}" + (f" in {_fmt_time(took)}" if how == "trained" else "")
-                  + f"  (recipe {_fmt_time(time.perf_counter() - _run.started)}, "
-                  f"lineage {_fmt_time(time.perf_counter() - _run.lineage_started)})", flush=True)
+                  + f"  ({', '.join(times)})", flush=True)
     try:
         yield done
     finally:

@@ -6,14 +6,14 @@
 A recipe is a function `(profile, seed, progress) -> RecipeResult`; `register_recipe` adds one.
 The stages recipes are built from (base, SFT, online with any signal, SFT on pairs) live in
 `artifacts.py` and go through the stage cache, so recipes that share a prefix train it once.
-The RLVR / R1 recipes are in `recipes_rl.py`.
+The RLVR / R1 recipes are in `recipes_rl.py`, the distillation ones in `recipes_opd.py`.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from . import progress as progress_display
-from . import recipes_rl
+from . import recipes_opd, recipes_rl
 from .cache import ensure_writable
 from .artifacts import (Artifact, RecipeResult, base_artifact, base_model, online_artifact,  # noqa: F401
                         sft_artifact, sft_model)
@@ -30,33 +30,48 @@ def recipe_sft(profile: Profile, seed: int = 0, progress: bool = True) -> Recipe
     return result
 
 
-RECIPES: dict[str, Callable[..., RecipeResult]] = {"sft": recipe_sft, **recipes_rl.RECIPES}
-# How many cached stages each recipe builds (progress shows "stage k/n"; a test checks these).
-STAGE_COUNTS: dict[str, int] = {"sft": 2, **recipes_rl.STAGE_COUNTS}
+RECIPES: dict[str, Callable[..., RecipeResult]] = {"sft": recipe_sft, **recipes_rl.RECIPES,
+                                                   **recipes_opd.RECIPES}
+# The cached stages each recipe builds, in order (progress shows "stage k/n" and the time left).
+RECIPE_STAGES: dict[str, tuple[str, ...]] = {"sft": ("base", "sft"), **recipes_rl.RECIPE_STAGES,
+                                             **recipes_opd.RECIPE_STAGES}
 
 
 def register_recipe(name: str, fn: Callable[..., RecipeResult], *, overwrite: bool = False,
-                    stages: int | None = None):
-    """Add a recipe; `stages`: how many cached stages it builds (for the progress display)."""
+                      stages: tuple[str, ...] | None = None):
+    """Add a recipe; `stages`: the names of the cached stages it builds, in order (for the
+    progress display: "stage k/n" and the time left)."""
     if name in RECIPES and not overwrite:
         raise ValueError(f"recipe {name!r} already exists; pass overwrite=True to replace it")
+    if isinstance(stages, int) or isinstance(stages, str):
+        raise TypeError(f"stages= takes the names of the stages {name!r} builds, in order, e.g. "
+                        f"('base', 'sft', 'my_rl'); got {stages!r}")
     RECIPES[name] = fn
     if stages is not None:
-        STAGE_COUNTS[name] = stages
+        RECIPE_STAGES[name] = tuple(stages)
     return fn
 
 
 def run_recipe(name: str, profile: Profile | str | None = None, *, seed: int = 0,
                progress: bool = True, position: tuple[int, int] = (1, 1),
-               started: float | None = None) -> RecipeResult:
+               lineage: progress_display.Lineage | None = None) -> RecipeResult:
     """Run a named recipe of the lineage (stages already in the cache are reused).
 
     With `progress`, each stage shows a bar named after it ("[1/1 tulu3 · stage 3/3] rlvr") and
     leaves a one-line summary when it ends; `position` = (k, n) is this recipe's place in a
-    lineage of n recipes, `started` that lineage's start (`time.perf_counter()`)."""
+    lineage of n recipes, `lineage` its plan (`lineage_plan`: elapsed time and time left)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; known recipes: {', '.join(RECIPES)}")
     ensure_writable()     # before any training, not after the first stage
-    with progress_display.recipe(name, *position, stages=STAGE_COUNTS.get(name), enabled=progress,
-                                 lineage_started=started):
+    with progress_display.recipe(name, *position, stages=RECIPE_STAGES.get(name), enabled=progress,
+                                 lineage=lineage):
         return RECIPES[name](get_profile(profile), seed=seed, progress=progress)
+
+
+def lineage_plan(names: list[str], profile: Profile | str | None = None) -> progress_display.Lineage:
+    """The plan of a lineage run of the recipes `names`, for its progress display and estimate."""
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise ValueError(f"unknown recipe(s) {', '.join(map(repr, unknown))}; known recipes: {', '.join(RECIPES)}")
+    return progress_display.Lineage(get_profile(profile).name,
+                                     [(n, RECIPE_STAGES.get(n, ())) for n in names])

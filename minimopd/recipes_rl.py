@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import replace
 
-from .artifacts import RecipeResult, base_artifact, online_artifact, sft_artifact, sft_on_pairs
+from .artifacts import RecipeResult, base_artifact, fork, online_artifact, sft_artifact, sft_on_pairs
 from .cache import cached_stage, stage_key
 from .diagnose import PromptSelection
 from .evaluation import evaluate
@@ -21,7 +21,7 @@ from .rollout import generate
 from .signals import VerifierSignal
 from .stages.online import OnlineConfig, preset
 from .stages.sft import SFTConfig, sft_dataset, train_sft
-from .tasks import VERIFIABLE_DOMAINS, get_task
+from .tasks import DIFFICULTIES, VERIFIABLE_DOMAINS, get_task
 
 REASONING_TOKENS = 4   # reasoning runs get this many times the profile's answer budget
 
@@ -107,50 +107,82 @@ def recipe_r1_zero(profile: Profile, seed: int = 0, progress: bool = True) -> Re
     return result
 
 
+def cold_start_config(profile: Profile, seed: int) -> SFTConfig:
+    """R1's cold start: a *small* set of readable worked solutions (a tenth of the SFT mix),
+    trained for half the SFT steps."""
+    return SFTConfig.from_profile(profile, seed=seed, reasoning=True, domains=VERIFIABLE_DOMAINS,
+                                  n_examples=max(40, profile.sft_examples // 10),
+                                  steps=max(10, profile.sft_steps // 2))
+
+
 def cold_start_artifact(profile: Profile, seed: int, progress: bool, *, model_size: str | None = None):
-    """R1's cold start: SFT of the base on a *small* set of readable worked solutions."""
+    """R1's cold start: SFT of the base on a small set of readable worked solutions."""
     base = (base_artifact(profile, seed=seed, progress=progress) if model_size is None else
             base_artifact(profile, seed=seed, progress=progress, model_size=model_size))
-    cfg = SFTConfig.from_profile(profile, seed=seed, reasoning=True, domains=VERIFIABLE_DOMAINS,
-                                 n_examples=max(40, profile.sft_examples // 10),
-                                 steps=max(10, profile.sft_steps // 2))
+    cfg = cold_start_config(profile, seed)
 
     def build():
         pairs = sft_dataset(cfg.domains, cfg.n_examples, seed=seed, reasoning=True)
-        res = train_sft(base.model, base.tokenizer, pairs, cfg, device=profile.device, progress=progress)
+        res = train_sft(fork(base), base.tokenizer, pairs, cfg, device=profile.device, progress=progress)
         return res.model, base.tokenizer, res
     return cached_stage(stage_key("cold_start", config=cfg, parent=base.path.name), build,
                         device=profile.device)
 
 
-def sample_traces(art, profile: Profile, *, n_prompts: int, samples: int, seed: int):
-    """Rejection sampling: sample `samples` completions per train prompt, keep the correct ones.
+# Rejection sampling draws as many prompts per level and spends more samples where the model
+# is less often right, so the kept set is not mostly easy items (v3, seed 0: 4 samples on every
+# prompt kept 1,103 traces, mostly easy, and the SFT on them lost medium accuracy; RESULTS.md).
+REJECTION_SAMPLES = {"easy": 2, "medium": 4, "hard": 8}
 
-    Returns `(pairs, stats)`; stats count the tokens and FLOPs the sampling cost."""
+
+def rejection_prompts(profile: Profile) -> int:
+    """Prompts rejection sampling draws: twice the cold start's examples, so that the kept set
+    (about half of them) is at least as large as the cold-start set it follows (R1's rejection
+    round is ~100x its cold start; ours must at least not be smaller)."""
+    return 2 * cold_start_config(profile, 0).n_examples
+
+
+def sample_traces(art, profile: Profile, *, n_prompts: int, seed: int, samples=None):
+    """Rejection sampling: `n_prompts` train prompts spread over domains and levels, sampled
+    `samples[level]` times each (default `REJECTION_SAMPLES`); keep one correct, well-formed
+    completion per prompt.
+
+    Returns `(pairs, stats)`; stats count the prompts and kept traces per level and the tokens
+    and FLOPs the sampling cost."""
+    samples = dict(REJECTION_SAMPLES if samples is None else samples)
     pairs, generated, forward = [], 0, 0
-    per_domain = max(1, n_prompts // len(VERIFIABLE_DOMAINS))
+    kept = {level: 0 for level in DIFFICULTIES}
+    per_cell = max(1, n_prompts // (len(VERIFIABLE_DOMAINS) * len(DIFFICULTIES)))
     for d, name in enumerate(VERIFIABLE_DOMAINS):
         task = get_task(name)
-        examples = task.sample(per_domain, split="train", seed=seed * 977 + 500 + d)
-        for i in range(0, len(examples), 128):
-            chunk = examples[i:i + 128]
-            ro = generate(art.model, art.tokenizer, [e.prompt for e in chunk], num_samples=samples,
-                          max_new_tokens=profile.max_new_tokens * REASONING_TOKENS, temperature=1.0,
-                          seed=seed + i + 1000 * d)
-            rows = [e for e in chunk for _ in range(samples)]
-            scores = [task.score(e, t) for e, t in zip(rows, ro.texts)]
-            pairs += rejection_filter(rows, ro.texts, scores, per_prompt=1, require_format=True)
-            generated += int(ro.completion_mask.sum())
-            forward += int(ro.attention_mask.sum())
+        for v, level in enumerate(DIFFICULTIES):
+            examples = task.sample(per_cell, split="train", seed=seed * 977 + 500 + 10 * d + v, difficulty=level)
+            for i in range(0, len(examples), 128):
+                chunk = examples[i:i + 128]
+                ro = generate(art.model, art.tokenizer, [e.prompt for e in chunk], num_samples=samples[level],
+                              max_new_tokens=profile.max_new_tokens * REASONING_TOKENS, temperature=1.0,
+                              seed=seed + i + 1000 * d + 100 * v)
+                rows = [e for e in chunk for _ in range(samples[level])]
+                scores = [task.score(e, t) for e, t in zip(rows, ro.texts)]
+                got = rejection_filter(rows, ro.texts, scores, per_prompt=1, require_format=True)
+                kept[level] += len(got)
+                pairs += got
+                generated += int(ro.completion_mask.sum())
+                forward += int(ro.attention_mask.sum())
     flops = 2.0 * count_parameters(art.model) * forward
-    return pairs, {"prompts": per_domain * len(VERIFIABLE_DOMAINS), "kept": len(pairs),
+    return pairs, {"prompts": per_cell * len(VERIFIABLE_DOMAINS) * len(DIFFICULTIES), "kept": len(pairs),
+                   "kept_per_level": kept, "samples_per_level": samples,
                    "tokens_generated": generated, "flops": flops}
 
 
 def sft_on_traces(parent, pairs, profile: Profile, seed: int, name: str, progress: bool, **extra):
-    """SFT of `parent` on (prompt, trace) pairs; cached. FLOPs = 6 x params x trained tokens."""
-    cfg = SFTConfig.from_profile(profile, seed=seed, reasoning=True, n_examples=len(pairs),
-                                 steps=max(10, profile.sft_steps // 2))
+    """SFT of `parent` on (prompt, trace) pairs, for as many epochs as the cold start trains on
+    its set (a fixed step count on a smaller set would overfit it); cached.
+    FLOPs = 6 x params x trained tokens."""
+    cold = cold_start_config(profile, seed)
+    epochs = cold.steps * cold.batch_size / cold.n_examples
+    steps = max(10, round(epochs * len(pairs) / cold.batch_size))
+    cfg = SFTConfig.from_profile(profile, seed=seed, reasoning=True, n_examples=len(pairs), steps=steps)
     return sft_on_pairs(parent, pairs, cfg, profile, name=name, progress=progress, **extra)
 
 
@@ -170,8 +202,8 @@ def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeR
                           progress=progress)
     result.record("reasoning_rl", rl1, ev(rl1))
 
-    n_prompts = max(16, profile.sft_examples // 20)
-    traces, sample_stats = sample_traces(rl1, profile, n_prompts=n_prompts, samples=4, seed=seed)
+    n_prompts = rejection_prompts(profile)
+    traces, sample_stats = sample_traces(rl1, profile, n_prompts=n_prompts, seed=seed)
     # R1 mixes non-reasoning data into this SFT round; ours is the notes (chat) domain.
     mixed = traces + sft_dataset(("notes",), max(8, len(traces) // 4), seed=seed)
     base = base_artifact(profile, seed=seed, progress=progress)
@@ -184,7 +216,7 @@ def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeR
 
     # --- distillation into a smaller model vs RL on it (the R1 distillation table) ---
     small = profile.small_model_size
-    teacher_traces, t_stats = sample_traces(final, profile, n_prompts=n_prompts, samples=4, seed=seed + 7)
+    teacher_traces, t_stats = sample_traces(final, profile, n_prompts=n_prompts, seed=seed + 7)
     if not teacher_traces:
         # Nothing verified-correct to distil (typical of the smoke profile): say so, don't fake it.
         warnings.warn(f"r1: the final model produced no correct traces on {t_stats['prompts']} "
@@ -209,6 +241,13 @@ def recipe_r1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeR
 
 RECIPES = {"tulu3": recipe_tulu3, "r1_zero": recipe_r1_zero, "r1": recipe_r1,
            "grpo_vs_drgrpo": recipe_grpo_vs_drgrpo}
-# cached stages each builds: base, SFT, RLVR | base, R1-Zero | base, cold start, RL1, rejection
-# SFT, final RL, small base, distilled small, small cold start, small RL | base, cold start, 2 RL
-STAGE_COUNTS = {"tulu3": 3, "r1_zero": 2, "r1": 9, "grpo_vs_drgrpo": 4}
+# The cached stages each recipe builds, in order (the progress display shows "stage k/n" and
+# estimates the time left from them; a test checks them against what a smoke run builds).
+# "name:variant" marks a second stage of the same kind (the small model's base and cold start).
+RECIPE_STAGES = {
+    "tulu3": ("base", "sft:reasoning", "rlvr"),
+    "r1_zero": ("base", "r1_zero"),
+    "r1": ("base", "cold_start", "r1_reasoning_rl", "r1_rejection_sft", "r1_final_rl",
+           "base:small", "r1_distill", "cold_start:small", "r1_small_rl"),
+    "grpo_vs_drgrpo": ("base", "cold_start", "grpo", "dr_grpo"),
+}

@@ -66,6 +66,10 @@ def results_markdown(results: dict, *, profile: str, seed: int, command: str) ->
                          f"{flops:.2e}" if flops else "-"])
         if rows:
             out += [_md_table(header, rows), ""]
+        for title, table in getattr(res, "tables", {}).items():
+            if table:
+                keys = list(dict.fromkeys(k for r in table for k in r))
+                out += [f"**{title}**\n", _md_table(keys, [[r.get(k, "") for k in keys] for r in table]), ""]
         for stage, ev in res.evals.items():
             domains = list(dict.fromkeys(r["domain"] for r in ev.rows))
             cells = [[dom] + [ev.accuracy(dom, d) for d in DIFFICULTIES] for dom in domains]

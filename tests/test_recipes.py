@@ -76,12 +76,12 @@ def test_every_smoke_rl_stage_changes_its_weights():
 
 
 def test_progress_counts_the_stages_each_recipe_builds(monkeypatch, capsys):
-    """`minimopd lineage` shows "stage k/n": n is STAGE_COUNTS[recipe]; a smoke run of each
-    recipe builds exactly that many distinct cached stages (r1 may skip its distillation arm in
-    smoke when the final model has no correct trace: then fewer), and prints one summary line
-    per stage, named after it."""
+    """`minimopd lineage` shows "stage k/n" and estimates the time left from
+    RECIPE_STAGES[recipe]: a smoke run of each recipe builds exactly those cached stages, in that
+    order (r1 may skip its distillation arm in smoke when the final model has no correct trace),
+    and prints one summary line per stage, named after it."""
     import minimopd.progress as progress
-    from minimopd.recipes import STAGE_COUNTS
+    from minimopd.recipes import RECIPE_STAGES
     runs = []
     original = progress.recipe
 
@@ -102,10 +102,55 @@ def test_progress_counts_the_stages_each_recipe_builds(monkeypatch, capsys):
             return self.cm.__exit__(*exc)
 
     monkeypatch.setattr(progress, "recipe", spy)
-    assert set(STAGE_COUNTS) == set(RECIPES)
+    assert set(RECIPE_STAGES) == set(RECIPES)
     for name in ("sft", "tulu3", "r1_zero", "grpo_vs_drgrpo"):
         run_recipe(name, profile="smoke", progress=True)
-        assert len(runs[-1].seen) == STAGE_COUNTS[name], (name, runs[-1].seen)
+        built = [key.rsplit("-", 1)[0] for key in runs[-1].seen]
+        assert built == [s.split(":")[0] for s in RECIPE_STAGES[name]], (name, runs[-1].seen)
     out = capsys.readouterr().out
     assert "-- recipe 1/1: tulu3 (3 stages)" in out
     assert "[1/1 tulu3 · stage 3/3] rlvr: " in out and "[1/1 grpo_vs_drgrpo · stage 4/4] dr_grpo: " in out
+
+
+def test_lineage_estimate_counts_shared_stages_once_and_learns_the_machine_speed(capsys):
+    """The time left is the reference time of the stages not reached yet (a base shared by
+    recipes counted once), scaled by how fast this machine trained the stages so far; a loaded
+    stage costs nothing; a profile without reference times gets no estimate, said so."""
+    import minimopd.progress as progress
+    from minimopd.recipes import lineage_plan
+
+    ref = dict(progress.REFERENCE_SECONDS["cpu"])
+    o = ref["overhead"]
+    plan = lineage_plan(["sft", "tulu3"], "cpu")
+    assert plan.estimate() == pytest.approx(ref["base"] + ref["sft"] + ref["sft:reasoning"] + ref["rlvr"] + 4 * o)
+    assert "about" in plan.headline() and "4 stages" in plan.headline()
+    plan.reach("base", None)                         # loaded from the cache: no speed information
+    assert plan.estimate() == pytest.approx(ref["sft"] + ref["sft:reasoning"] + ref["rlvr"] + 3 * o)
+    plan.reach("sft", 2 * ref["sft"])                # this machine is twice as slow
+    assert plan.estimate() == pytest.approx(2 * (ref["sft:reasoning"] + ref["rlvr"] + 2 * o))
+    # inside a recipe, each stage's summary line says the time left
+    with progress.recipe("tulu3", 2, 2, stages=("base", "sft:reasoning", "rlvr"), lineage=plan):
+        for key in ("base-0", "sft-1"):
+            with progress.stage(key) as done:
+                done("loaded from the cache")
+    assert plan.reached == {"base", "sft", "sft:reasoning"}
+    out = capsys.readouterr().out
+    assert "[2/2 tulu3 · stage 2/3] sft: loaded from the cache" in out
+    assert f"about {progress._fmt_time(2 * (ref['rlvr'] + o))} left" in out
+    with pytest.raises(ValueError, match="unknown recipe"):
+        lineage_plan(["sft", "nope"], "cpu")
+    # a stage without a reference time is named, not silently counted as free
+    partial = progress.Lineage("cpu", [("mine", ("base", "my_new_stage"))])
+    assert partial.unmeasured() == ["my_new_stage"] and "my_new_stage (not timed yet)" in partial.headline()
+    assert partial.left().endswith("+ 1 stage not timed yet left")
+    unmeasured = progress.Lineage("my_profile", [("sft", ("base", "sft"))])
+    assert unmeasured.estimate() is None and "none for profile 'my_profile'" in unmeasured.headline()
+
+
+def test_every_recipe_stage_has_a_smoke_reference_time():
+    """A new recipe's stages are timed on the smoke profile (progress.REFERENCE_SECONDS), so the
+    estimate of `minimopd lineage --profile smoke` never leaves a stage out."""
+    import minimopd.progress as progress
+    from minimopd.recipes import RECIPE_STAGES
+    missing = sorted({s for stages in RECIPE_STAGES.values() for s in stages} - set(progress.REFERENCE_SECONDS["smoke"]))
+    assert not missing, f"add smoke reference times for {missing} to progress.REFERENCE_SECONDS"

@@ -1,0 +1,150 @@
+"""On-policy distillation around the online loop: specialist teachers, how much of a teacher's
+gain a student recovers, and how much the student's own samples overlap the teacher's support.
+
+    teacher = specialist_artifact(sft, profile, "count", seed=0)            # forked: SFT -> domain SFT
+    foreign = specialist_artifact(sft, profile, "count", seed=0, foreign=True)   # grown from another base
+    overlap = measure_overlap(sft.model, teacher.model, sft.tokenizer, examples, profile=profile)
+    gap_recovery(start=0.13, student=0.45, teacher=0.78)                   # 0.49
+
+The training itself is the online loop (`stages/online.py`) with a `TeacherSignal` (one teacher)
+or a `RoutedTeacherSignal` (MOPD) and one of the presets `opd_sampled`, `opd_topk`, `opd_full`.
+
+A *forked* specialist continues from the student's own checkpoint on its domain (DeepSeek V4's
+teachers are forks of one base): student and teacher start with the same support. A *foreign*
+specialist is grown the same way from a base pretrained with another seed (another
+initialisation and another draw of the corpus; same tokenizer): the same skill, reached by a
+different network, so the student's samples are less likely under it (the MOPD paper's
+foreign teachers, Nemotron 3 Ultra's warm-up SFT).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from .artifacts import Artifact, base_artifact, online_artifact, sft_artifact, sft_on_pairs
+from .engine import window_forward
+from .kl import token_log_softmax
+from .masked import masked_mean
+from .profiles import Profile
+from .rollout import generate
+from .stages.online import OnlineConfig, preset
+from .stages.sft import SFTConfig, sft_dataset
+from .tasks import VERIFIABLE_DOMAINS
+
+__all__ = ["FOREIGN_SEED", "specialist_artifact", "specialist_sft_config", "gap_recovery",
+           "support_overlap", "measure_overlap"]
+
+FOREIGN_SEED = 1_000     # a foreign teacher's base is pretrained with seed + FOREIGN_SEED
+
+
+def specialist_sft_config(profile: Profile, domain: str, seed: int) -> SFTConfig:
+    """A specialist's domain SFT: worked traces of its domain only, for half the SFT steps at a
+    third of the SFT learning rate (continued training: the student's general skills stay, the
+    domain gets the steps the mixed SFT spread over four domains)."""
+    if domain not in VERIFIABLE_DOMAINS:
+        raise ValueError(f"a specialist needs a verifiable domain (one of {', '.join(VERIFIABLE_DOMAINS)}), "
+                         f"got {domain!r}")
+    return SFTConfig.from_profile(profile, seed=seed, reasoning=True, domains=(domain,),
+                                  n_examples=max(40, profile.sft_examples // 8),
+                                  steps=max(10, profile.sft_steps // 2), lr=profile.sft_lr / 3)
+
+
+def specialist_artifact(student: Artifact, profile: Profile, domain: str, *, seed: int = 0,
+                        foreign: bool = False, rl: bool = False, progress: bool = True) -> Artifact:
+    """A specialist teacher for `domain` (cached).
+
+    Forked (default): `student` (the checkpoint the student starts from) -> SFT on the domain's
+    worked traces. Foreign: the same two steps from a base pretrained with seed + FOREIGN_SEED
+    (base -> reasoning SFT -> domain SFT); `student` is then used only for its tokenizer check.
+    `rl=True` adds a domain RL stage (GRPO with the verifier on the domain's prompts)."""
+    cfg = specialist_sft_config(profile, domain, seed)
+    start = student
+    if foreign:
+        base = base_artifact(profile, seed=seed + FOREIGN_SEED, progress=progress)
+        if base.tokenizer.get_vocab() != student.tokenizer.get_vocab():
+            raise ValueError("the foreign base has another vocabulary; teacher and student must share "
+                             "one tokenizer")
+        start = sft_artifact(profile, seed=seed + FOREIGN_SEED, reasoning=True, progress=progress)
+    pairs = sft_dataset((domain,), cfg.n_examples, seed=seed + 31, reasoning=True)
+    name = f"specialist_{domain}" + ("_foreign" if foreign else "")
+    art = sft_on_pairs(start, pairs, cfg, profile, name=name, progress=progress)
+    if rl:
+        from .recipes_rl import REASONING_TOKENS
+        rl_cfg = preset("grpo", OnlineConfig.from_profile(
+            profile, seed=seed, domains=(domain,), difficulty=None,
+            max_new_tokens=profile.max_new_tokens * REASONING_TOKENS))
+        art = online_artifact(art, profile, rl_cfg, name=f"{name}_rl", progress=progress)
+    return art
+
+
+def gap_recovery(start: float, student: float, teacher: float) -> float:
+    """The fraction of the teacher's gain the student recovered: (student - start) / (teacher -
+    start). 1: the student reached the teacher; 0: no gain; < 0: it lost ground. NaN when the
+    teacher is not better than the start (there was no gap to recover)."""
+    gap = teacher - start
+    if not gap > 1e-9:
+        return float("nan")
+    return (student - start) / gap
+
+
+def support_overlap(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor,
+                    token_ids: torch.Tensor, mask: torch.Tensor, *, k: int = 8) -> dict[str, float]:
+    """How well a teacher covers the tokens a student samples, per sampled position.
+
+    Args:
+        student_logprobs, teacher_logprobs: (B, T, V) token-aligned next-token log-distributions
+            (`kl.token_log_softmax`: row t is the distribution that produced token t).
+        token_ids: (B, T) the sampled tokens.
+        mask: (B, T) 1 on the completion tokens that count.
+        k: the teacher's top-k for `in_topk`.
+
+    Returns floats, each a mean over the masked positions:
+        reverse_kl:        KL(p_S || p_T) over the full vocabulary (what OPD starts from);
+        teacher_logprob:   log p_T of the token the student sampled;
+        student_logprob:   log p_S of it (for scale);
+        in_topk:           fraction of sampled tokens among the teacher's k most likely.
+    """
+    if student_logprobs.shape != teacher_logprobs.shape:
+        raise ValueError(f"student {tuple(student_logprobs.shape)} and teacher {tuple(teacher_logprobs.shape)} "
+                         "distributions differ in shape: teacher and student must share one tokenizer")
+    if token_ids.shape != student_logprobs.shape[:2] or mask.shape != token_ids.shape:
+        raise ValueError(f"token_ids {tuple(token_ids.shape)} and mask {tuple(mask.shape)} must be (B, T) = "
+                         f"{tuple(student_logprobs.shape[:2])}")
+    s, t = student_logprobs.float(), teacher_logprobs.float()
+    m = mask.float()
+    kl = (s.exp() * (s - t)).sum(-1)
+    ids = token_ids.long()[..., None]
+    t_tok, s_tok = t.gather(-1, ids).squeeze(-1), s.gather(-1, ids).squeeze(-1)
+    top = t.topk(min(k, t.shape[-1]), dim=-1).indices
+    inside = (top == ids).any(-1).float()
+    return {name: float(masked_mean(x, m)) for name, x in
+            (("reverse_kl", kl), ("teacher_logprob", t_tok), ("student_logprob", s_tok), ("in_topk", inside))}
+
+
+@torch.no_grad()
+def measure_overlap(student, teacher, tokenizer, examples: Sequence, *, max_new_tokens: int,
+                    samples: int = 1, k: int = 8, temperature: float = 1.0, seed: int = 0,
+                    batch_size: int = 64) -> dict[str, float]:
+    """`support_overlap` of `teacher` on the student's own samples (T = `temperature`) for the
+    prompts of `examples`: what on-policy distillation from this teacher starts from."""
+    totals: dict[str, float] = {}
+    count = 0
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        ro = generate(student, tokenizer, [e.prompt for e in chunk], num_samples=samples,
+                      max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + i)
+        W = ro.prompt_length - 1
+        s_logits, _ = window_forward(student, ro.input_ids, ro.attention_mask, ro.prompt_length, ro.prompt_index)
+        t_logits, _ = window_forward(teacher, ro.input_ids, ro.attention_mask, ro.prompt_length, ro.prompt_index)
+        mask = ro.completion_mask[:, W:]
+        part = support_overlap(token_log_softmax(s_logits), token_log_softmax(t_logits),
+                               ro.input_ids[:, W:], mask, k=k)
+        n = float(mask.sum())
+        for key, value in part.items():
+            totals[key] = totals.get(key, 0.0) + value * n
+        count += n
+    if not count:
+        return {key: math.nan for key in ("reverse_kl", "teacher_logprob", "student_logprob", "in_topk")}
+    return {key: value / count for key, value in totals.items()}

@@ -1,0 +1,162 @@
+"""On-policy distillation recipes: one teacher against RL on its domain (`opd`), and MOPD, every
+domain's specialist distilled into one student against mixed-domain RL (`mopd`).
+
+Both start from the reasoning SFT model (the student) and build their teachers from it
+(`distill.specialist_artifact`: a fork trained further on its domain). Each student stage gets
+the same number of steps and the same number of sampled completions per step; the compute
+table adds what the teachers cost (their forward passes on the student's samples).
+
+What each on-policy distillation mode changes relative to its paper, in this miniature:
+
+* opd_sampled (Thinking Machines, Qwen3; Nemotron 3 Ultra): per-token advantage
+  log p_T(y_t) - log p_S(y_t) on the student's sampled tokens in the clipped policy-gradient loss,
+  token-level mean, no discount, no outcome reward (MiMo-V2-Flash's alpha x outcome advantage is
+  `outcome_weight`, 0 here).
+* opd_topk (trl's async distillation): the exact reverse KL over the student's k = 8 most likely
+  tokens at each sampled prefix plus one tail bucket for the rest of the vocabulary.
+* opd_full (DeepSeek V4): the exact reverse KL over the full vocabulary (105 tokens here) at each
+  sampled prefix. DeepSeek V4 weighs several teachers per token; we route one teacher per prompt.
+
+The student samples 2 completions for each of 4x as many prompts as GRPO's groups of 8 (the same
+completions per step): a teacher's signal needs no group baseline, and distinct prompts cover
+more of the domain (with 1-token answers all samples of a prompt share the same context).
+"""
+from __future__ import annotations
+
+from . import distill
+from .artifacts import RecipeResult, online_artifact, sft_artifact
+from .evaluation import evaluate
+from .profiles import Profile
+from .recipes_rl import reasoning_config
+from .signals import RoutedTeacherSignal, TeacherSignal, VerifierSignal
+from .stages.online import preset
+from .tasks import VERIFIABLE_DOMAINS
+
+OPD_DOMAIN = "count"          # the domain the reasoning SFT leaves the most room on (v3: .51/.13/.01)
+OPD_MODES = ("opd_sampled", "opd_topk", "opd_full")
+OPD_SAMPLES = 2               # completions per prompt in an OPD step (GRPO: the profile's group size)
+OPD_LR_SCALE = 4.0            # OPD's learning rate: this x the profile's RL learning rate (a dense,
+                              # per-token signal tolerates a larger step than a per-sequence reward)
+TOPK = 8
+
+
+def _opd_config(profile: Profile, mode: str, *, seed: int, domains):
+    """The online config of an OPD stage: the GRPO stage's completions per step, spent on more
+    prompts with `OPD_SAMPLES` samples each."""
+    per_step = profile.rl_prompts * profile.rl_group_size
+    base = reasoning_config(profile, seed=seed, domains=tuple(domains), difficulty=None,
+                            prompts_per_step=max(1, per_step // OPD_SAMPLES), group_size=OPD_SAMPLES,
+                            lr=profile.rl_lr * OPD_LR_SCALE)
+    return preset(mode, base)
+
+
+def _teacher_mode(mode: str) -> dict:
+    return {"opd_sampled": dict(mode="sampled"), "opd_topk": dict(mode="topk", k=TOPK),
+            "opd_full": dict(mode="full")}[mode]
+
+
+def compute_row(stage: str, info: dict) -> dict:
+    """The compute a stage spent: tokens sampled, trained on, scored by a teacher; FLOPs; time."""
+    return {"stage": stage, "tokens generated": info.get("tokens_generated", 0),
+            "tokens trained": info.get("tokens_trained", info.get("tokens", 0)),
+            "teacher-scored tokens": info.get("signal_tokens", 0),
+            "FLOPs": f"{info['flops']:.2e}" if info.get("flops") else "-",
+            "wall s": round(info.get("wall_time", 0.0), 1)}
+
+
+def recovery_rows(result: RecipeResult, *, start: str, teachers: dict[str, str], students) -> list[dict]:
+    """Per domain: the start's, the teacher's and each student stage's accuracy, and the gap
+    each student recovered ((student - start) / (teacher - start))."""
+    rows = []
+    for domain, teacher in teachers.items():
+        s0, t = result.evals[start].accuracy(domain), result.evals[teacher].accuracy(domain)
+        row = {"domain": domain, start: round(s0, 3), f"teacher ({teacher})": round(t, 3)}
+        for stage in students:
+            acc = result.evals[stage].accuracy(domain)
+            row[stage] = round(acc, 3)
+            row[f"{stage} recovery"] = round(distill.gap_recovery(s0, acc, t), 2)
+        rows.append(row)
+    return rows
+
+
+def recipe_opd(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
+    """On-policy distillation vs RL on one domain (`OPD_DOMAIN`), at the same completions per step.
+
+    student (reasoning SFT) -> teacher (the student forked and trained further on the domain) ->
+    the student trained on the domain's prompts by GRPO with the verifier, and by distillation
+    from the teacher in each mode (`OPD_MODES`). The tables: accuracy and gap recovery on the
+    domain, compute per stage, and the teacher's support overlap with the student's samples."""
+    domain = OPD_DOMAIN
+    result = RecipeResult("opd", profile.name, seed)
+    ev = lambda art: evaluate(art.model, art.tokenizer, profile=profile, seed=seed, reasoning=True)  # noqa: E731
+    student = sft_artifact(profile, seed=seed, reasoning=True, progress=progress)
+    result.record("student", student, ev(student))
+    teacher = distill.specialist_artifact(student, profile, domain, seed=seed, progress=progress)
+    result.record("teacher", teacher, ev(teacher))
+
+    grpo = preset("grpo", reasoning_config(profile, seed=seed, domains=(domain,), difficulty=None))
+    rl = online_artifact(student, profile, grpo, name="opd_grpo", signal=VerifierSignal(), progress=progress)
+    result.record("grpo", rl, ev(rl))
+    for mode in OPD_MODES:
+        signal = TeacherSignal(teacher.model, key=teacher.path.name, **_teacher_mode(mode))
+        art = online_artifact(student, profile, _opd_config(profile, mode, seed=seed, domains=(domain,)),
+                              name=mode, signal=signal, progress=progress)
+        result.record(mode, art, ev(art))
+    students = ["grpo", *OPD_MODES]
+    result.tables[f"{domain}: accuracy and gap recovery (greedy, held-out)"] = recovery_rows(
+        result, start="student", teachers={domain: "teacher"}, students=students)
+    result.tables["compute per stage"] = [compute_row(s, result.info[s]) for s in ["teacher", *students]]
+    examples = _overlap_examples(domain, profile, seed)
+    result.tables["support overlap with the student's samples (T=1)"] = [{
+        "teacher": "teacher (forked)", **_rounded(distill.measure_overlap(
+            student.model, teacher.model, student.tokenizer, examples,
+            max_new_tokens=grpo.max_new_tokens, k=TOPK, seed=seed))}]
+    return result
+
+
+def recipe_mopd(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
+    """MOPD (MiMo-V2-Flash, DeepSeek V4): one specialist per verifiable domain, forked from the
+    student, each rollout scored by the teacher of its prompt's domain (`RoutedTeacherSignal`),
+    exact full-vocabulary reverse KL; against mixed-domain GRPO from the same student at the same
+    completions per step. The table: each domain's start, teacher, MOPD and mixed-RL accuracy and
+    the gap each recovered."""
+    result = RecipeResult("mopd", profile.name, seed)
+    ev = lambda art: evaluate(art.model, art.tokenizer, profile=profile, seed=seed, reasoning=True)  # noqa: E731
+    student = sft_artifact(profile, seed=seed, reasoning=True, progress=progress)
+    result.record("student", student, ev(student))
+    teachers = {}
+    for domain in VERIFIABLE_DOMAINS:
+        art = distill.specialist_artifact(student, profile, domain, seed=seed, progress=progress)
+        teachers[domain] = art
+        result.record(f"teacher_{domain}", art, evaluate(art.model, art.tokenizer, tasks=(domain,),
+                                                        profile=profile, seed=seed, reasoning=True))
+    signal = RoutedTeacherSignal({d: TeacherSignal(a.model, mode="full", key=a.path.name)
+                                  for d, a in teachers.items()})
+    mopd = online_artifact(student, profile, _opd_config(profile, "opd_full", seed=seed, domains=VERIFIABLE_DOMAINS),
+                           name="mopd", signal=signal, progress=progress)
+    result.record("mopd", mopd, ev(mopd))
+    mixed = preset("grpo", reasoning_config(profile, seed=seed, domains=VERIFIABLE_DOMAINS, difficulty=None))
+    rl = online_artifact(student, profile, mixed, name="mixed_rl", signal=VerifierSignal(), progress=progress)
+    result.record("mixed_rl", rl, ev(rl))
+    result.tables["per domain: accuracy and gap recovery (greedy, held-out)"] = recovery_rows(
+        result, start="student", teachers={d: f"teacher_{d}" for d in VERIFIABLE_DOMAINS},
+        students=["mopd", "mixed_rl"])
+    result.tables["compute per stage"] = [compute_row(s, result.info[s]) for s in
+                                          [*(f"teacher_{d}" for d in VERIFIABLE_DOMAINS), "mopd", "mixed_rl"]]
+    return result
+
+
+def _overlap_examples(domain: str, profile: Profile, seed: int):
+    from .tasks import get_task
+    return get_task(domain).sample(max(8, profile.eval_per_level), split="test", seed=seed + 77)
+
+
+def _rounded(d: dict) -> dict:
+    return {k: round(v, 3) for k, v in d.items()}
+
+
+RECIPES = {"opd": recipe_opd, "mopd": recipe_mopd}
+RECIPE_STAGES = {
+    "opd": ("base", "sft:reasoning", f"specialist_{OPD_DOMAIN}", "opd_grpo", *OPD_MODES),
+    "mopd": ("base", "sft:reasoning", *(f"specialist_{d}" for d in VERIFIABLE_DOMAINS), "mopd", "mixed_rl"),
+}

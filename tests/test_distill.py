@@ -1,0 +1,144 @@
+"""On-policy distillation around the loop: support overlap (value against a loop reference),
+gap recovery, specialists (forked and foreign), stages that never train their parent in place,
+and the `opd` / `mopd` recipes end to end on the smoke profile."""
+import math
+
+import pytest
+import torch
+
+from minimopd import distill
+from minimopd.profiles import get_profile
+
+
+def _loop_overlap(s, t, ids, mask, k):
+    sums = {"reverse_kl": 0.0, "teacher_logprob": 0.0, "student_logprob": 0.0, "in_topk": 0.0}
+    n = 0
+    for b in range(s.shape[0]):
+        for i in range(s.shape[1]):
+            if not mask[b, i]:
+                continue
+            p = s[b, i].exp()
+            sums["reverse_kl"] += float(sum(p[v] * (s[b, i, v] - t[b, i, v]) for v in range(s.shape[2])))
+            y = int(ids[b, i])
+            sums["teacher_logprob"] += float(t[b, i, y])
+            sums["student_logprob"] += float(s[b, i, y])
+            order = sorted(range(s.shape[2]), key=lambda v: -float(t[b, i, v]))[:k]
+            sums["in_topk"] += float(y in order)
+            n += 1
+    return {key: value / n for key, value in sums.items()}
+
+
+def test_support_overlap_matches_a_loop_reference():
+    g = torch.Generator().manual_seed(0)
+    B, T, V, k = 3, 5, 11, 3
+    s = torch.log_softmax(torch.randn(B, T, V, generator=g, dtype=torch.float64) * 2, -1)
+    t = torch.log_softmax(torch.randn(B, T, V, generator=g, dtype=torch.float64) * 2, -1)
+    ids = torch.randint(0, V, (B, T), generator=g)
+    mask = (torch.rand(B, T, generator=g) > 0.3).float()
+    mask[0, 0] = 1
+    got = distill.support_overlap(s, t, ids, mask, k=k)
+    want = _loop_overlap(s, t, ids, mask, k)
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert got["reverse_kl"] > 0
+
+
+def test_a_teacher_identical_to_the_student_overlaps_completely():
+    g = torch.Generator().manual_seed(1)
+    s = torch.log_softmax(torch.randn(2, 4, 7, generator=g), -1)
+    ids = torch.randint(0, 7, (2, 4), generator=g)
+    out = distill.support_overlap(s, s.clone(), ids, torch.ones(2, 4), k=7)
+    assert out["reverse_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert out["teacher_logprob"] == pytest.approx(out["student_logprob"])
+    assert out["in_topk"] == 1.0
+    with pytest.raises(ValueError, match="share one tokenizer"):
+        distill.support_overlap(s, s[..., :5], ids, torch.ones(2, 4))
+    with pytest.raises(ValueError, match=r"must be \(B, T\)"):
+        distill.support_overlap(s, s, ids[:, :3], torch.ones(2, 3))
+
+
+def test_gap_recovery():
+    assert distill.gap_recovery(0.2, 0.5, 0.8) == pytest.approx(0.5)
+    assert distill.gap_recovery(0.2, 0.8, 0.8) == pytest.approx(1.0)
+    assert distill.gap_recovery(0.2, 0.1, 0.6) == pytest.approx(-0.25)
+    assert math.isnan(distill.gap_recovery(0.5, 0.6, 0.5))      # no gap: nothing to recover
+    assert math.isnan(distill.gap_recovery(0.5, 0.6, 0.4))
+
+
+def test_a_stage_trains_a_copy_of_its_parent():
+    """Two stages from one parent in one run (GRPO and Dr.GRPO from a cold start, OPD modes
+    from one student) must both start from the parent's weights: no stage trains it in place."""
+    from minimopd.artifacts import online_artifact, sft_on_pairs
+    from minimopd.recipes_rl import cold_start_artifact, reasoning_config, verifier
+    from minimopd.stages.online import preset
+    from minimopd.stages.sft import SFTConfig, sft_dataset
+    prof = get_profile("smoke")
+    cold = cold_start_artifact(prof, 0, False)
+    before = {k: v.clone() for k, v in cold.model.state_dict().items()}
+    rl = online_artifact(cold, prof, preset("grpo", reasoning_config(prof, seed=123)), name="fork_probe",
+                         signal=verifier("r1"), progress=False)
+    sft = sft_on_pairs(cold, sft_dataset(("add",), 16, seed=3, reasoning=True), SFTConfig(steps=2, batch_size=4),
+                       prof, name="fork_probe_sft", progress=False)
+    assert rl.model is not cold.model and sft.model is not cold.model
+    assert all(torch.equal(before[k], v) for k, v in cold.model.state_dict().items()), \
+        "a stage trained its parent's model in place"
+    assert any(not torch.equal(before[k], v) for k, v in rl.model.state_dict().items())
+
+
+def test_specialists_forked_and_foreign():
+    from minimopd.artifacts import sft_artifact
+    prof = get_profile("smoke")
+    student = sft_artifact(prof, reasoning=True, progress=False)
+    forked = distill.specialist_artifact(student, prof, "count", progress=False)
+    foreign = distill.specialist_artifact(student, prof, "count", foreign=True, progress=False)
+    assert forked.path.name.startswith("specialist_count-")
+    assert foreign.path.name.startswith("specialist_count_foreign-")
+    assert forked.path != foreign.path
+    # the foreign teacher grew from another base: its weights are far from the student's
+    s = dict(student.model.named_parameters())
+    with torch.no_grad():
+        dist = {name: sum(float((p - s[n]).norm()) for n, p in art.model.named_parameters())
+                for name, art in (("forked", forked), ("foreign", foreign))}
+    assert dist["foreign"] > 2 * dist["forked"], dist
+    with pytest.raises(ValueError, match="verifiable domain"):
+        distill.specialist_artifact(student, prof, "notes", progress=False)
+
+
+def test_opd_recipe_reports_recovery_compute_and_overlap():
+    from minimopd.recipes import run_recipe
+    res = run_recipe("opd", profile="smoke", progress=False)
+    from pathlib import Path
+
+    from minimopd.recipes import RECIPE_STAGES
+    assert list(res.evals) == ["student", "teacher", "grpo", "opd_sampled", "opd_topk", "opd_full"]
+    built = [Path(res.info[s]["path"]).name.rsplit("-", 1)[0] for s in res.evals]
+    assert built == [s.split(":")[0] for s in RECIPE_STAGES["opd"][1:]]    # the base is not evaluated
+    compute = {r["stage"]: r for r in res.tables["compute per stage"]}
+    assert compute["grpo"]["teacher-scored tokens"] == 0
+    for mode in ("opd_sampled", "opd_topk", "opd_full"):
+        assert compute[mode]["teacher-scored tokens"] > 0, mode
+        hist = res.histories[mode]
+        assert len(hist) == get_profile("smoke").rl_steps and "signal_tokens" in hist[-1]
+    (recovery,) = res.tables["count: accuracy and gap recovery (greedy, held-out)"]
+    assert {"student", "teacher (teacher)", "opd_full", "opd_full recovery"} <= set(recovery)
+    (overlap,) = res.tables["support overlap with the student's samples (T=1)"]
+    assert overlap["reverse_kl"] > 0 and 0 <= overlap["in_topk"] <= 1 and overlap["teacher_logprob"] < 0
+
+
+def test_mopd_routes_every_domain_to_its_specialist():
+    from minimopd.recipes import run_recipe
+    from minimopd.report import results_markdown
+    from minimopd.tasks import VERIFIABLE_DOMAINS
+    from pathlib import Path
+
+    from minimopd.recipes import RECIPE_STAGES
+    res = run_recipe("mopd", profile="smoke", progress=False)
+    built = [Path(res.info[s]["path"]).name.rsplit("-", 1)[0] for s in res.evals]
+    assert built == [s.split(":")[0] for s in RECIPE_STAGES["mopd"][1:]]
+    assert [f"teacher_{d}" for d in VERIFIABLE_DOMAINS] == [s for s in res.evals if s.startswith("teacher_")]
+    rows = res.tables["per domain: accuracy and gap recovery (greedy, held-out)"]
+    assert [r["domain"] for r in rows] == list(VERIFIABLE_DOMAINS)
+    hist = res.histories["mopd"]
+    routed = {k for row in hist for k in row if k.startswith("rows/")}
+    assert routed and routed <= {f"rows/{d}" for d in VERIFIABLE_DOMAINS}
+    md = results_markdown({"mopd": res}, profile="smoke", seed=0, command="test")
+    assert "**per domain: accuracy and gap recovery (greedy, held-out)**" in md and "mixed_rl recovery" in md
