@@ -69,7 +69,7 @@ def build_lab(src_path: str) -> nbformat.NotebookNode:
     for pre in _preprocessors():
         nb, resources = pre.preprocess(nb, resources)
     nb.metadata = nbformat.from_dict({
-        "kernelspec": dict(nb.metadata.get("kernelspec") or DEFAULT_KERNELSPEC),
+        "kernelspec": dict(DEFAULT_KERNELSPEC),
         "language_info": {"name": "python"},
     })
     for cell in nb.cells:
@@ -120,6 +120,9 @@ def tidy(nb: nbformat.NotebookNode, *, snapshots: bool = True) -> nbformat.Noteb
     """An executed notebook made to render everywhere (see the module docstring); idempotent."""
     nb = nbformat.from_dict(nb)
     nb.metadata.pop("widgets", None)
+    # the kernel every notebook runs on, named as JupyterLab names it when the kernel starts (a
+    # notebook saved by nbconvert says "Python 3" and would open as modified)
+    nb.metadata["kernelspec"] = nbformat.from_dict(DEFAULT_KERNELSPEC)
     first_plot = True
     for c, cell in enumerate(nb.cells):
         cell.metadata = nbformat.from_dict({k: cell.metadata[k] for k in CELL_METADATA_KEEP
