@@ -69,6 +69,7 @@ __all__ = [
     "sft_loss",
     "bradley_terry_loss",
     "ppo_clip_loss",
+    "truncated_is_loss",
     "value_loss",
     "DPO_LOSS_TYPES",
     "dpo_loss",
@@ -230,6 +231,47 @@ def ppo_clip_loss(
     # which branch was taken, and we need that for the clip fraction anyway).
     loss = torch.where(clipped, clipped_obj, unclipped)
     return loss, clipped.to(loss.dtype)
+
+
+def truncated_is_loss(
+    logprobs: torch.Tensor,
+    sampler_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    low: float = 0.8,
+    high: float = 1.2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Policy gradient with truncated importance weights, per token (to be MINIMISED); the
+    MOPD loss of MiMo-V2-Flash.
+
+        w = sg(exp(logp - sampler_logp)) if low <= that ratio <= high, else 0
+        L = -w * A * logp
+
+    The weight corrects for the update policy differing from the one that sampled (a later
+    minibatch, an inference engine); a token whose ratio left [low, high] is dropped rather
+    than clipped, so it contributes no gradient at all. At ratio 1 (the first minibatch) the
+    gradient is the plain REINFORCE one, -A d logp, as for the clipped loss.
+
+    Args:
+        logprobs: (B, T) current-policy log-probs (gradient flows).
+        sampler_logprobs: (B, T) log-probs under the sampling policy (constant).
+        advantages: (B, T) per-token or (B,) per-sequence (broadcast over T).
+        low, high: the window of importance ratios kept (0 < low <= 1 <= high).
+
+    Returns:
+        (loss (B, T), dropped (B, T) float 0/1): ``dropped`` is 1 where the ratio left the
+        window. Both unmasked: apply your mask when reducing.
+    """
+    if not 0 < low <= 1 <= high:
+        raise ValueError(f"the importance-ratio window must contain 1: 0 < low <= 1 <= high, got [{low}, {high}]")
+    logprobs = _as_float(logprobs)
+    sampler_logprobs = _as_float(sampler_logprobs).detach().to(logprobs.dtype)
+    advantages = _as_float(advantages).detach().to(logprobs.dtype)
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(-1)
+    ratio = torch.exp(logprobs.detach() - sampler_logprobs)
+    keep = (ratio >= low) & (ratio <= high)
+    weight = torch.where(keep, ratio, torch.zeros_like(ratio))
+    return -weight * advantages * logprobs, (~keep).to(logprobs.dtype)
 
 
 def value_loss(

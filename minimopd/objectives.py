@@ -15,6 +15,7 @@ averages into the history.
 
     clipped_pg   GRPO, Dr.GRPO, DAPO, RLOO, sampled-token OPD (`losses.grpo_loss`)
     ppo          clipped surrogate + clipped value loss on a PolicyWithValue (InstructGPT)
+    truncated_is policy gradient with truncated importance weights (MiMo-V2-Flash's MOPD loss)
     reverse_kl   exact reverse KL to a teacher over the full vocabulary or a top-k support
                  (DeepSeek V4's OPD); needs no advantage
 """
@@ -105,7 +106,32 @@ class ReverseKLObjective:
         return loss, stats
 
 
-OBJECTIVES = {"clipped_pg": ClippedPolicyGradient, "ppo": PPOObjective, "reverse_kl": ReverseKLObjective}
+class TruncatedISPolicyGradient:
+    """MiMo-V2-Flash's MOPD loss: -w_t A_t log pi per token, w_t the importance ratio to the
+    sampling policy where it lies in [1 - eps_low, 1 + eps_high] and 0 outside
+    (`losses.truncated_is_loss`), reduced with `aggregation` ("grpo": MiMo's 1/|y| per sequence).
+    With the `teacher_token` estimator, A_t = log p_T - log p_S (+ outcome_weight x the GRPO
+    outcome advantage: MiMo's alpha)."""
+    needs_values = False
+
+    def __init__(self, config):
+        self.cfg = config
+
+    def __call__(self, logits, logprobs, values, mb):
+        cfg = self.cfg
+        high = cfg.eps_low if cfg.eps_high is None else cfg.eps_high
+        per_token, dropped = losses.truncated_is_loss(logprobs, mb.logprobs, mb.advantages,
+                                                      low=1.0 - cfg.eps_low, high=1.0 + high)
+        loss = losses.aggregate(per_token, mb.mask, cfg.aggregation, cfg.max_new_tokens)
+        with torch.no_grad():
+            ratio = torch.exp(logprobs - mb.logprobs)
+            stats = {"loss": float(loss), "dropped_frac": float(losses.masked_mean(dropped, mb.mask)),
+                     "ratio_mean": float(losses.masked_mean(ratio, mb.mask))}
+        return loss, stats
+
+
+OBJECTIVES = {"clipped_pg": ClippedPolicyGradient, "ppo": PPOObjective, "reverse_kl": ReverseKLObjective,
+              "truncated_is": TruncatedISPolicyGradient}
 
 
 def make_objective(config, loss_fn=None):

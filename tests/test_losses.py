@@ -843,3 +843,53 @@ def test_check_finite():
         L.check_finite("grpo loss", torch.tensor([float("nan"), float("inf"), 0.0]), step=17)
     with pytest.raises(FloatingPointError, match="dpo loss is not finite"):
         L.check_finite("dpo loss", float("nan"))
+
+
+# --------------------------------------------------------------------------- truncated IS (MiMo MOPD)
+
+def _truncated_is_reference(logp, old, adv, low, high):
+    out = torch.zeros_like(logp)
+    for b in range(logp.shape[0]):
+        for t in range(logp.shape[1]):
+            a = adv[b] if adv.dim() == 1 else adv[b, t]
+            rho = float(torch.exp(logp[b, t] - old[b, t]))
+            w = rho if low <= rho <= high else 0.0
+            out[b, t] = -w * a * logp[b, t]
+    return out
+
+
+def test_truncated_is_loss_matches_a_loop_reference_value_and_gradient():
+    g = gen(21)
+    logp = (torch.randn(3, 6, generator=g, dtype=torch.float64) * 0.3 - 1.0).requires_grad_(True)
+    old = logp.detach() + torch.randn(3, 6, generator=g, dtype=torch.float64) * 0.3
+    for adv in (torch.randn(3, generator=g, dtype=torch.float64), torch.randn(3, 6, generator=g, dtype=torch.float64)):
+        loss, dropped = L.truncated_is_loss(logp, old, adv, low=0.8, high=1.25)
+        ref_logp = logp.detach().clone().requires_grad_(True)
+        ref = _truncated_is_reference(ref_logp, old, adv, 0.8, 1.25)
+        close(loss, ref)
+        ratio = torch.exp(logp.detach() - old)
+        close(dropped, ((ratio < 0.8) | (ratio > 1.25)).double())
+        assert 0 < float(dropped.sum()) < dropped.numel()          # both kinds of tokens present
+        w = torch.randn(3, 6, generator=g, dtype=torch.float64)
+        (grad,) = torch.autograd.grad((loss * w).sum(), logp)
+        (ref_grad,) = torch.autograd.grad((ref * w).sum(), ref_logp)
+        close(grad, ref_grad)
+        close(grad[dropped.bool()], torch.zeros(int(dropped.sum()), dtype=torch.float64))  # dropped: no gradient
+
+
+def test_truncated_is_loss_at_ratio_one_is_reinforce_and_inside_the_window_the_is_gradient():
+    g = gen(22)
+    logp = (torch.randn(2, 4, generator=g, dtype=torch.float64) - 1).requires_grad_(True)
+    adv = torch.randn(2, generator=g, dtype=torch.float64)
+    loss, dropped = L.truncated_is_loss(logp, logp.detach(), adv)
+    assert float(dropped.sum()) == 0
+    (grad,) = torch.autograd.grad(loss.sum(), logp)
+    close(grad, -adv[:, None].expand(2, 4))                       # -A d logp
+    # inside the window its gradient is the importance-weighted policy gradient, -rho A d logp:
+    # that of the unclipped surrogate -rho A (w is a stop-gradient weight, so no gradcheck)
+    old = logp.detach() + 0.05
+    (grad,) = torch.autograd.grad(L.truncated_is_loss(logp, old, adv, 0.5, 2.0)[0].sum(), logp)
+    (surrogate,) = torch.autograd.grad(L.ppo_clip_loss(logp, old, adv, eps_low=0.99, eps_high=10.0)[0].sum(), logp)
+    close(grad, surrogate)
+    with pytest.raises(ValueError, match="must contain 1"):
+        L.truncated_is_loss(logp, old, adv, low=1.1, high=2.0)

@@ -12,7 +12,7 @@ from minimopd.advantages import get_estimator
 from minimopd.experience import Experience
 from minimopd.models import (PolicyWithValue, RewardModel, ScalarHead, build_model, last_hidden_state,
                              load_model, position_ids_from_mask, save_model, sequence_logprobs)
-from minimopd.objectives import ClippedPolicyGradient, PPOObjective, ReverseKLObjective
+from minimopd.objectives import ClippedPolicyGradient, PPOObjective, ReverseKLObjective, TruncatedISPolicyGradient
 from minimopd.rollout import generate
 from minimopd.signals import (RewardModelSignal, RoutedTeacherSignal, SignalOutput, TeacherSignal,
                               VerifierSignal)
@@ -145,6 +145,22 @@ def test_distillation_from_another_model_lowers_the_kl_on_a_batch(tok, sft_tiny)
     train_online(copy.deepcopy(sft_tiny), tok, cfg, signal=teacher, objective=spy, progress=False)
     kls = [c["stats"]["kl"] for c in spy.calls]
     assert kls[0] > 0.1 and kls[-1] < kls[0] * 0.9, kls
+
+
+def test_mimo_mopd_drops_tokens_whose_ratio_left_the_window(tok, sft_tiny):
+    """mopd_mimo: teacher-token advantages in the truncated-IS policy gradient. With several
+    minibatch steps per rollout batch at a large learning rate the ratios drift and tokens are
+    dropped (their share is logged); the first minibatch has ratio 1 and drops none."""
+    cfg = preset("mopd_mimo", small_cfg(group_size=2, max_new_tokens=8, epochs=3, minibatches=2, lr=3e-2,
+                                        eps_low=0.05, eps_high=0.05))
+    teacher = TeacherSignal(build_model("tiny", tok, seed=7), mode="sampled")
+    spy = Spy(TruncatedISPolicyGradient(cfg))
+    before = [p.detach().clone() for p in sft_tiny.parameters()]
+    student = copy.deepcopy(sft_tiny)
+    train_online(student, tok, cfg, signal=teacher, objective=spy, progress=False)
+    drops = [c["stats"]["dropped_frac"] for c in spy.calls]
+    assert drops[0] == 0.0 and max(drops) > 0, drops
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
 
 
 def test_routed_teachers_score_each_row_with_its_own_teacher(tok, sft_tiny):

@@ -39,6 +39,10 @@ paper, in this miniature:
   advantage; the paper weighs several teachers per token, we route one teacher per prompt.
 * opd_topk: the exact reverse KL over a k-token support plus a tail bucket (trl's async
   distillation form), the support being the student's top-k recorded by the sampler.
+* mopd_mimo (MiMo-V2-Flash): the sampled-token advantage in a policy gradient whose importance
+  weights are truncated (a token whose ratio leaves [1 - eps_low, 1 + eps_high] is dropped, not
+  clipped), per-sequence mean; the paper adds alpha x the outcome (GRPO) advantage: set
+  `outcome_weight`, which needs groups (group_size > 1) for its baseline.
 
 Run it: `minimopd lineage --recipes tulu3` (GRPO on the SFT model), or call `train_online`.
 """
@@ -170,6 +174,7 @@ PRESETS = {  # the lineage's online methods as settings of one loop (see the mod
     "opd_sampled": dict(advantage="teacher_token", loss="clipped_pg", aggregation="dapo"),
     "opd_topk": dict(advantage="none", loss="reverse_kl", aggregation="dapo", topk_tail=True),
     "opd_full": dict(advantage="none", loss="reverse_kl", aggregation="dapo"),
+    "mopd_mimo": dict(advantage="teacher_token", loss="truncated_is", aggregation="grpo"),
 }
 
 
