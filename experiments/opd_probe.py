@@ -4,7 +4,8 @@
 
 The student is the reasoning SFT model, the teacher its fork trained further on the domain
 (`distill.specialist_artifact`); each mode trains the student on the domain's prompts for
-`--steps` steps with the same completions per step (GRPO: 16 x 8; OPD: 64 x 2), then greedy
+`--steps` steps with the same completions per step (GRPO: 16 x 8 with the accuracy reward, as in
+RESULTS.md's probe; the `opd` recipe's GRPO uses R1's rule reward; OPD: 64 x 2), then greedy
 held-out accuracy on the domain (`--n` items per level), the support overlap of the teacher with
 the student's samples, and the compute. Stages are cached, so a rerun with more modes reuses them.
 `--json` writes the table.

@@ -9,6 +9,7 @@ starts base -> SFT reuses them and a teacher run never reuses a verifier run.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 
 from .cache import Artifact, cached_stage, stage_key
@@ -76,13 +77,20 @@ def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, na
     """An online stage on top of a cached parent artifact, itself cached. The key holds the
     config, the parent, the signal's spec (kind, reward, teachers, mode) and the prompt
     selection, if any: then the parent first samples candidate prompts and RL draws only from
-    the learnable ones (`diagnose.select_prompts`; what it kept is in the stage's info)."""
+    the learnable ones (`diagnose.select_prompts`; what it kept is in the stage's info). When
+    it keeps none (every candidate solved or unreachable: a tiny model, a solved domain), the
+    stage says so and draws fresh prompts instead."""
     signal = signal or VerifierSignal()
 
     def build():
         pool, picked = None, {}
         if selection is not None:
             pool, picked = select_prompts(parent.model, parent.tokenizer, cfg, selection, seed=cfg.seed)
+            if not pool:
+                warnings.warn(f"{name}: none of the {picked.get('candidates', '?')} candidate prompts is "
+                              "learnable (each was solved by all or none of its samples); RL draws fresh "
+                              "prompts instead", stacklevel=2)
+                pool = None
         res = train_online(fork(parent), parent.tokenizer, cfg, signal=signal, prompts=pool,
                            device=profile.device, progress=progress)
         res.info["parent"] = parent.path.name

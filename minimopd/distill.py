@@ -52,13 +52,18 @@ def specialist_sft_config(profile: Profile, domain: str, seed: int) -> SFTConfig
 
 
 def specialist_artifact(student: Artifact, profile: Profile, domain: str, *, seed: int = 0,
-                        foreign: bool = False, rl: bool = False, progress: bool = True) -> Artifact:
+                        foreign: bool = False, sft: bool = True, rl: bool = False,
+                        progress: bool = True) -> Artifact:
     """A specialist teacher for `domain` (cached).
 
     Forked (default): `student` (the checkpoint the student starts from) -> SFT on the domain's
     worked traces. Foreign: the same two steps from a base pretrained with seed + FOREIGN_SEED
     (base -> reasoning SFT -> domain SFT); `student` is then used only for its tokenizer check.
-    `rl=True` adds a domain RL stage (GRPO with the verifier on the domain's prompts)."""
+    `rl=True` adds a domain RL stage (GRPO with R1's rule reward, accuracy + 0.5 x format, on
+    the domain's prompts the model sometimes solves);
+    `sft=False` skips the domain SFT (a specialist grown by RL alone: an RL "climb")."""
+    if not (sft or rl):
+        raise ValueError("a specialist needs domain SFT, domain RL or both (sft=True and/or rl=True)")
     cfg = specialist_sft_config(profile, domain, seed)
     start = student
     if foreign:
@@ -67,15 +72,18 @@ def specialist_artifact(student: Artifact, profile: Profile, domain: str, *, see
             raise ValueError("the foreign base has another vocabulary; teacher and student must share "
                              "one tokenizer")
         start = sft_artifact(profile, seed=seed + FOREIGN_SEED, reasoning=True, progress=progress)
-    pairs = sft_dataset((domain,), cfg.n_examples, seed=seed + 31, reasoning=True)
     name = f"specialist_{domain}" + ("_foreign" if foreign else "")
-    art = sft_on_pairs(start, pairs, cfg, profile, name=name, progress=progress)
+    art = start
+    if sft:
+        pairs = sft_dataset((domain,), cfg.n_examples, seed=seed + 31, reasoning=True)
+        art = sft_on_pairs(start, pairs, cfg, profile, name=name, progress=progress)
     if rl:
-        from .recipes_rl import REASONING_TOKENS
+        from .recipes_rl import REASONING_TOKENS, rl_selection, verifier
         rl_cfg = preset("grpo", OnlineConfig.from_profile(
             profile, seed=seed, domains=(domain,), difficulty=None,
             max_new_tokens=profile.max_new_tokens * REASONING_TOKENS))
-        art = online_artifact(art, profile, rl_cfg, name=f"{name}_rl", progress=progress)
+        art = online_artifact(art, profile, rl_cfg, name=f"{name}_rl", signal=verifier("r1"),
+                              selection=rl_selection(profile), progress=progress)
     return art
 
 

@@ -20,7 +20,8 @@ from plotly.subplots import make_subplots
 FAMILIES = ("RLHF", "preference", "RLVR/reasoning", "specialists+distillation")
 FAMILY_COLORS = {"RLHF": "#3b5ba5", "preference": "#c08a00",
                  "RLVR/reasoning": "#c0392b", "specialists+distillation": "#1e8449"}
-MINIATURES = ("instructgpt", "llama_rs", "tulu3", "r1_zero", "r1", "opd", "mopd", "mopd_two_rounds")
+MINIATURES = ("instructgpt", "llama_rs", "tulu3", "r1_zero", "r1", "opd", "deepseek_v32", "mimo_v2_flash",
+              "kimi_k25", "glm5", "deepseek_v4", "nemotron3_ultra", "mai_thinking1")
 
 
 @dataclass(frozen=True)
@@ -130,26 +131,26 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("DeepSeek V3.2", "DeepSeek", "2025-12", ("specialist RL", "distillation SFT", "GRPO"),
            "specialists+distillation",
            "Six specialists trained with RL are merged by SFT on their outputs, followed by one mixed-domain GRPO run.",
-           None),
+           "deepseek_v32"),
     Recipe("MiMo-V2-Flash", "Xiaomi", "2026-01", ("SFT", "specialist RL", "MOPD"), "specialists+distillation",
            "First clean statement of MOPD: about six domain teachers, then the student learns on its own rollouts "
-           "from the matching teacher's token log-probs, replacing one monolithic RL run.", "mopd"),
+           "from the matching teacher's token log-probs, replacing one monolithic RL run.", "mimo_v2_flash"),
     Recipe("Kimi K2.5", "Moonshot AI", "2026-01", ("SFT", "multi-domain RL"), "RLVR/reasoning",
            "Text-only SFT, then one joint text-and-vision RL run across coding, reasoning, vision and agentic "
-           "tasks; no on-policy distillation is mentioned.", None),
+           "tasks; no on-policy distillation is mentioned.", "kimi_k25"),
     Recipe("GLM-5", "Zhipu AI", "2026-02", ("SFT", "reasoning RL", "agentic RL", "general RL"), "RLVR/reasoning",
-           "RL staged by capability: reasoning first, then agentic tasks, then general behaviour.", None),
+           "RL staged by capability: reasoning first, then agentic tasks, then general behaviour.", "glm5"),
     Recipe("DeepSeek V4", "DeepSeek", "2026-04", ("specialist RL", "MOPD"), "specialists+distillation",
            "More than ten domain experts, all forked from one base, merged into the student by exact full-vocabulary "
-           "reverse KL on its rollouts; the student gets no RL of its own.", "mopd"),
+           "reverse KL on its rollouts; the student gets no RL of its own.", "deepseek_v4"),
     Recipe("Nemotron 3 Ultra", "NVIDIA", "2026-06",
            ("SFT", "RLVR", "specialist SFT", "MOPD warm-up", "MOPD", "MOPD"), "specialists+distillation",
            "More than ten teachers, many taught with external models' data; a warm-up SFT pulls the student onto "
-           "their support, then two rounds of sampled-token MOPD.", "mopd_two_rounds"),
+           "their support, then two rounds of sampled-token MOPD.", "nemotron3_ultra"),
     Recipe("MAI-Thinking-1", "Microsoft AI", "2026-06", ("specialist RL", "distillation SFT", "final RL"),
            "specialists+distillation",
            "Three specialist RL 'climbs' are merged by SFT on their traces, then one last RL climb: closer to R1 "
-           "than to on-policy MOPD.", None),
+           "than to on-policy MOPD.", "mai_thinking1"),
 )
 
 

@@ -24,13 +24,19 @@ from typing import Iterable, Optional
 # stage). `cpu`: the seed-0 lineage runs of RESULTS.md, from their cache records' wall_time;
 # `smoke`: `minimopd lineage --profile smoke` from an empty cache (2m18s in all). Stage names as
 # in `recipes.RECIPE_STAGES`; a stage not listed is "not measured yet" and left out of the sum.
+_DOMAINS = ("add", "sort", "reverse", "count")
 REFERENCE_SECONDS: dict[str, dict[str, float]] = {
     "smoke": {"overhead": 3, "base": 28, "sft": 5, "sft:reasoning": 9, "rlvr": 1, "r1_zero": 3,
               "cold_start": 4, "r1_reasoning_rl": 1, "r1_rejection_sft": 1, "r1_final_rl": 1,
               "base:small": 0, "r1_distill": 1, "cold_start:small": 0, "r1_small_rl": 2, "grpo": 1,
               "dr_grpo": 1, "specialist_count": 4, "specialist_add": 3, "specialist_sort": 4,
               "specialist_reverse": 4, "opd_grpo": 1, "opd_sampled": 2, "opd_topk": 2, "opd_full": 2,
-              "mopd": 1, "mixed_rl": 1},
+              "mopd": 1, "mixed_rl": 1, "v32_distill": 1, "v32_mixed_rl": 1, "mimo_mopd": 3, "v4_mopd": 3,
+              "nemotron_warmup": 1, "nemotron_mopd1": 2, "nemotron_mopd2": 2, "mai_distill": 1,
+              "mai_final_rl": 1,
+              **{f"specialist_{d}{v}": 5 for d in _DOMAINS for v in (":from_rlvr", ":round2")},
+              **{f"specialist_{d}_rl{v}": 2 for d in _DOMAINS for v in ("", ":climb")},
+              **{f"glm5_rl_{d}": 1 for d in _DOMAINS}},
     "cpu": {"overhead": 60, "base": 830, "sft": 1200, "sft:reasoning": 1690, "rlvr": 1630,
             "r1_zero": 3110, "cold_start": 1330, "r1_reasoning_rl": 1390, "r1_rejection_sft": 870,
             "r1_final_rl": 1670, "base:small": 810, "r1_distill": 500, "cold_start:small": 490,

@@ -27,8 +27,8 @@ from . import distill
 from .artifacts import RecipeResult, online_artifact, sft_artifact
 from .evaluation import evaluate
 from .profiles import Profile
-from .recipes_rl import reasoning_config
-from .signals import RoutedTeacherSignal, TeacherSignal, VerifierSignal
+from .recipes_rl import reasoning_config, rl_selection, verifier
+from .signals import RoutedTeacherSignal, TeacherSignal
 from .stages.online import preset
 from .tasks import VERIFIABLE_DOMAINS
 
@@ -95,7 +95,7 @@ def recipe_opd(profile: Profile, seed: int = 0, progress: bool = True) -> Recipe
     result.record("teacher", teacher, ev(teacher))
 
     grpo = preset("grpo", reasoning_config(profile, seed=seed, domains=(domain,), difficulty=None))
-    rl = online_artifact(student, profile, grpo, name="opd_grpo", signal=VerifierSignal(), progress=progress)
+    rl = online_artifact(student, profile, grpo, name="opd_grpo", signal=verifier("r1"), progress=progress)
     result.record("grpo", rl, ev(rl))
     for mode in OPD_MODES:
         signal = TeacherSignal(teacher.model, key=teacher.path.name, **_teacher_mode(mode))
@@ -118,7 +118,7 @@ def recipe_mopd(profile: Profile, seed: int = 0, progress: bool = True) -> Recip
     """MOPD (MiMo-V2-Flash, DeepSeek V4): one specialist per verifiable domain, forked from the
     student, each rollout scored by the teacher of its prompt's domain (`RoutedTeacherSignal`),
     exact full-vocabulary reverse KL; against mixed-domain GRPO from the same student at the same
-    completions per step. The table: each domain's start, teacher, MOPD and mixed-RL accuracy and
+    completions per step (on the prompts the student sometimes solves, as `tulu3`'s RLVR). The table: each domain's start, teacher, MOPD and mixed-RL accuracy and
     the gap each recovered."""
     result = RecipeResult("mopd", profile.name, seed)
     ev = lambda art: evaluate(art.model, art.tokenizer, profile=profile, seed=seed, reasoning=True)  # noqa: E731
@@ -136,7 +136,8 @@ def recipe_mopd(profile: Profile, seed: int = 0, progress: bool = True) -> Recip
                            name="mopd", signal=signal, progress=progress)
     result.record("mopd", mopd, ev(mopd))
     mixed = preset("grpo", reasoning_config(profile, seed=seed, domains=VERIFIABLE_DOMAINS, difficulty=None))
-    rl = online_artifact(student, profile, mixed, name="mixed_rl", signal=VerifierSignal(), progress=progress)
+    rl = online_artifact(student, profile, mixed, name="mixed_rl", signal=verifier("r1"),
+                         selection=rl_selection(profile), progress=progress)
     result.record("mixed_rl", rl, ev(rl))
     result.tables["per domain: accuracy and gap recovery (greedy, held-out)"] = recovery_rows(
         result, start="student", teachers={d: f"teacher_{d}" for d in VERIFIABLE_DOMAINS},

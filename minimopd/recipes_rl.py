@@ -142,8 +142,9 @@ def rejection_prompts(profile: Profile) -> int:
     return 2 * cold_start_config(profile, 0).n_examples
 
 
-def sample_traces(art, profile: Profile, *, n_prompts: int, seed: int, samples=None):
-    """Rejection sampling: `n_prompts` train prompts spread over domains and levels, sampled
+def sample_traces(art, profile: Profile, *, n_prompts: int, seed: int, samples=None,
+                  domains=VERIFIABLE_DOMAINS):
+    """Rejection sampling: `n_prompts` train prompts spread over `domains` and levels, sampled
     `samples[level]` times each (default `REJECTION_SAMPLES`); keep one correct, well-formed
     completion per prompt.
 
@@ -152,8 +153,8 @@ def sample_traces(art, profile: Profile, *, n_prompts: int, seed: int, samples=N
     samples = dict(REJECTION_SAMPLES if samples is None else samples)
     pairs, generated, forward = [], 0, 0
     kept = {level: 0 for level in DIFFICULTIES}
-    per_cell = max(1, n_prompts // (len(VERIFIABLE_DOMAINS) * len(DIFFICULTIES)))
-    for d, name in enumerate(VERIFIABLE_DOMAINS):
+    per_cell = max(1, n_prompts // (len(domains) * len(DIFFICULTIES)))
+    for d, name in enumerate(domains):
         task = get_task(name)
         for v, level in enumerate(DIFFICULTIES):
             examples = task.sample(per_cell, split="train", seed=seed * 977 + 500 + 10 * d + v, difficulty=level)
@@ -170,17 +171,18 @@ def sample_traces(art, profile: Profile, *, n_prompts: int, seed: int, samples=N
                 generated += int(ro.completion_mask.sum())
                 forward += int(ro.attention_mask.sum())
     flops = 2.0 * count_parameters(art.model) * forward
-    return pairs, {"prompts": per_cell * len(VERIFIABLE_DOMAINS) * len(DIFFICULTIES), "kept": len(pairs),
+    return pairs, {"prompts": per_cell * len(domains) * len(DIFFICULTIES), "kept": len(pairs),
                    "kept_per_level": kept, "samples_per_level": samples,
                    "tokens_generated": generated, "flops": flops}
 
 
-def sft_on_traces(parent, pairs, profile: Profile, seed: int, name: str, progress: bool, **extra):
+def sft_on_traces(parent, pairs, profile: Profile, seed: int, name: str, progress: bool, *,
+                  epochs_scale: float = 1.0, **extra):
     """SFT of `parent` on (prompt, trace) pairs, for as many epochs as the cold start trains on
-    its set (a fixed step count on a smaller set would overfit it); cached.
-    FLOPs = 6 x params x trained tokens."""
+    its set (a fixed step count on a smaller set would overfit it), times `epochs_scale` (a
+    light warm-up: < 1); cached. FLOPs = 6 x params x trained tokens."""
     cold = cold_start_config(profile, seed)
-    epochs = cold.steps * cold.batch_size / cold.n_examples
+    epochs = cold.steps * cold.batch_size / cold.n_examples * epochs_scale
     steps = max(10, round(epochs * len(pairs) / cold.batch_size))
     cfg = SFTConfig.from_profile(profile, seed=seed, reasoning=True, n_examples=len(pairs), steps=steps)
     return sft_on_pairs(parent, pairs, cfg, profile, name=name, progress=progress, **extra)

@@ -142,3 +142,34 @@ def test_mopd_routes_every_domain_to_its_specialist():
     assert routed and routed <= {f"rows/{d}" for d in VERIFIABLE_DOMAINS}
     md = results_markdown({"mopd": res}, profile="smoke", seed=0, command="test")
     assert "**per domain: accuracy and gap recovery (greedy, held-out)**" in md and "mixed_rl recovery" in md
+
+
+@pytest.mark.parametrize("name", ["deepseek_v32", "mimo_v2_flash", "deepseek_v4", "nemotron3_ultra",
+                                  "mai_thinking1", "glm5", "kimi_k25"])
+def test_frontier_recipe_builds_its_stages_and_reports(name, monkeypatch):
+    """Each frontier recipe runs on the smoke profile, builds exactly the stages
+    RECIPE_STAGES names (in order: the progress display and the time estimate rely on it),
+    evaluates every teacher on its own domain, and tabulates recovery and compute."""
+    import minimopd.progress as progress
+    from minimopd.recipes import RECIPE_STAGES, run_recipe
+    from minimopd.tasks import VERIFIABLE_DOMAINS
+    keys, original = [], progress.stage
+
+    def spy(key):
+        if key not in keys:
+            keys.append(key)
+        return original(key)
+
+    monkeypatch.setattr(progress, "stage", spy)
+    res = run_recipe(name, profile="smoke", progress=False)
+    assert [k.rsplit("-", 1)[0] for k in keys] == [s.split(":")[0] for s in RECIPE_STAGES[name]]
+    teachers = [s for s in res.evals if s.startswith("teacher_")]
+    for stage in teachers:                              # a teacher is evaluated on its domain only
+        assert {r["domain"] for r in res.evals[stage].rows} == {stage.split("_")[1]}
+    (title,) = [t for t in res.tables if t.startswith("per domain")]
+    assert [r["domain"] for r in res.tables[title]] == list(VERIFIABLE_DOMAINS)
+    compute = res.tables["compute per stage"]
+    assert compute[-1]["stage"] == "total" and float(compute[-1]["FLOPs"]) > 0
+    if name in ("mimo_v2_flash", "deepseek_v4", "nemotron3_ultra"):     # distilled on its own samples
+        mopd = [r for r in compute if "mopd" in r["stage"]]
+        assert mopd and all(r["teacher-scored tokens"] > 0 for r in mopd)
