@@ -10,7 +10,7 @@ feedback), `compare.py` the value comparison, `student.py` what runs next to stu
 (calling a function on a case, running a notebook's cells), `sandbox.py` the child process that
 runs it under time limits, `codec.py` how values cross between the two without pickle,
 `report.py` `grade_notebook` and the command line; each `labNN.py` holds one lab's case
-generators and classic-bug diagnoses and registers its functions in `LABS["labNN"]`.
+generators and known wrong versions and registers its functions in `LABS["labNN"]`.
 
 Adding a lab (the registry is the extension point)
 --------------------------------------------------
@@ -46,7 +46,7 @@ from .compare import TOLERANCES, compare_values
 from .engine import HIDDEN_SEEDS, LABS, NOT_IMPLEMENTED, VISIBLE_SEEDS, Case, GradedFunction, check, find
 from .report import FunctionGrade, GradeReport, grade_notebook, lab_of, main
 from .student import execute_notebook
-from . import lab01, lab05, lab06  # noqa: E402,F401  (each registers its lab in LABS)
+from . import lab01, lab05, lab06, lab07  # noqa: E402,F401  (each registers its lab in LABS)
 
 __all__ = ["HIDDEN_SEEDS", "LABS", "NOT_IMPLEMENTED", "TOLERANCES", "VISIBLE_SEEDS", "Case",
            "FunctionGrade", "GradedFunction", "GradeReport", "check", "compare_values",
