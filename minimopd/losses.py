@@ -185,6 +185,18 @@ def bradley_terry_loss(
 # ----------------------------------------------------------------------------- PPO
 
 
+def _policy_inputs(logprobs, sampler_logprobs, advantages):
+    """The inputs of a per-token policy-gradient loss in one float dtype: current log-probs
+    (gradient flows), the sampling policy's log-probs and the advantages (both constant), a
+    (B,) per-sequence advantage made (B, 1) so that it broadcasts over the tokens."""
+    logprobs = _as_float(logprobs)
+    sampler_logprobs = _as_float(sampler_logprobs).detach().to(logprobs.dtype)
+    advantages = _as_float(advantages).detach().to(logprobs.dtype)
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(-1)
+    return logprobs, sampler_logprobs, advantages
+
+
 def ppo_clip_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -217,11 +229,7 @@ def ppo_clip_loss(
         gradient. Both unmasked: apply your mask when reducing.
     """
     eps_high = eps_low if eps_high is None else eps_high
-    logprobs = _as_float(logprobs)
-    old_logprobs = _as_float(old_logprobs).detach().to(logprobs.dtype)
-    advantages = _as_float(advantages).detach().to(logprobs.dtype)
-    if advantages.dim() == 1:
-        advantages = advantages.unsqueeze(-1)  # (B,) -> (B, 1) broadcasts over tokens
+    logprobs, old_logprobs, advantages = _policy_inputs(logprobs, old_logprobs, advantages)
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = -advantages * ratio
     clipped_obj = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
@@ -263,11 +271,7 @@ def truncated_is_loss(
     """
     if not 0 < low <= 1 <= high:
         raise ValueError(f"the importance-ratio window must contain 1: 0 < low <= 1 <= high, got [{low}, {high}]")
-    logprobs = _as_float(logprobs)
-    sampler_logprobs = _as_float(sampler_logprobs).detach().to(logprobs.dtype)
-    advantages = _as_float(advantages).detach().to(logprobs.dtype)
-    if advantages.dim() == 1:
-        advantages = advantages.unsqueeze(-1)
+    logprobs, sampler_logprobs, advantages = _policy_inputs(logprobs, sampler_logprobs, advantages)
     ratio = torch.exp(logprobs.detach() - sampler_logprobs)
     keep = (ratio >= low) & (ratio <= high)
     weight = torch.where(keep, ratio, torch.zeros_like(ratio))

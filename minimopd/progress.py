@@ -18,13 +18,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from .tasks import VERIFIABLE_DOMAINS
+
 
 # Seconds each stage took on the reference machine (a 2-core x86 laptop, torch 2.13 CPU, one job
 # at a time, the v3 world), training plus its share of evaluation and loading ("overhead" per
 # stage). `cpu`: the seed-0 lineage runs of RESULTS.md, from their cache records' wall_time;
 # `smoke`: `minimopd lineage --profile smoke` from an empty cache (2m18s in all). Stage names as
 # in `recipes.RECIPE_STAGES`; a stage not listed is "not measured yet" and left out of the sum.
-_DOMAINS = ("add", "sort", "reverse", "count")
 REFERENCE_SECONDS: dict[str, dict[str, float]] = {
     "smoke": {"overhead": 3, "base": 28, "sft": 5, "sft:reasoning": 9, "rlvr": 1, "r1_zero": 3,
               "cold_start": 4, "r1_reasoning_rl": 1, "r1_rejection_sft": 1, "r1_final_rl": 1,
@@ -34,9 +35,9 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
               "mopd": 1, "mixed_rl": 1, "v32_distill": 1, "v32_mixed_rl": 1, "mimo_mopd": 3, "v4_mopd": 3,
               "nemotron_warmup": 1, "nemotron_mopd1": 2, "nemotron_mopd2": 2, "mai_distill": 1,
               "mai_final_rl": 1,
-              **{f"specialist_{d}{v}": 5 for d in _DOMAINS for v in (":from_rlvr", ":round2")},
-              **{f"specialist_{d}_rl{v}": 2 for d in _DOMAINS for v in ("", ":climb")},
-              **{f"glm5_rl_{d}": 1 for d in _DOMAINS}},
+              **{f"specialist_{d}{v}": 5 for d in VERIFIABLE_DOMAINS for v in (":from_rlvr", ":round2")},
+              **{f"specialist_{d}_rl{v}": 2 for d in VERIFIABLE_DOMAINS for v in ("", ":climb")},
+              **{f"glm5_rl_{d}": 1 for d in VERIFIABLE_DOMAINS}},
     "cpu": {"overhead": 60, "base": 830, "sft": 1200, "sft:reasoning": 1690, "rlvr": 1630,
             "r1_zero": 3110, "cold_start": 1330, "r1_reasoning_rl": 1390, "r1_rejection_sft": 870,
             "r1_final_rl": 1670, "base:small": 810, "r1_distill": 500, "cold_start:small": 490,
@@ -98,12 +99,13 @@ class Lineage:
 
     def headline(self) -> str:
         """What the lineage will cost, said once at its start."""
-        if self.estimate() is None:
+        seconds = self.estimate()
+        if seconds is None:
             return (f"time estimate: none for profile {self.profile!r} (reference times exist for "
                     f"{', '.join(p for p, t in REFERENCE_SECONDS.items() if t)})")
         missing = self.unmeasured()
         more = (f" + {', '.join(missing)} (not timed yet)" if missing else "")
-        return (f"time estimate from an empty cache: about {_fmt_time(self.estimate())}{more} on a 2-core "
+        return (f"time estimate from an empty cache: about {_fmt_time(seconds)}{more} on a 2-core "
                 f"laptop, {len(self._pending())} stages (stages already cached or shipped load in seconds)")
 
 
@@ -189,8 +191,9 @@ def stage(key: str):
             times = [f"recipe {_fmt_time(now - _run.started)}"]
             if lineage is not None:
                 times.append(f"lineage {_fmt_time(now - lineage.started)}")
-                if lineage.left():
-                    times.append(lineage.left())
+                left = lineage.left()
+                if left:
+                    times.append(left)
             print(f"   {label(key)}: {how}" + (f" in {_fmt_time(took)}" if how == "trained" else "")
                   + f"  ({', '.join(times)})", flush=True)
     try:

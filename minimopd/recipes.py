@@ -6,7 +6,8 @@
 A recipe is a function `(profile, seed, progress) -> RecipeResult`; `register_recipe` adds one.
 The stages recipes are built from (base, SFT, online with any signal, SFT on pairs) live in
 `artifacts.py` and go through the stage cache, so recipes that share a prefix train it once.
-The RLVR / R1 recipes are in `recipes_rl.py`, the distillation ones in `recipes_opd.py`.
+The RLVR / R1 recipes are in `recipes_rl.py`, the distillation ones in `recipes_opd.py`, the
+2025-2026 frontier recipes in `recipes_frontier.py`.
 """
 from __future__ import annotations
 
@@ -38,12 +39,12 @@ RECIPE_STAGES: dict[str, tuple[str, ...]] = {"sft": ("base", "sft"), **recipes_r
 
 
 def register_recipe(name: str, fn: Callable[..., RecipeResult], *, overwrite: bool = False,
-                      stages: tuple[str, ...] | None = None):
+                    stages: tuple[str, ...] | None = None):
     """Add a recipe; `stages`: the names of the cached stages it builds, in order (for the
     progress display: "stage k/n" and the time left)."""
     if name in RECIPES and not overwrite:
         raise ValueError(f"recipe {name!r} already exists; pass overwrite=True to replace it")
-    if isinstance(stages, int) or isinstance(stages, str):
+    if isinstance(stages, (int, str)):
         raise TypeError(f"stages= takes the names of the stages {name!r} builds, in order, e.g. "
                         f"('base', 'sft', 'my_rl'); got {stages!r}")
     RECIPES[name] = fn

@@ -28,16 +28,9 @@ What each changes relative to its report, in this miniature:
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
-from . import distill
-from .artifacts import RecipeResult, online_artifact, sft_artifact
-from .evaluation import evaluate
+from .artifacts import RecipeResult
 from .profiles import Profile
-from .recipes_opd import _opd_config, compute_row, recovery_rows
-from .recipes_rl import reasoning_config, rejection_prompts, rl_selection, sample_traces, sft_on_traces, verifier
-from .signals import RoutedTeacherSignal, TeacherSignal
-from .stages.online import preset
+from .recipes_opd import RecipeRun
 from .tasks import VERIFIABLE_DOMAINS
 
 MIMO_ALPHA = 0.5          # weight of the outcome advantage in MiMo-V2-Flash's MOPD (ours)
@@ -45,88 +38,8 @@ WARMUP_EPOCHS = 0.25      # Nemotron's warm-up SFT: a quarter of the epochs of a
 D = VERIFIABLE_DOMAINS
 
 
-class _Run:
-    """What every frontier recipe does between its stages: evaluate, record, tabulate."""
-
-    def __init__(self, name: str, profile: Profile, seed: int, progress: bool):
-        self.profile, self.seed, self.progress = profile, seed, progress
-        self.result = RecipeResult(name, profile.name, seed)
-        self.teachers: dict[str, str] = {}          # domain -> the stage of its (last) teacher
-        self.students: list[str] = []
-
-    def evaluate(self, art, domains=None):
-        return evaluate(art.model, art.tokenizer, tasks=domains, profile=self.profile, seed=self.seed,
-                        reasoning=True)
-
-    def student(self):
-        art = sft_artifact(self.profile, seed=self.seed, reasoning=True, progress=self.progress)
-        self.result.record("student", art, self.evaluate(art))
-        return art
-
-    def stage(self, stage: str, art, *, student: bool = True):
-        self.result.record(stage, art, self.evaluate(art))
-        if student:
-            self.students.append(stage)
-        return art
-
-    def specialists(self, parent, *, sft=True, rl=False, tag=""):
-        teachers = {}
-        for d in D:
-            art = distill.specialist_artifact(parent, self.profile, d, seed=self.seed, sft=sft, rl=rl,
-                                              progress=self.progress)
-            stage = f"teacher_{d}{tag}"
-            self.result.record(stage, art, self.evaluate(art, (d,)))
-            self.teachers[d] = stage
-            teachers[d] = art
-        return teachers
-
-    def trace_sft(self, parent, teachers, name: str, *, epochs_scale: float = 1.0):
-        """SFT of `parent` on verified traces each teacher samples on its own domain (as many
-        prompts in all as R1's rejection round)."""
-        pairs, stats = [], {}
-        n = max(8, rejection_prompts(self.profile) // len(teachers))
-        for d, art in teachers.items():
-            got, stats[d] = sample_traces(art, self.profile, n_prompts=n, seed=self.seed, domains=(d,))
-            pairs += got
-        if not pairs:
-            raise RuntimeError(f"{self.result.name}: the teachers produced no verified trace to train on")
-        art = sft_on_traces(parent, pairs, self.profile, self.seed, name, self.progress,
-                            teachers=sorted(a.path.name for a in teachers.values()), epochs_scale=epochs_scale)
-        art.info.update(traces=stats)
-        return art
-
-    def mixed_rl(self, parent, name: str = "mixed_rl", *, domains=D, steps=None):
-        cfg = preset("grpo", reasoning_config(self.profile, seed=self.seed, domains=tuple(domains), difficulty=None))
-        if steps is not None:
-            cfg = replace(cfg, steps=steps)
-        return online_artifact(parent, self.profile, cfg, name=name, signal=verifier("r1"),
-                               selection=rl_selection(self.profile), progress=self.progress)
-
-    def mopd(self, parent, teachers, name: str, *, mode: str, algo: str, outcome_weight: float = 0.0):
-        signal = RoutedTeacherSignal({d: TeacherSignal(a.model, mode=mode, key=a.path.name)
-                                      for d, a in teachers.items()})
-        cfg = replace(_opd_config(self.profile, algo, seed=self.seed, domains=D), outcome_weight=outcome_weight)
-        return online_artifact(parent, self.profile, cfg, name=name, signal=signal, progress=self.progress)
-
-    def done(self) -> RecipeResult:
-        res = self.result
-        if self.teachers:
-            res.tables["per domain: accuracy and gap recovery (greedy, held-out)"] = recovery_rows(
-                res, start="student", teachers=self.teachers, students=self.students)
-        else:
-            res.tables["per domain: accuracy (greedy, held-out)"] = [
-                {"domain": d, **{s: round(res.evals[s].accuracy(d), 3) for s in ["student", *self.students]}}
-                for d in D]
-        rows = [compute_row(s, res.info[s]) for s in res.evals if s != "student"]
-        total = sum(float(res.info[s].get("flops", 0.0) or 0.0) for s in res.evals if s != "student")
-        rows.append({"stage": "total", "FLOPs": f"{total:.2e}",
-                     "wall s": round(sum(r["wall s"] for r in rows), 1)})
-        res.tables["compute per stage"] = rows
-        return res
-
-
 def recipe_deepseek_v32(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
-    run = _Run("deepseek_v32", profile, seed, progress)
+    run = RecipeRun("deepseek_v32", profile, seed, progress)
     student = run.student()
     teachers = run.specialists(student, rl=True)
     merged = run.stage("distill_sft", run.trace_sft(student, teachers, "v32_distill"))
@@ -135,7 +48,7 @@ def recipe_deepseek_v32(profile: Profile, seed: int = 0, progress: bool = True) 
 
 
 def recipe_mimo_v2_flash(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
-    run = _Run("mimo_v2_flash", profile, seed, progress)
+    run = RecipeRun("mimo_v2_flash", profile, seed, progress)
     student = run.student()
     teachers = run.specialists(student, rl=True)
     run.stage("mopd", run.mopd(student, teachers, "mimo_mopd", mode="sampled", algo="mopd_mimo",
@@ -144,7 +57,7 @@ def recipe_mimo_v2_flash(profile: Profile, seed: int = 0, progress: bool = True)
 
 
 def recipe_deepseek_v4(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
-    run = _Run("deepseek_v4", profile, seed, progress)
+    run = RecipeRun("deepseek_v4", profile, seed, progress)
     student = run.student()
     teachers = run.specialists(student, rl=True)
     run.stage("mopd", run.mopd(student, teachers, "v4_mopd", mode="full", algo="opd_full"))
@@ -152,7 +65,7 @@ def recipe_deepseek_v4(profile: Profile, seed: int = 0, progress: bool = True) -
 
 
 def recipe_nemotron3_ultra(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
-    run = _Run("nemotron3_ultra", profile, seed, progress)
+    run = RecipeRun("nemotron3_ultra", profile, seed, progress)
     student = run.student()
     rlvr = run.stage("rlvr", run.mixed_rl(student))
     teachers = run.specialists(rlvr)
@@ -164,7 +77,7 @@ def recipe_nemotron3_ultra(profile: Profile, seed: int = 0, progress: bool = Tru
 
 
 def recipe_mai_thinking1(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
-    run = _Run("mai_thinking1", profile, seed, progress)
+    run = RecipeRun("mai_thinking1", profile, seed, progress)
     student = run.student()
     climbs = run.specialists(student, sft=False, rl=True)
     merged = run.stage("distill_sft", run.trace_sft(student, climbs, "mai_distill"))
@@ -173,7 +86,7 @@ def recipe_mai_thinking1(profile: Profile, seed: int = 0, progress: bool = True)
 
 
 def recipe_glm5(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
-    run = _Run("glm5", profile, seed, progress)
+    run = RecipeRun("glm5", profile, seed, progress)
     art = run.student()
     steps = max(1, profile.rl_steps // len(D))
     for d in D:
@@ -182,7 +95,7 @@ def recipe_glm5(profile: Profile, seed: int = 0, progress: bool = True) -> Recip
 
 
 def recipe_kimi_k25(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
-    run = _Run("kimi_k25", profile, seed, progress)
+    run = RecipeRun("kimi_k25", profile, seed, progress)
     student = run.student()
     run.stage("mixed_rl", run.mixed_rl(student))
     return run.done()

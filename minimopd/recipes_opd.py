@@ -17,17 +17,23 @@ What each on-policy distillation mode changes relative to its paper, in this min
 * opd_full (DeepSeek V4): the exact reverse KL over the full vocabulary (105 tokens here) at each
   sampled prefix. DeepSeek V4 weighs several teachers per token; we route one teacher per prompt.
 
+`RecipeRun` is what the multi-teacher recipes share (`mopd` here, the frontier recipes in
+`recipes_frontier.py`): the student, the specialists, mixed RL, MOPD, SFT on teacher traces,
+and the tables.
+
 The student samples 2 completions for each of 4x as many prompts as GRPO's groups of 8 (the same
 completions per step): a teacher's signal needs no group baseline, and distinct prompts cover
 more of the domain (with 1-token answers all samples of a prompt share the same context).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import distill
 from .artifacts import RecipeResult, online_artifact, sft_artifact
 from .evaluation import evaluate
 from .profiles import Profile
-from .recipes_rl import reasoning_config, rl_selection, verifier
+from .recipes_rl import reasoning_config, rejection_prompts, rl_selection, sample_traces, sft_on_traces, verifier
 from .signals import RoutedTeacherSignal, TeacherSignal
 from .stages.online import preset
 from .tasks import VERIFIABLE_DOMAINS
@@ -79,6 +85,89 @@ def recovery_rows(result: RecipeResult, *, start: str, teachers: dict[str, str],
     return rows
 
 
+class RecipeRun:
+    """What the multi-teacher recipes (`mopd`, the frontier ones) do between their stages: build
+    the student and one specialist per domain, train by mixed RL, MOPD or SFT on the teachers'
+    traces, evaluate and record each stage, and tabulate recovery and compute (`done`)."""
+
+    def __init__(self, name: str, profile: Profile, seed: int, progress: bool):
+        self.profile, self.seed, self.progress = profile, seed, progress
+        self.result = RecipeResult(name, profile.name, seed)
+        self.teachers: dict[str, str] = {}          # domain -> the stage of its (last) teacher
+        self.students: list[str] = []
+
+    def evaluate(self, art, domains=None):
+        return evaluate(art.model, art.tokenizer, tasks=domains, profile=self.profile, seed=self.seed,
+                        reasoning=True)
+
+    def student(self):
+        art = sft_artifact(self.profile, seed=self.seed, reasoning=True, progress=self.progress)
+        self.result.record("student", art, self.evaluate(art))
+        return art
+
+    def stage(self, stage: str, art, *, student: bool = True):
+        self.result.record(stage, art, self.evaluate(art))
+        if student:
+            self.students.append(stage)
+        return art
+
+    def specialists(self, parent, *, sft=True, rl=False, tag=""):
+        teachers = {}
+        for d in VERIFIABLE_DOMAINS:
+            art = distill.specialist_artifact(parent, self.profile, d, seed=self.seed, sft=sft, rl=rl,
+                                              progress=self.progress)
+            stage = f"teacher_{d}{tag}"
+            self.result.record(stage, art, self.evaluate(art, (d,)))
+            self.teachers[d] = stage
+            teachers[d] = art
+        return teachers
+
+    def trace_sft(self, parent, teachers, name: str, *, epochs_scale: float = 1.0):
+        """SFT of `parent` on verified traces each teacher samples on its own domain (as many
+        prompts in all as R1's rejection round)."""
+        pairs, stats = [], {}
+        n = max(8, rejection_prompts(self.profile) // len(teachers))
+        for d, art in teachers.items():
+            got, stats[d] = sample_traces(art, self.profile, n_prompts=n, seed=self.seed, domains=(d,))
+            pairs += got
+        if not pairs:
+            raise RuntimeError(f"{self.result.name}: the teachers produced no verified trace to train on")
+        art = sft_on_traces(parent, pairs, self.profile, self.seed, name, self.progress,
+                            teachers=sorted(a.path.name for a in teachers.values()), epochs_scale=epochs_scale)
+        art.info.update(traces=stats)
+        return art
+
+    def mixed_rl(self, parent, name: str = "mixed_rl", *, domains=VERIFIABLE_DOMAINS, steps=None):
+        cfg = preset("grpo", reasoning_config(self.profile, seed=self.seed, domains=tuple(domains), difficulty=None))
+        if steps is not None:
+            cfg = replace(cfg, steps=steps)
+        return online_artifact(parent, self.profile, cfg, name=name, signal=verifier("r1"),
+                               selection=rl_selection(self.profile), progress=self.progress)
+
+    def mopd(self, parent, teachers, name: str, *, mode: str, algo: str, outcome_weight: float = 0.0):
+        signal = RoutedTeacherSignal({d: TeacherSignal(a.model, mode=mode, key=a.path.name)
+                                      for d, a in teachers.items()})
+        cfg = replace(_opd_config(self.profile, algo, seed=self.seed, domains=VERIFIABLE_DOMAINS),
+                      outcome_weight=outcome_weight)
+        return online_artifact(parent, self.profile, cfg, name=name, signal=signal, progress=self.progress)
+
+    def done(self) -> RecipeResult:
+        res = self.result
+        if self.teachers:
+            res.tables["per domain: accuracy and gap recovery (greedy, held-out)"] = recovery_rows(
+                res, start="student", teachers=self.teachers, students=self.students)
+        else:
+            res.tables["per domain: accuracy (greedy, held-out)"] = [
+                {"domain": d, **{s: round(res.evals[s].accuracy(d), 3) for s in ["student", *self.students]}}
+                for d in VERIFIABLE_DOMAINS]
+        rows = [compute_row(s, res.info[s]) for s in res.evals if s != "student"]
+        total = sum(float(res.info[s].get("flops", 0.0) or 0.0) for s in res.evals if s != "student")
+        rows.append({"stage": "total", "FLOPs": f"{total:.2e}",
+                     "wall s": round(sum(r["wall s"] for r in rows), 1)})
+        res.tables["compute per stage"] = rows
+        return res
+
+
 def recipe_opd(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
     """On-policy distillation vs RL on one domain (`OPD_DOMAIN`), at the same completions per step.
 
@@ -118,33 +207,15 @@ def recipe_mopd(profile: Profile, seed: int = 0, progress: bool = True) -> Recip
     """MOPD (MiMo-V2-Flash, DeepSeek V4): one specialist per verifiable domain, forked from the
     student, each rollout scored by the teacher of its prompt's domain (`RoutedTeacherSignal`),
     exact full-vocabulary reverse KL; against mixed-domain GRPO from the same student at the same
-    completions per step (on the prompts the student sometimes solves, as `tulu3`'s RLVR). The table: each domain's start, teacher, MOPD and mixed-RL accuracy and
-    the gap each recovered."""
-    result = RecipeResult("mopd", profile.name, seed)
-    ev = lambda art: evaluate(art.model, art.tokenizer, profile=profile, seed=seed, reasoning=True)  # noqa: E731
-    student = sft_artifact(profile, seed=seed, reasoning=True, progress=progress)
-    result.record("student", student, ev(student))
-    teachers = {}
-    for domain in VERIFIABLE_DOMAINS:
-        art = distill.specialist_artifact(student, profile, domain, seed=seed, progress=progress)
-        teachers[domain] = art
-        result.record(f"teacher_{domain}", art, evaluate(art.model, art.tokenizer, tasks=(domain,),
-                                                        profile=profile, seed=seed, reasoning=True))
-    signal = RoutedTeacherSignal({d: TeacherSignal(a.model, mode="full", key=a.path.name)
-                                  for d, a in teachers.items()})
-    mopd = online_artifact(student, profile, _opd_config(profile, "opd_full", seed=seed, domains=VERIFIABLE_DOMAINS),
-                           name="mopd", signal=signal, progress=progress)
-    result.record("mopd", mopd, ev(mopd))
-    mixed = preset("grpo", reasoning_config(profile, seed=seed, domains=VERIFIABLE_DOMAINS, difficulty=None))
-    rl = online_artifact(student, profile, mixed, name="mixed_rl", signal=verifier("r1"),
-                         selection=rl_selection(profile), progress=progress)
-    result.record("mixed_rl", rl, ev(rl))
-    result.tables["per domain: accuracy and gap recovery (greedy, held-out)"] = recovery_rows(
-        result, start="student", teachers={d: f"teacher_{d}" for d in VERIFIABLE_DOMAINS},
-        students=["mopd", "mixed_rl"])
-    result.tables["compute per stage"] = [compute_row(s, result.info[s]) for s in
-                                          [*(f"teacher_{d}" for d in VERIFIABLE_DOMAINS), "mopd", "mixed_rl"]]
-    return result
+    completions per step (on the prompts the student sometimes solves, as `tulu3`'s RLVR). The
+    tables: each domain's start, teacher, MOPD and mixed-RL accuracy and the gap each recovered;
+    the compute of every stage."""
+    run = RecipeRun("mopd", profile, seed, progress)
+    student = run.student()
+    teachers = run.specialists(student)
+    run.stage("mopd", run.mopd(student, teachers, "mopd", mode="full", algo="opd_full"))
+    run.stage("mixed_rl", run.mixed_rl(student))
+    return run.done()
 
 
 def _overlap_examples(domain: str, profile: Profile, seed: int):

@@ -1,4 +1,4 @@
-"""The lab05 (GRPO) and lab06 (R1) autograders: the references pass, every classic bug is caught
+"""The lab05 (GRPO), lab06 (R1) and lab07 (on-policy distillation) autograders: the references pass, every classic bug is caught
 with feedback that names it."""
 from __future__ import annotations
 
@@ -21,18 +21,21 @@ from minimopd.rewards import rejection_filter as ref_rejection_filter
 
 LAB05 = [gf.name for gf in LABS["lab05"]]
 LAB06 = [gf.name for gf in LABS["lab06"]]
+LAB07 = [gf.name for gf in LABS["lab07"]]
+GRADED = [("lab05", n) for n in LAB05] + [("lab06", n) for n in LAB06] + [("lab07", n) for n in LAB07]
 
 
 def test_registries():
     assert LAB05 == ["group_advantages", "k3_kl", "grpo_loss"]
     assert LAB06 == ["format_reward", "accuracy_reward", "r1_reward", "rejection_filter"]
-    assert sum(gf.points for gf in LABS["lab05"]) == 10
-    assert sum(gf.points for gf in LABS["lab06"]) == 10
+    assert LAB07 == ["opd_advantages", "full_reverse_kl", "topk_reverse_kl"]
+    for lab in ("lab05", "lab06", "lab07"):
+        assert sum(gf.points for gf in LABS[lab]) == 10, lab
     names = [gf.name for lab in LABS.values() for gf in lab]
     assert len(names) == len(set(names)), "graded function names must be unique across labs"
 
 
-@pytest.mark.parametrize("lab,name", [("lab05", n) for n in LAB05] + [("lab06", n) for n in LAB06])
+@pytest.mark.parametrize("lab,name", GRADED)
 @pytest.mark.parametrize("hidden", [False, True])
 def test_reference_passes_against_itself(lab, name, hidden, capsys):
     gf = grading.find(name, lab)
@@ -41,7 +44,7 @@ def test_reference_passes_against_itself(lab, name, hidden, capsys):
     assert "FAILED" not in out and f"{gf.points:g}/{gf.points:g} points" in out
 
 
-@pytest.mark.parametrize("lab,name", [("lab05", n) for n in LAB05] + [("lab06", n) for n in LAB06])
+@pytest.mark.parametrize("lab,name", GRADED)
 def test_stub_is_not_implemented(lab, name):
     def stub(*args, **kwargs):
         raise NotImplementedError()

@@ -19,9 +19,13 @@ import torch.nn.functional as F
 
 from .engine import LABS, TRAIN_BATCH, Case, GradedFunction, _rng, _response_mask, _skip
 
-VOCAB = 105                # the course tokenizer's vocabulary
 TRACE_LEN = 128            # the longest completion the OPD stages sample (4 x 32 new tokens)
-TAIL_FLOOR = 1e-6          # kl.TAIL_FLOOR: the tail bucket's mass is floored here
+
+
+def _vocab() -> int:
+    """The course tokenizer's vocabulary size (105): the size a training step sees."""
+    from ..tokenizer import build_tokenizer
+    return len(build_tokenizer())
 
 
 # --------------------------------------------------------------------------- opd_advantages
@@ -93,7 +97,7 @@ def _full_cases(seed: int) -> list[Case]:
     cases.append(Case("float64 input", _distributions(g, 2, 3, 6, torch.float64),
                       hint="keep the input's dtype: no hard-coded .float()"))
     cases.append(Case("a training step: real vocabulary, long traces",
-                      _distributions(g, TRAIN_BATCH // 4, r.randint(100, TRACE_LEN), VOCAB)))
+                      _distributions(g, TRAIN_BATCH // 4, r.randint(100, TRACE_LEN), _vocab())))
     return cases
 
 
@@ -151,11 +155,12 @@ def _topk_cases(seed: int) -> list[Case]:
     cases.append(Case("float64 input", _support_case(g, 2, 3, 7, 3, dtype=torch.float64),
                       hint="keep the input's dtype: no hard-coded .float()"))
     cases.append(Case("a training step: real vocabulary, k = 8, long traces",
-                      _support_case(g, TRAIN_BATCH // 4, r.randint(100, TRACE_LEN), VOCAB, 8)))
+                      _support_case(g, TRAIN_BATCH // 4, r.randint(100, TRACE_LEN), _vocab(), 8)))
     return cases
 
 
 def _with_tail(logp):
+    from ..kl import TAIL_FLOOR
     mass = logp.exp().sum(-1, keepdim=True)
     return torch.cat([logp, torch.log((1 - mass).clamp(min=TAIL_FLOOR))], -1)
 
