@@ -8,7 +8,7 @@ The student is the reasoning SFT model, the teacher its fork trained further on 
 RESULTS.md's probe; the `opd` recipe's GRPO uses R1's rule reward; OPD: 64 x 2), then greedy
 held-out accuracy on the domain (`--n` items per level), the support overlap of the teacher with
 the student's samples, and the compute. Stages are cached, so a rerun with more modes reuses them.
-`--json` writes the table.
+`--json` writes the table; `--summarize s0.json s1.json s2.json` prints mean and spread over seeds.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from minimopd import distill  # noqa: E402
 from minimopd.artifacts import online_artifact, sft_artifact  # noqa: E402
 from minimopd.evaluation import evaluate  # noqa: E402
 from minimopd.profiles import get_profile  # noqa: E402
-from minimopd.recipes_opd import TOPK, _opd_config, _teacher_mode, compute_row  # noqa: E402
+from minimopd.recipes_opd import TOPK, opd_config, teacher_mode, compute_row  # noqa: E402
 from minimopd.recipes_rl import reasoning_config  # noqa: E402
 from minimopd.signals import TeacherSignal, VerifierSignal  # noqa: E402
 from minimopd.stages.online import preset  # noqa: E402
@@ -40,8 +40,13 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--n", type=int, default=100, help="held-out items per level")
     p.add_argument("--modes", nargs="*", default=["grpo", "opd_full", "opd_sampled"])
+    p.add_argument("--lr", type=float, default=None, help="the OPD stages' learning rate (default: the recipe's)")
     p.add_argument("--json", default=None)
+    p.add_argument("--summarize", nargs="+", metavar="JSON",
+                   help="print the mean and spread over seeds of earlier --json files, then exit")
     args = p.parse_args(argv)
+    if args.summarize:
+        return summarize(args.summarize)
     prof = get_profile(args.profile)
     d = args.domain
     t0 = time.perf_counter()
@@ -61,20 +66,30 @@ def main(argv=None):
                                       max_new_tokens=reasoning_config(prof).max_new_tokens, k=TOPK, seed=args.seed)
     print(f"  overlap {overlap}", flush=True)
     compute = {"teacher": compute_row("teacher", teacher.info)}
+    histories = {}
     for mode in args.modes:
         if mode == "grpo":
             cfg = replace(preset("grpo", reasoning_config(prof, seed=args.seed, domains=(d,), difficulty=None)),
                           steps=args.steps)
             art = online_artifact(student, prof, cfg, name="opd_grpo", signal=VerifierSignal(), progress=False)
         else:
-            cfg = replace(_opd_config(prof, mode, seed=args.seed, domains=(d,)), steps=args.steps)
+            cfg = replace(opd_config(prof, mode, seed=args.seed, domains=(d,)), steps=args.steps)
+            if args.lr is not None:
+                cfg = replace(cfg, lr=args.lr)
             art = online_artifact(student, prof, cfg, name=mode, progress=False,
-                                  signal=TeacherSignal(teacher.model, key=teacher.path.name, **_teacher_mode(mode)))
+                                  signal=TeacherSignal(teacher.model, key=teacher.path.name, **teacher_mode(mode)))
         rows[mode] = acc(art)
         compute[mode] = compute_row(mode, art.info)
-        h = art.history
+        h = histories[mode] = art.history
         print(f"[{time.perf_counter() - t0:.0f}s] {mode}: {rows[mode]}  compute {compute[mode]}  "
               f"entropy {h[0].get('entropy', float('nan')):.3f} -> {h[-1].get('entropy', float('nan')):.3f}", flush=True)
+        keys = [k for k in ("reward", "kl", "entropy", "advantage_mean") if k in h[0]]
+        for i in range(0, len(h), max(1, len(h) // 10)):
+            print(f"    step {i:4d} " + " ".join(f"{k} {h[i][k]:.3f}" for k in keys), flush=True)
+    matched = matched_compute(histories) if "grpo" in histories else {}
+    if matched:
+        print(f"\ncompute to reach GRPO's final training accuracy (T=1, trailing {WINDOW}-step mean "
+              f"{matched['target']:.3f}): " + ", ".join(f"{m} {v}" for m, v in matched["ratio"].items()))
     s0, t = rows["student"]["all"], rows["teacher"]["all"]
     print(f"\n{d}, {args.steps} steps, profile {prof.name}, seed {args.seed}, {args.n} held-out items per level")
     print("| stage | easy | medium | hard | all | gap recovery | FLOPs | teacher-scored tokens | wall s |")
@@ -86,7 +101,48 @@ def main(argv=None):
               f"{c.get('FLOPs', '-')} | {c.get('teacher-scored tokens', '-')} | {c.get('wall s', '-')} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "accuracy": rows, "overlap": overlap,
-                                               "compute": compute}, indent=1))
+                                               "compute": compute, "matched": matched}, indent=1))
+
+
+WINDOW = 10
+
+
+def matched_compute(histories: dict) -> dict:
+    """GRPO's total FLOPs over the FLOPs each other run spent until its training accuracy (T = 1,
+    trailing `WINDOW`-step mean) first reached GRPO's final one: how many times cheaper it got
+    there ("never" if it did not within its steps)."""
+    def trailing(h):
+        acc = [r["accuracy"] for r in h]
+        return [sum(acc[max(0, i - WINDOW + 1):i + 1]) / len(acc[max(0, i - WINDOW + 1):i + 1]) for i in range(len(acc))]
+    rl = histories["grpo"]
+    target = trailing(rl)[-1]
+    ratio = {}
+    for mode, h in histories.items():
+        if mode == "grpo":
+            continue
+        hit = next((i for i, v in enumerate(trailing(h)) if i >= WINDOW - 1 and v >= target), None)
+        ratio[mode] = "never" if hit is None else f"{rl[-1]['flops'] / h[hit]['flops']:.1f}x (step {hit})"
+    return {"target": target, "ratio": ratio}
+
+
+def summarize(paths):
+    """Mean and sample std over the seeds of several --json files, per stage: accuracy per level and
+    gap recovery."""
+    import statistics
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    seeds = [r["args"]["seed"] for r in runs]
+    stages = [s for s in runs[0]["accuracy"] if all(s in r["accuracy"] for r in runs)]
+    fmt = lambda xs: f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f}"
+    print(f"seeds {seeds}, {runs[0]['args']['n']} held-out items per level, {runs[0]['args']['steps']} steps; "
+          "mean ± sample std over seeds")
+    print("| stage | easy | medium | hard | all | gap recovery |")
+    print("|---|---|---|---|---|---|")
+    for stage in stages:
+        cells = [fmt([r["accuracy"][stage][k] for r in runs]) for k in ("easy", "medium", "hard", "all")]
+        rec = "" if stage in ("student", "teacher") else fmt([distill.gap_recovery(
+            r["accuracy"]["student"]["all"], r["accuracy"][stage]["all"], r["accuracy"]["teacher"]["all"])
+            for r in runs])
+        print(f"| {stage} | " + " | ".join(cells) + f" | {rec} |")
 
 
 if __name__ == "__main__":

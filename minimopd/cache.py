@@ -54,6 +54,8 @@ def cache_root() -> Path:
 
 
 def _jsonable(obj):
+    if hasattr(obj, "cache_dict"):          # a config that says which of its settings key a stage
+        return _jsonable(obj.cache_dict())
     if dataclasses.is_dataclass(obj):
         return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
     if isinstance(obj, dict):

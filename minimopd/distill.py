@@ -34,7 +34,7 @@ from .stages.sft import SFTConfig, sft_dataset
 from .tasks import VERIFIABLE_DOMAINS
 
 __all__ = ["FOREIGN_SEED", "specialist_artifact", "specialist_sft_config", "gap_recovery",
-           "support_overlap", "measure_overlap"]
+           "support_overlap", "measure_overlap", "disagreements"]
 
 FOREIGN_SEED = 1_000     # a foreign teacher's base is pretrained with seed + FOREIGN_SEED
 
@@ -131,6 +131,21 @@ def support_overlap(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tens
             (("reverse_kl", kl), ("teacher_logprob", t_tok), ("student_logprob", s_tok), ("in_topk", inside))}
 
 
+def _scored_samples(student, teacher, tokenizer, examples: Sequence, *, max_new_tokens: int, samples: int,
+                    temperature: float, seed: int, batch_size: int):
+    """Per batch of `examples`: the student's samples and both models' next-token
+    log-distributions on their completion window, (ids, mask, student, teacher) with ids and
+    mask (B, L+1) and the distributions (B, L+1, V), token-aligned."""
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i:i + batch_size]
+        ro = generate(student, tokenizer, [e.prompt for e in chunk], num_samples=samples,
+                      max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + i)
+        W = ro.prompt_length - 1
+        s_logits, _ = window_forward(student, ro.input_ids, ro.attention_mask, ro.prompt_length, ro.prompt_index)
+        t_logits, _ = window_forward(teacher, ro.input_ids, ro.attention_mask, ro.prompt_length, ro.prompt_index)
+        yield ro.input_ids[:, W:], ro.completion_mask[:, W:], token_log_softmax(s_logits), token_log_softmax(t_logits)
+
+
 @torch.no_grad()
 def measure_overlap(student, teacher, tokenizer, examples: Sequence, *, max_new_tokens: int,
                     samples: int = 1, k: int = 8, temperature: float = 1.0, seed: int = 0,
@@ -139,16 +154,10 @@ def measure_overlap(student, teacher, tokenizer, examples: Sequence, *, max_new_
     prompts of `examples`: what on-policy distillation from this teacher starts from."""
     totals: dict[str, float] = {}
     count = 0
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i:i + batch_size]
-        ro = generate(student, tokenizer, [e.prompt for e in chunk], num_samples=samples,
-                      max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + i)
-        W = ro.prompt_length - 1
-        s_logits, _ = window_forward(student, ro.input_ids, ro.attention_mask, ro.prompt_length, ro.prompt_index)
-        t_logits, _ = window_forward(teacher, ro.input_ids, ro.attention_mask, ro.prompt_length, ro.prompt_index)
-        mask = ro.completion_mask[:, W:]
-        part = support_overlap(token_log_softmax(s_logits), token_log_softmax(t_logits),
-                               ro.input_ids[:, W:], mask, k=k)
+    for ids, mask, s, t in _scored_samples(student, teacher, tokenizer, examples, max_new_tokens=max_new_tokens,
+                                           samples=samples, temperature=temperature, seed=seed,
+                                           batch_size=batch_size):
+        part = support_overlap(s, t, ids, mask, k=k)
         n = float(mask.sum())
         for key, value in part.items():
             totals[key] = totals.get(key, 0.0) + value * n
@@ -156,3 +165,26 @@ def measure_overlap(student, teacher, tokenizer, examples: Sequence, *, max_new_
     if not count:
         return {key: math.nan for key in ("reverse_kl", "teacher_logprob", "student_logprob", "in_topk")}
     return {key: value / count for key, value in totals.items()}
+
+
+@torch.no_grad()
+def disagreements(student, teacher, tokenizer, examples: Sequence, *, max_new_tokens: int,
+                  threshold: float = -2.0, temperature: float = 1.0, seed: int = 0) -> list[str]:
+    """The student's samples for `examples` (one each), as text with every token the teacher
+    gives a log-prob below `threshold` marked `[token|S log p_S T log p_T -> teacher's choice]`:
+    where on-policy distillation's signal is, and what it says."""
+    lines = []
+    for ids, mask, s, t in _scored_samples(student, teacher, tokenizer, examples, max_new_tokens=max_new_tokens,
+                                           samples=1, temperature=temperature, seed=seed, batch_size=64):
+        for row in range(ids.shape[0]):
+            parts = []
+            for pos in mask[row].nonzero().flatten().tolist():
+                y = int(ids[row, pos])
+                text = tokenizer.decode([y])
+                lt = float(t[row, pos, y])
+                if lt < threshold:
+                    best = tokenizer.decode([int(t[row, pos].argmax())])
+                    text = f"[{text}|S {float(s[row, pos, y]):.1f} T {lt:.1f} -> {best}]"
+                parts.append(text)
+            lines.append("".join(parts))
+    return lines

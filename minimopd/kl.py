@@ -232,9 +232,11 @@ def token_reverse_kl(
 
 def generalized_jsd(
     student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
     beta: float = 0.5,
     temperature: float = 1.0,
+    *,
+    teacher_full_logprobs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-position generalised Jensen-Shannon divergence (GKD, Agarwal et al. 2023).
 
@@ -251,20 +253,36 @@ def generalized_jsd(
     discontinuous at the endpoints. Both logits are divided by ``temperature``
     before the softmax, with no T**2 rescaling (as in trl).
 
+    On-policy distillation passes the teacher as a teacher signal stores it:
+    ``teacher_full_logprobs`` (B, T, V), token-aligned (row t predicts token t, what
+    ``token_log_softmax`` returns), already at the temperature it was scored with, so
+    ``temperature`` then applies to the student only.
+
+    Why a direction matters on the student's own samples: the gradient of the reverse KL with
+    respect to the student's logits at one position is p_S(v) (log p_S(v)/p_T(v) - KL), which
+    vanishes wherever the student is already certain (p_S near one-hot), right or wrong; the
+    forward KL's is p_S - p_T, which does not.
+
     Args:
         student_logits: (B, T, V), gradient flows.
-        teacher_logits: (B, T, V), treated as a constant (detached).
+        teacher_logits: (B, T, V), treated as a constant (detached); or
+        teacher_full_logprobs: (B, T, V) token-aligned teacher log-probs (see above).
         beta: interpolation coefficient in [0, 1].
         temperature: softmax temperature (> 0).
 
     Returns:
         (B, T) token-aligned (column 0 = 0), >= 0.
     """
-    _check_pair(student_logits, teacher_logits)
+    if (teacher_logits is None) == (teacher_full_logprobs is None):
+        raise ValueError("generalized_jsd needs exactly one of teacher_logits or teacher_full_logprobs")
+    _check_pair(student_logits, teacher_logits if teacher_logits is not None else teacher_full_logprobs)
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     logp_s = F.log_softmax(_prediction_logits(student_logits, temperature), dim=-1)
-    logp_t = F.log_softmax(_prediction_logits(teacher_logits.detach(), temperature), dim=-1).to(logp_s.dtype)
+    if teacher_full_logprobs is not None:
+        logp_t = _as_float(teacher_full_logprobs[:, 1:].detach()).to(logp_s.dtype)
+    else:
+        logp_t = F.log_softmax(_prediction_logits(teacher_logits.detach(), temperature), dim=-1).to(logp_s.dtype)
 
     if beta == 0.0:
         out = _kl_rows(logp_t, logp_s)

@@ -18,6 +18,8 @@ averages into the history.
     truncated_is policy gradient with truncated importance weights (MiMo-V2-Flash's MOPD loss)
     reverse_kl   exact reverse KL to a teacher over the full vocabulary or a top-k support
                  (DeepSeek V4's OPD); needs no advantage
+    jsd          GKD's generalised JSD to the teacher's full distribution (`jsd_beta`: 1 reverse
+                 KL, 0 forward KL); needs no advantage
 """
 from __future__ import annotations
 
@@ -106,6 +108,31 @@ class ReverseKLObjective:
         return loss, stats
 
 
+class JSDObjective:
+    """GKD's generalised Jensen-Shannon divergence (Agarwal et al. 2024) to the teacher's full
+    distribution, on the student's own samples: `jsd_beta` = 1 is the reverse KL of `reverse_kl`,
+    0 the forward KL(p_T || p_S) (on-policy supervised distillation), 0.5 the symmetric JSD.
+    The forward side keeps a gradient where the student is certain and wrong, where the reverse
+    KL's vanishes (`kl.generalized_jsd`). Needs `TeacherSignal(teacher, mode="full")`."""
+    needs_values = False
+
+    def __init__(self, config):
+        self.cfg = config
+
+    def __call__(self, logits, logprobs, values, mb):
+        if mb.signal.full_logprobs is None:
+            raise ValueError("loss='jsd' needs the teacher's whole distribution: use "
+                             "TeacherSignal(teacher, mode='full')")
+        per_token = losses.generalized_jsd(logits, beta=self.cfg.jsd_beta,
+                                           teacher_full_logprobs=mb.signal.full_logprobs)
+        loss = losses.aggregate(per_token, mb.mask, self.cfg.aggregation, self.cfg.max_new_tokens)
+        with torch.no_grad():
+            stats = {"loss": float(loss), "kl": float(losses.masked_mean(
+                losses.token_reverse_kl(logits, mode="full", teacher_full_logprobs=mb.signal.full_logprobs),
+                mb.mask))}
+        return loss, stats
+
+
 class TruncatedISPolicyGradient:
     """MiMo-V2-Flash's MOPD loss: -w_t A_t log pi per token, w_t the importance ratio to the
     sampling policy where it lies in [1 - eps_low, 1 + eps_high] and 0 outside
@@ -131,7 +158,7 @@ class TruncatedISPolicyGradient:
 
 
 OBJECTIVES = {"clipped_pg": ClippedPolicyGradient, "ppo": PPOObjective, "reverse_kl": ReverseKLObjective,
-              "truncated_is": TruncatedISPolicyGradient}
+              "jsd": JSDObjective, "truncated_is": TruncatedISPolicyGradient}
 
 
 def make_objective(config, loss_fn=None):

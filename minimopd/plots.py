@@ -96,16 +96,22 @@ def _grid(n: int) -> tuple[int, int]:
     return (n + cols - 1) // cols, cols
 
 
-def _series(history: list[dict], key: str):
+def _series(history: list[dict], key: str, x: str = "step"):
     rows = [r for r in history if key in r and r[key] is not None]
-    return [r.get("step", i) for i, r in enumerate(rows)], [r[key] for r in rows]
+    return [r.get(x, i) if x == "step" else r[x] for i, r in enumerate(rows)], [r[key] for r in rows]
+
+
+X_TITLES = {"step": "step", "flops": "FLOPs (cumulative, teachers included)",
+            "tokens_generated": "tokens sampled (cumulative)", "time": "seconds"}
 
 
 def history_figure(histories: dict[str, list[dict]] | list[dict], keys=("loss",), *,
-                   title: str = "", smooth: int = 1) -> go.Figure:
+                   title: str = "", smooth: int = 1, x: str = "step") -> go.Figure:
     """One subplot per metric in `keys`, one line per run in `histories` ({label: history}).
 
-    `smooth` > 1 adds a trailing moving average (raw values stay visible, faded).
+    `smooth` > 1 adds a trailing moving average (raw values stay visible, faded). `x` is the
+    horizontal axis: "step", or a cumulative counter of the online history ("flops",
+    "tokens_generated") to compare runs at equal compute.
     """
     if isinstance(histories, list):
         histories = {"run": histories}
@@ -116,18 +122,18 @@ def history_figure(histories: dict[str, list[dict]] | list[dict], keys=("loss",)
         color = PALETTE[i % len(PALETTE)]
         for k, key in enumerate(keys):
             r, c = divmod(k, ncols)
-            x, y = _series(hist, key)
-            if not x:
+            xs, y = _series(hist, key, x)
+            if not xs:
                 continue
             if smooth > 1 and len(y) > smooth:
-                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=color, width=1),
+                fig.add_trace(go.Scatter(x=xs, y=y, mode="lines", line=dict(color=color, width=1),
                                          opacity=0.3, showlegend=False, hoverinfo="skip"), r + 1, c + 1)
                 y = [sum(y[max(0, j - smooth + 1):j + 1]) / len(y[max(0, j - smooth + 1):j + 1])
                      for j in range(len(y))]
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(x) < 30 else "lines",
+            fig.add_trace(go.Scatter(x=xs, y=y, mode="lines+markers" if len(xs) < 30 else "lines",
                                      name=label, legendgroup=label, showlegend=k == 0,
                                      line=dict(color=color)), r + 1, c + 1)
-            fig.update_xaxes(title_text="step", row=r + 1, col=c + 1)
+            fig.update_xaxes(title_text=X_TITLES.get(x, x), row=r + 1, col=c + 1)
     fig.update_layout(hovermode="x unified")
     return responsive(fig, title=title, height=320, rows=nrows)
 

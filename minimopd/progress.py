@@ -32,6 +32,7 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
               "base:small": 0, "r1_distill": 1, "cold_start:small": 0, "r1_small_rl": 2, "grpo": 1,
               "dr_grpo": 1, "specialist_count": 4, "specialist_add": 3, "specialist_sort": 4,
               "specialist_reverse": 4, "opd_grpo": 1, "opd_sampled": 2, "opd_topk": 2, "opd_full": 2,
+              "opd_forward": 2,
               "mopd": 1, "mixed_rl": 1, "v32_distill": 1, "v32_mixed_rl": 1, "mimo_mopd": 3, "v4_mopd": 3,
               "nemotron_warmup": 1, "nemotron_mopd1": 2, "nemotron_mopd2": 2, "mai_distill": 1,
               "mai_final_rl": 1,
@@ -41,7 +42,9 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
     "cpu": {"overhead": 60, "base": 830, "sft": 1200, "sft:reasoning": 1690, "rlvr": 1630,
             "r1_zero": 3110, "cold_start": 1330, "r1_reasoning_rl": 1390, "r1_rejection_sft": 870,
             "r1_final_rl": 1670, "base:small": 810, "r1_distill": 500, "cold_start:small": 490,
-            "r1_small_rl": 460, "grpo": 1420, "dr_grpo": 1360},
+            "r1_small_rl": 460, "grpo": 1420, "dr_grpo": 1360,
+            # experiments/opd_probe.py, count, seed 0, 100 steps (two threads, one job)
+            "specialist_count": 1280, "opd_grpo": 450, "opd_sampled": 310, "opd_full": 335, "opd_forward": 313},
 }
 
 

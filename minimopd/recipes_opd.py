@@ -16,6 +16,10 @@ What each on-policy distillation mode changes relative to its paper, in this min
   tokens at each sampled prefix plus one tail bucket for the rest of the vocabulary.
 * opd_full (DeepSeek V4): the exact reverse KL over the full vocabulary (105 tokens here) at each
   sampled prefix. DeepSeek V4 weighs several teachers per token; we route one teacher per prompt.
+* opd_forward (GKD's on-policy forward KL, beta = 0; no frontier recipe uses it): the exact
+  KL(p_T || p_S) over the full vocabulary at each sampled prefix. Here as the control the `count`
+  probe called for: the reverse-KL modes collapse onto the student's majority behaviour when the
+  student cannot yet tell the cases apart (RESULTS.md, "On-policy distillation on count").
 
 `RecipeRun` is what the multi-teacher recipes share (`mopd` here, the frontier recipes in
 `recipes_frontier.py`): the student, the specialists, mixed RL, MOPD, SFT on teacher traces,
@@ -39,14 +43,14 @@ from .stages.online import preset
 from .tasks import VERIFIABLE_DOMAINS
 
 OPD_DOMAIN = "count"          # the domain the reasoning SFT leaves the most room on (v3: .51/.13/.01)
-OPD_MODES = ("opd_sampled", "opd_topk", "opd_full")
+OPD_MODES = ("opd_sampled", "opd_topk", "opd_full", "opd_forward")
 OPD_SAMPLES = 2               # completions per prompt in an OPD step (GRPO: the profile's group size)
 OPD_LR_SCALE = 4.0            # OPD's learning rate: this x the profile's RL learning rate (a dense,
                               # per-token signal tolerates a larger step than a per-sequence reward)
 TOPK = 8
 
 
-def _opd_config(profile: Profile, mode: str, *, seed: int, domains):
+def opd_config(profile: Profile, mode: str, *, seed: int, domains):
     """The online config of an OPD stage: the GRPO stage's completions per step, spent on more
     prompts with `OPD_SAMPLES` samples each."""
     per_step = profile.rl_prompts * profile.rl_group_size
@@ -56,9 +60,9 @@ def _opd_config(profile: Profile, mode: str, *, seed: int, domains):
     return preset(mode, base)
 
 
-def _teacher_mode(mode: str) -> dict:
+def teacher_mode(mode: str) -> dict:
     return {"opd_sampled": dict(mode="sampled"), "opd_topk": dict(mode="topk", k=TOPK),
-            "opd_full": dict(mode="full")}[mode]
+            "opd_full": dict(mode="full"), "opd_jsd": dict(mode="full"), "opd_forward": dict(mode="full")}[mode]
 
 
 def compute_row(stage: str, info: dict) -> dict:
@@ -147,7 +151,7 @@ class RecipeRun:
     def mopd(self, parent, teachers, name: str, *, mode: str, algo: str, outcome_weight: float = 0.0):
         signal = RoutedTeacherSignal({d: TeacherSignal(a.model, mode=mode, key=a.path.name)
                                       for d, a in teachers.items()})
-        cfg = replace(_opd_config(self.profile, algo, seed=self.seed, domains=VERIFIABLE_DOMAINS),
+        cfg = replace(opd_config(self.profile, algo, seed=self.seed, domains=VERIFIABLE_DOMAINS),
                       outcome_weight=outcome_weight)
         return online_artifact(parent, self.profile, cfg, name=name, signal=signal, progress=self.progress)
 
@@ -187,8 +191,8 @@ def recipe_opd(profile: Profile, seed: int = 0, progress: bool = True) -> Recipe
     rl = online_artifact(student, profile, grpo, name="opd_grpo", signal=verifier("r1"), progress=progress)
     result.record("grpo", rl, ev(rl))
     for mode in OPD_MODES:
-        signal = TeacherSignal(teacher.model, key=teacher.path.name, **_teacher_mode(mode))
-        art = online_artifact(student, profile, _opd_config(profile, mode, seed=seed, domains=(domain,)),
+        signal = TeacherSignal(teacher.model, key=teacher.path.name, **teacher_mode(mode))
+        art = online_artifact(student, profile, opd_config(profile, mode, seed=seed, domains=(domain,)),
                               name=mode, signal=signal, progress=progress)
         result.record(mode, art, ev(art))
     students = ["grpo", *OPD_MODES]

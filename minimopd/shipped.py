@@ -17,18 +17,23 @@ from pathlib import Path
 from . import cache
 from .profiles import get_profile
 
-SHIPPED_STAGES = ("base", "sft", "sft_reasoning", "cold_start")
+SHIPPED_STAGES = ("base", "sft", "sft_reasoning", "cold_start", "specialist_count")
+SHIPPED_SPECIALIST = "count"    # Lab 07's teacher: the reasoning SFT model trained further on `count`
 
 
 def stage_artifacts(profile, seed: int, *, progress: bool = True) -> dict:
     """The shipped stages of a profile and seed, built (or loaded from the cache) from scratch."""
     from .artifacts import base_artifact, sft_artifact
+    from .distill import specialist_artifact
     from .recipes_rl import cold_start_artifact
     profile = get_profile(profile)
-    return {"base": base_artifact(profile, seed=seed, progress=progress),
+    arts = {"base": base_artifact(profile, seed=seed, progress=progress),
             "sft": sft_artifact(profile, seed=seed, progress=progress),
             "sft_reasoning": sft_artifact(profile, seed=seed, reasoning=True, progress=progress),
             "cold_start": cold_start_artifact(profile, seed, progress)}
+    arts["specialist_count"] = specialist_artifact(arts["sft_reasoning"], profile, SHIPPED_SPECIALIST, seed=seed,
+                                                   progress=progress)
+    return arts
 
 
 def ship(profile="cpu", seed: int = 0, *, progress: bool = True, dest: Path | None = None) -> Path:

@@ -109,12 +109,12 @@ def test_opd_recipe_reports_recovery_compute_and_overlap():
     from pathlib import Path
 
     from minimopd.recipes import RECIPE_STAGES
-    assert list(res.evals) == ["student", "teacher", "grpo", "opd_sampled", "opd_topk", "opd_full"]
+    assert list(res.evals) == ["student", "teacher", "grpo", "opd_sampled", "opd_topk", "opd_full", "opd_forward"]
     built = [Path(res.info[s]["path"]).name.rsplit("-", 1)[0] for s in res.evals]
     assert built == [s.split(":")[0] for s in RECIPE_STAGES["opd"][1:]]    # the base is not evaluated
     compute = {r["stage"]: r for r in res.tables["compute per stage"]}
     assert compute["grpo"]["teacher-scored tokens"] == 0
-    for mode in ("opd_sampled", "opd_topk", "opd_full"):
+    for mode in ("opd_sampled", "opd_topk", "opd_full", "opd_forward"):
         assert compute[mode]["teacher-scored tokens"] > 0, mode
         hist = res.histories[mode]
         assert len(hist) == get_profile("smoke").rl_steps and "signal_tokens" in hist[-1]

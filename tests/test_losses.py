@@ -807,6 +807,32 @@ def test_generalized_jsd_endpoints_and_mixture():
     close(L.generalized_jsd(s, t, beta=0.5, temperature=3.0), L.generalized_jsd(s / 3.0, t / 3.0, beta=0.5))
 
 
+def test_generalized_jsd_from_a_teacher_signal_and_why_the_direction_matters():
+    """The token-aligned teacher log-probs a TeacherSignal stores give the same values as the
+    teacher's logits. At a position where the student is certain of a token the teacher
+    rejects, the reverse KL's gradient on the student's logits (p_S (log p_S/p_T - KL)) is
+    ~0, the forward KL's (p_S - p_T) is not."""
+    g = gen(23)
+    s = torch.randn(2, 4, 6, generator=g, requires_grad=True)
+    t = torch.randn(2, 4, 6, generator=g)
+    for beta in (0.0, 0.5, 1.0):
+        close(L.generalized_jsd(s, beta=beta, teacher_full_logprobs=L.token_log_softmax(t)),
+              L.generalized_jsd(s, t, beta=beta), atol=1e-6)
+    certain = torch.tensor([[[12.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], requires_grad=True)   # p_S(0) ~ 1
+    teacher = torch.tensor([[[0.0, 6.0, 0.0], [0.0, 0.0, 0.0]]])                       # p_T(0) ~ 0
+    grads = {}
+    for beta in (0.0, 1.0):
+        (grad,) = torch.autograd.grad(L.generalized_jsd(certain, teacher, beta=beta).sum(), certain)
+        grads[beta] = grad[0, 0]
+    p_s, p_t = torch.softmax(certain[0, 0].detach(), -1), torch.softmax(teacher[0, 0], -1)
+    close(grads[0.0], p_s - p_t, atol=1e-6)
+    assert grads[1.0].abs().max() < 1e-3 < (p_s - p_t).abs().max() / 100, grads
+    with pytest.raises(ValueError, match="exactly one"):
+        L.generalized_jsd(s)
+    with pytest.raises(ValueError, match="exactly one"):
+        L.generalized_jsd(s, t, teacher_full_logprobs=L.token_log_softmax(t))
+
+
 def test_generalized_jsd_gradcheck_and_errors():
     g = gen(22)
     s = torch.randn(1, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)

@@ -66,6 +66,17 @@ def test_figures_fit_a_column_and_keep_legends_off_the_data():
     assert len({a["domain"][0] for k, a in figs[0].layout.to_plotly_json().items() if k.startswith("xaxis")}) == 3
 
 
+def test_history_against_compute():
+    """x="flops": each run's curve is drawn against its own cumulative compute, so runs with
+    different costs per step line up at equal compute."""
+    cheap = [{"step": i, "accuracy": 0.1 * i, "flops": 1e9 * (i + 1)} for i in range(4)]
+    dear = [{"step": i, "accuracy": 0.2 * i, "flops": 3e9 * (i + 1)} for i in range(4)]
+    fig = plots.history_figure({"cheap": cheap, "dear": dear}, ["accuracy"], x="flops")
+    assert [list(t.x) for t in fig.data] == [[1e9, 2e9, 3e9, 4e9], [3e9, 6e9, 9e9, 12e9]]
+    assert "FLOPs" in fig.layout.xaxis.title.text
+    assert list(plots.history_figure({"cheap": cheap}, ["accuracy"]).data[0].x) == [0, 1, 2, 3]
+
+
 def test_knobs_redraw_on_change_only():
     """`plots.knobs`: one control per named argument (list -> dropdown, int pair -> slider, float
     triple -> float slider), started at the function's defaults; the function runs only when a

@@ -12,7 +12,8 @@ from minimopd.advantages import get_estimator
 from minimopd.experience import Experience
 from minimopd.models import (PolicyWithValue, RewardModel, ScalarHead, build_model, last_hidden_state,
                              load_model, position_ids_from_mask, save_model, sequence_logprobs)
-from minimopd.objectives import ClippedPolicyGradient, PPOObjective, ReverseKLObjective, TruncatedISPolicyGradient
+from minimopd.objectives import (ClippedPolicyGradient, JSDObjective, PPOObjective, ReverseKLObjective,
+                                 TruncatedISPolicyGradient)
 from minimopd.rollout import generate
 from minimopd.signals import (RewardModelSignal, RoutedTeacherSignal, SignalOutput, TeacherSignal,
                               VerifierSignal)
@@ -39,7 +40,7 @@ class Spy:
 
     def __call__(self, logits, logprobs, values, mb):
         loss, stats = self.inner(logits, logprobs, values, mb)
-        self.calls.append({"stats": stats, "mb": mb, "loss": loss.detach()})
+        self.calls.append({"stats": stats, "mb": mb, "loss": loss.detach(), "logits": logits.detach()})
         return loss, stats
 
 
@@ -145,6 +146,53 @@ def test_distillation_from_another_model_lowers_the_kl_on_a_batch(tok, sft_tiny)
     train_online(copy.deepcopy(sft_tiny), tok, cfg, signal=teacher, objective=spy, progress=False)
     kls = [c["stats"]["kl"] for c in spy.calls]
     assert kls[0] > 0.1 and kls[-1] < kls[0] * 0.9, kls
+
+
+def test_a_setting_only_one_objective_reads_keys_only_its_stages():
+    """`OnlineConfig.cache_dict`: jsd_beta changes the key of a jsd stage, not of a GRPO one (so
+    adding the setting kept every cached stage)."""
+    from minimopd.cache import stage_key
+    grpo, jsd = preset("grpo", small_cfg()), preset("opd_jsd", small_cfg())
+    assert stage_key("s", config=grpo) == stage_key("s", config=dataclasses.replace(grpo, jsd_beta=0.1))
+    assert stage_key("s", config=jsd) != stage_key("s", config=dataclasses.replace(jsd, jsd_beta=0.1))
+    assert stage_key("s", config=grpo) != stage_key("s", config=dataclasses.replace(grpo, lr=0.1))
+
+
+@pytest.mark.parametrize("algo, beta", [("opd_forward", 0.0), ("opd_jsd", 0.5)])
+def test_jsd_objective_is_the_masked_mean_divergence_and_zero_on_itself(tok, sft_tiny, algo, beta):
+    """opd_forward / opd_jsd: the loss is the token-mean of generalized_jsd over completion
+    tokens (a loop over the mask as reference), 0 when the teacher is the student, and it
+    needs the teacher's whole distribution."""
+    cfg = preset(algo, small_cfg(group_size=2, max_new_tokens=8, steps=1))
+    assert cfg.jsd_beta == beta
+    teacher_model = build_model("tiny", tok, seed=7)
+    spy = Spy(JSDObjective(cfg))
+    train_online(copy.deepcopy(sft_tiny), tok, cfg, signal=TeacherSignal(teacher_model, mode="full"), objective=spy,
+                 progress=False)
+    call = spy.calls[0]
+    mb, logits = call["mb"], call["logits"]
+    full = mb.signal.full_logprobs
+    total, count = 0.0, 0
+    for b in range(mb.mask.shape[0]):
+        for t in range(1, mb.mask.shape[1]):
+            if mb.mask[b, t]:
+                p = torch.softmax(logits[b, t - 1].detach().float(), -1)
+                q = full[b, t].exp()
+                if beta == 0.0:   # the endpoint is the forward KL itself (the mixture formula gives 0)
+                    total += float((q * (q.log() - p.log())).sum())
+                else:
+                    m = (1 - beta) * p + beta * q
+                    total += float(beta * (q * (q.log() - m.log())).sum() + (1 - beta) * (p * (p.log() - m.log())).sum())
+                count += 1
+    assert call["loss"].item() == pytest.approx(total / count, rel=1e-4)
+    assert call["loss"].item() > 1e-3
+    self_spy = Spy(JSDObjective(cfg))
+    train_online(copy.deepcopy(sft_tiny), tok, cfg, signal=TeacherSignal(copy.deepcopy(sft_tiny), mode="full"),
+                 objective=self_spy, progress=False)
+    assert abs(self_spy.calls[0]["loss"].item()) < 1e-5
+    with pytest.raises(ValueError, match="mode='full'"):
+        train_online(copy.deepcopy(sft_tiny), tok, cfg, signal=TeacherSignal(teacher_model, mode="sampled"),
+                     progress=False)
 
 
 def test_mimo_mopd_drops_tokens_whose_ratio_left_the_window(tok, sft_tiny):

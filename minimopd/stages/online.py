@@ -12,7 +12,7 @@ config or passed in as an object:
 * the signal (signals.py): a verifier, a reward model, a teacher, teachers routed by domain;
 * the advantage estimator (advantages.ESTIMATORS, `advantage=`): group, group_nostd, rloo,
   none, teacher_token, gae;
-* the objective (objectives.OBJECTIVES, `loss=`): clipped_pg, ppo, reverse_kl.
+* the objective (objectives.OBJECTIVES, `loss=`): clipped_pg, ppo, reverse_kl, jsd, truncated_is.
 
 The presets below name the combinations of the papers. What each one changes relative to its
 paper, in this miniature:
@@ -39,6 +39,10 @@ paper, in this miniature:
   advantage; the paper weighs several teachers per token, we route one teacher per prompt.
 * opd_topk: the exact reverse KL over a k-token support plus a tail bucket (trl's async
   distillation form), the support being the student's top-k recorded by the sampler.
+* opd_jsd / opd_forward (GKD, Agarwal et al. 2024, on-policy with lambda = 1): the generalised
+  JSD with beta 0.5 / the forward KL(p_T || p_S) to the teacher's full distribution at every
+  sampled prefix. Not what the frontier recipes use; here because the reverse KL's gradient
+  vanishes where the student is certain and wrong, and the forward KL's does not.
 * mopd_mimo (MiMo-V2-Flash): the sampled-token advantage in a policy gradient whose importance
   weights are truncated (a token whose ratio leaves [1 - eps_low, 1 + eps_high] is dropped, not
   clipped), per-sequence mean; the paper adds alpha x the outcome (GRPO) advantage: set
@@ -50,7 +54,6 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -61,128 +64,14 @@ from ..experience import Experience
 from ..engine import window_forward
 from ..models import PolicyWithValue, count_parameters
 from ..objectives import make_objective
-from ..profiles import Profile, get_profile
 from ..rollout import generate
 from ..signals import VerifierSignal
-from ..tasks import VERIFIABLE_DOMAINS, get_task
+from ..tasks import get_task
 from ..memory import oom_hint
 from ..threads import stage_threads
 from .common import OptimConfig, StageResult, lr_at, make_optimizer
-
-
-@dataclass
-class SamplingConfig:
-    """Which prompts, how many samples, how they are decoded."""
-    prompts_per_step: int = 8
-    group_size: int = 4                 # G completions per prompt
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_p: float = 1.0
-    domains: tuple[str, ...] = VERIFIABLE_DOMAINS
-    difficulty: object = None           # None mixes all levels
-    chat: bool = True                   # False: raw-text prompts (R1-Zero on a base model)
-    dynamic_sampling: bool = False      # DAPO: drop groups whose rewards are all equal
-
-
-@dataclass
-class ObjectiveConfig:
-    """What the update minimises and how it steps."""
-    advantage: str = "group"            # an estimator of advantages.ESTIMATORS
-    loss: str = "clipped_pg"            # the objective, one of objectives.OBJECTIVES
-    aggregation: str = "grpo"           # grpo | dr_grpo | dapo (losses.aggregate)
-    eps_low: float = 0.2
-    eps_high: float | None = None       # None: symmetric; DAPO's clip-higher uses 0.28
-    kl_beta: float = 0.0                # KL(pi || ref) strength; 0 = no reference model (DAPO)
-    kl_kind: str = "k3"                 # k3 in the GRPO loss; k1 in PPO's per-token reward
-    outcome_weight: float = 0.0         # teacher_token: + this x group outcome advantage (alpha)
-    overlong_buffer: int = 0            # DAPO soft over-long penalty over the last N tokens
-    overlong_penalty: float = 1.0
-    gamma: float = 1.0                  # GAE discount
-    lam: float = 0.95                   # GAE lambda
-    whiten_advantages: bool = True      # GAE: whiten over the batch (PPO)
-    vf_coef: float = 0.1                # PPO value-loss weight
-    vf_clip: float | None = 0.2         # PPO value clipping (None: plain 0.5 MSE)
-    topk_tail: bool = True              # reverse_kl over a top-k support: add the tail bucket
-    lr: float = 5e-4
-    warmup_steps: int = 0               # linear warm-up, then cosine to lr * min_lr_ratio
-    min_lr_ratio: float = 1.0           # 1.0: constant learning rate (the default)
-    epochs: int = 1                     # passes over each rollout batch
-    minibatches: int = 1                # optimiser steps per pass
-    grad_clip: float = 1.0
-
-
-@dataclass
-class BudgetConfig:
-    """When to stop, and when to look."""
-    steps: int = 10
-    flops_budget: float | None = None   # stop once the estimated FLOPs reach this
-    max_kl: float = 20.0                # stop with an error when KL to the reference passes this
-    eval_every: int = 0
-
-
-_PARTS = {"sampling": SamplingConfig, "objective": ObjectiveConfig, "budget": BudgetConfig}
-_OWNER = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
-
-
-@dataclass(init=False)
-class OnlineConfig:
-    """Settings of `train_online` in three parts (`sampling`, `objective`, `budget`) plus the
-    seed. Build it flat, `OnlineConfig(steps=100, group_size=8, lr=1e-4)`, or from parts; read
-    any setting flat too (`cfg.group_size` is `cfg.sampling.group_size`), and change settings
-    with `dataclasses.replace(cfg, lr=1e-5)`."""
-    sampling: SamplingConfig
-    objective: ObjectiveConfig
-    budget: BudgetConfig
-    seed: int = 0
-
-    def __init__(self, sampling: SamplingConfig | None = None, objective: ObjectiveConfig | None = None,
-                 budget: BudgetConfig | None = None, seed: int = 0, **settings):
-        unknown = sorted(set(settings) - set(_OWNER))
-        if unknown:
-            raise TypeError(f"OnlineConfig has no setting {unknown[0]!r}; settings: {', '.join(sorted(_OWNER))}")
-        given = {"sampling": sampling, "objective": objective, "budget": budget}
-        for part, cls in _PARTS.items():
-            own = {k: v for k, v in settings.items() if _OWNER[k] == part}
-            setattr(self, part, replace(given[part] or cls(), **own))
-        self.seed = seed
-
-    def __getattr__(self, name):
-        part = _OWNER.get(name)
-        if part is None:
-            raise AttributeError(f"OnlineConfig has no setting {name!r}")
-        return getattr(object.__getattribute__(self, part), name)
-
-    @classmethod
-    def from_profile(cls, profile: Profile | str | None = None, **overrides) -> "OnlineConfig":
-        p = get_profile(profile)
-        base = dict(steps=p.rl_steps, prompts_per_step=p.rl_prompts, group_size=p.rl_group_size,
-                    max_new_tokens=p.max_new_tokens, lr=p.rl_lr)
-        if p.rl_domains:
-            base["domains"] = tuple(p.rl_domains)
-        if p.rl_difficulty:
-            base["difficulty"] = p.rl_difficulty
-        return cls(**{**base, **overrides})
-
-
-PRESETS = {  # the lineage's online methods as settings of one loop (see the module docstring)
-    "grpo": dict(advantage="group", aggregation="grpo"),
-    "dr_grpo": dict(advantage="group_nostd", aggregation="dr_grpo"),
-    "dapo": dict(advantage="group", aggregation="dapo", eps_high=0.28, dynamic_sampling=True,
-                 kl_beta=0.0),
-    "rloo": dict(advantage="rloo", aggregation="grpo"),
-    "ppo": dict(advantage="gae", loss="ppo", aggregation="dapo", kl_kind="k1"),
-    "opd_sampled": dict(advantage="teacher_token", loss="clipped_pg", aggregation="dapo"),
-    "opd_topk": dict(advantage="none", loss="reverse_kl", aggregation="dapo", topk_tail=True),
-    "opd_full": dict(advantage="none", loss="reverse_kl", aggregation="dapo"),
-    "mopd_mimo": dict(advantage="teacher_token", loss="truncated_is", aggregation="grpo"),
-}
-
-
-def preset(name: str, base: OnlineConfig) -> OnlineConfig:
-    """`base` with the settings of a named method (see `PRESETS`)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(PRESETS)}")
-    return replace(base, **PRESETS[name])
+from .online_config import (ONLY_FOR, PRESETS, BudgetConfig, ObjectiveConfig,  # noqa: F401
+                            OnlineConfig, SamplingConfig, preset)
 
 
 def sample_examples(cfg: OnlineConfig, step: int, prompts=None):

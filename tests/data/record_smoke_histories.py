@@ -2,7 +2,8 @@
 tests/test_golden.py compares against, so a refactor of the training code can prove it left the
 numbers unchanged.
 
-    OMP_NUM_THREADS=1 python tests/data/record_smoke_histories.py   # rewrites smoke_histories.json
+    OMP_NUM_THREADS=1 python tests/data/record_smoke_histories.py       # rewrites smoke_histories.json
+    OMP_NUM_THREADS=1 python tests/data/record_smoke_histories.py opd   # re-records only these recipes
 
 Re-record only when a change is *meant* to change the numbers, and say why in the commit.
 Wall-clock fields are dropped (they differ on every run).
@@ -86,9 +87,12 @@ if __name__ == "__main__":
     import platform
     import torch
     import transformers
-    data = {"recipes": record(sys.argv[1:] or None), "online": online_runs(),
+    path = Path(__file__).with_name("smoke_histories.json")
+    recipes = record(sys.argv[1:] or None)
+    if sys.argv[1:] and path.exists():   # re-record only the named recipes, keep the others
+        recipes = {**json.loads(path.read_text())["recipes"], **recipes}
+    data = {"recipes": recipes, "online": online_runs(),
             "recorded_with": {"torch": torch.__version__, "transformers": transformers.__version__,
                               "threads": torch.get_num_threads(), "machine": platform.machine()}}
-    path = Path(__file__).with_name("smoke_histories.json")
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
     print(f"wrote {path} ({', '.join(data['recipes'])}; online: {', '.join(data['online'])})")
