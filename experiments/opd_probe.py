@@ -8,7 +8,7 @@ The student is the reasoning SFT model, the teacher its fork trained further on 
 RESULTS.md's probe; the `opd` recipe's GRPO uses R1's rule reward; OPD: 64 x 2), then greedy
 held-out accuracy on the domain (`--n` items per level), the support overlap of the teacher with
 the student's samples, and the compute. Stages are cached, so a rerun with more modes reuses them.
-`--json` writes the table; `--summarize s0.json s1.json s2.json` prints mean and spread over seeds.
+`--json` writes the table; `experiments/summarize.py opd` prints mean and spread over seeds.
 """
 from __future__ import annotations
 
@@ -42,11 +42,7 @@ def main(argv=None):
     p.add_argument("--modes", nargs="*", default=["grpo", "opd_full", "opd_sampled"])
     p.add_argument("--lr", type=float, default=None, help="the OPD stages' learning rate (default: the recipe's)")
     p.add_argument("--json", default=None)
-    p.add_argument("--summarize", nargs="+", metavar="JSON",
-                   help="print the mean and spread over seeds of earlier --json files, then exit")
     args = p.parse_args(argv)
-    if args.summarize:
-        return summarize(args.summarize)
     prof = get_profile(args.profile)
     d = args.domain
     t0 = time.perf_counter()
@@ -123,26 +119,6 @@ def matched_compute(histories: dict) -> dict:
         hit = next((i for i, v in enumerate(trailing(h)) if i >= WINDOW - 1 and v >= target), None)
         ratio[mode] = "never" if hit is None else f"{rl[-1]['flops'] / h[hit]['flops']:.1f}x (step {hit})"
     return {"target": target, "ratio": ratio}
-
-
-def summarize(paths):
-    """Mean and sample std over the seeds of several --json files, per stage: accuracy per level and
-    gap recovery."""
-    import statistics
-    runs = [json.loads(Path(p).read_text()) for p in paths]
-    seeds = [r["args"]["seed"] for r in runs]
-    stages = [s for s in runs[0]["accuracy"] if all(s in r["accuracy"] for r in runs)]
-    fmt = lambda xs: f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f}"
-    print(f"seeds {seeds}, {runs[0]['args']['n']} held-out items per level, {runs[0]['args']['steps']} steps; "
-          "mean ± sample std over seeds")
-    print("| stage | easy | medium | hard | all | gap recovery |")
-    print("|---|---|---|---|---|---|")
-    for stage in stages:
-        cells = [fmt([r["accuracy"][stage][k] for r in runs]) for k in ("easy", "medium", "hard", "all")]
-        rec = "" if stage in ("student", "teacher") else fmt([distill.gap_recovery(
-            r["accuracy"]["student"]["all"], r["accuracy"][stage]["all"], r["accuracy"]["teacher"]["all"])
-            for r in runs])
-        print(f"| {stage} | " + " | ".join(cells) + f" | {rec} |")
 
 
 if __name__ == "__main__":

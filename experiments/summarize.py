@@ -2,11 +2,14 @@
 
     python experiments/summarize.py cal  cal_s0.json cal_s1.json cal_s2.json [--form reasoning]
     python experiments/summarize.py rl   rl_A_s0.json rl_A_s1.json rl_A_s2.json
+    python experiments/summarize.py opd  opd_modes_count_s0.json opd_modes_count_s1.json
 
 `cal` reads `experiments/calibrate.py --json` files and prints, per domain and level, greedy /
 T=1 / pass@8 / learnable fraction as mean ± sample standard deviation over the files, plus the
 calibration check (easy >= 0.6, hard <= easy - 0.15, pass@8 hard above greedy hard by more
 than 0.05) on the means.
+`opd` reads `experiments/opd_probe.py --json` files and prints each stage's greedy accuracy per
+level and its gap recovery, mean ± spread over files.
 `rl` reads `experiments/rl_probe.py --json` files and prints the change (after - before) of
 greedy and T=1 accuracy per domain and level, mean ± spread over files, and the issue's RLVR
 target on the average over domains.
@@ -77,13 +80,28 @@ def rl(files):
             print(f"  {lv:6s} {key:6s} {fmt(per_run, True)}   runs: " + " ".join(f"{x:+.3f}" for x in per_run))
 
 
+def opd(files):
+    from minimopd.distill import gap_recovery
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    stages = [s for s in runs[0]["accuracy"] if all(s in r["accuracy"] for r in runs)]
+    print(f"seeds {[r['args']['seed'] for r in runs]}, {runs[0]['args']['n']} held-out items per level, "
+          f"{runs[0]['args']['steps']} steps: mean ± std\n")
+    print("| stage | easy | medium | hard | all | gap recovery |\n|---|---:|---:|---:|---:|---:|")
+    for stage in stages:
+        cells = [fmt([r["accuracy"][stage][k] for r in runs]) for k in (*LEVELS, "all")]
+        rec = "" if stage in ("student", "teacher") else fmt([gap_recovery(
+            r["accuracy"]["student"]["all"], r["accuracy"][stage]["all"], r["accuracy"]["teacher"]["all"])
+            for r in runs])
+        print(f"| {stage} | " + " | ".join(cells) + f" | {rec} |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("kind", choices=["cal", "rl"])
+    p.add_argument("kind", choices=["cal", "rl", "opd"])
     p.add_argument("files", nargs="+")
     p.add_argument("--form", default="reasoning", choices=["answer", "reasoning"])
     args = p.parse_args(argv)
-    cal(args.files, args.form) if args.kind == "cal" else rl(args.files)
+    {"cal": lambda: cal(args.files, args.form), "rl": lambda: rl(args.files), "opd": lambda: opd(args.files)}[args.kind]()
 
 
 if __name__ == "__main__":

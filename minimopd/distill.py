@@ -7,7 +7,8 @@ gain a student recovers, and how much the student's own samples overlap the teac
     gap_recovery(start=0.13, student=0.45, teacher=0.78)                   # 0.49
 
 The training itself is the online loop (`stages/online.py`) with a `TeacherSignal` (one teacher)
-or a `RoutedTeacherSignal` (MOPD) and one of the presets `opd_sampled`, `opd_topk`, `opd_full`.
+or a `RoutedTeacherSignal` (MOPD) and one of the presets `opd_sampled`, `opd_topk`, `opd_full`,
+`opd_forward` (`opd_jsd`).
 
 A *forked* specialist continues from the student's own checkpoint on its domain (DeepSeek V4's
 teachers are forks of one base): student and teacher start with the same support. A *foreign*

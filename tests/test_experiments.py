@@ -24,3 +24,16 @@ def test_rlvr_claim_over_three_seeds(capsys):
     assert "hard   t1     +0.128 ± 0.057" in out
     assert "easy   greedy +0.017 ± 0.035" in out
     assert "| add | hard | 0.723 ± 0.170 | +0.103 ± 0.052 |" in out
+
+
+def test_opd_modes_per_seed_give_the_quoted_numbers(capsys):
+    """RESULTS.md quotes the seed-0 (student without the skill) and seed-1 (with it) OPD tables."""
+    for seed, rows in ((0, ["| student | 0.500 | 0.093 | 0.013 | 0.202 |  |",
+                            "| opd_full | 0.547 | 0.203 | 0.047 | 0.266 | 0.080 |",
+                            "| opd_forward | 0.943 | 0.563 | 0.240 | 0.582 | 0.479 |"]),
+                       (1, ["| opd_full | 1.000 | 0.997 | 0.983 | 0.993 | 0.946 |",
+                            "| grpo | 1.000 | 1.000 | 0.907 | 0.969 | 0.554 |"])):
+        summarize.main(["opd", str(V3 / f"opd_modes_count_s{seed}.json")])
+        out = capsys.readouterr().out
+        for row in rows:
+            assert row in out, (seed, row, out)
