@@ -3,6 +3,7 @@
     python experiments/summarize.py cal  cal_s0.json cal_s1.json cal_s2.json [--form reasoning]
     python experiments/summarize.py rl   rl_A_s0.json rl_A_s1.json rl_A_s2.json
     python experiments/summarize.py opd  opd_modes_count_s0.json opd_modes_count_s1.json
+    python experiments/summarize.py grid opd_grid_*.json
 
 `cal` reads `experiments/calibrate.py --json` files and prints, per domain and level, greedy /
 T=1 / pass@8 / learnable fraction as mean ± sample standard deviation over the files, plus the
@@ -10,6 +11,10 @@ calibration check (easy >= 0.6, hard <= easy - 0.15, pass@8 hard above greedy ha
 than 0.05) on the means.
 `opd` reads `experiments/opd_probe.py --json` files and prints each stage's greedy accuracy per
 level and its gap recovery, mean ± spread over files.
+`grid` reads `experiments/opd_probe.py --json` files of the support-overlap grid (`--teacher`,
+`--warmup`) and prints one row per (teacher, warm-up, mode): the overlap the distillation started
+from, the final accuracy and the compute (the warm-up's, teacher sampling included, plus the
+run's), mean ± spread over the seeds of that cell (`--by-seed`: one row per seed).
 `rl` reads `experiments/rl_probe.py --json` files and prints the change (after - before) of
 greedy and T=1 accuracy per domain and level, mean ± spread over files, and the issue's RLVR
 target on the average over domains.
@@ -95,13 +100,50 @@ def opd(files):
         print(f"| {stage} | " + " | ".join(cells) + f" | {rec} |")
 
 
+def _flops(row: dict) -> float:
+    value = row.get("FLOPs", "-")
+    return 0.0 if value == "-" else float(value)
+
+
+def grid(files, by_seed=False):
+    """One row per (teacher, warm-up, mode) cell of the support-overlap grid, over the seeds that
+    ran it: the start's overlap with the teacher, the start's and the final accuracy, the gain."""
+    from minimopd.distill import gap_recovery
+    cells: dict[tuple, list] = {}
+    for f in files:
+        r = json.loads(Path(f).read_text())
+        a = r["args"]
+        start = "warmup" if a.get("warmup") else "student"
+        for mode, acc in r["accuracy"].items():
+            if mode in ("student", "teacher", "warmup"):
+                continue
+            key = (a.get("teacher", "forked"), bool(a.get("warmup")), mode) + ((a["seed"],) if by_seed else ())
+            cells.setdefault(key, []).append(dict(
+                seed=a["seed"], kl=r["overlap"]["reverse_kl"], t_lp=r["overlap"]["teacher_logprob"],
+                topk=r["overlap"]["in_topk"], sft=r["accuracy"]["student"]["all"], start=r["accuracy"][start]["all"],
+                teacher=r["accuracy"]["teacher"]["all"], final=acc["all"],
+                flops=sum(_flops(r["compute"].get(k, {})) for k in (mode, "warmup"))))
+    print("| teacher | warm-up | mode | seeds | initial KL(S‖T) | mean log p_T | in teacher top-8 | teacher | "
+          "start | final | gap recovery | FLOPs (warm-up + run) |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    order = {"opd_sampled": 0, "opd_topk": 1, "opd_full": 2, "opd_jsd": 3, "opd_forward": 4, "grpo": 5}
+    for (teacher, warm, mode, *_), xs in sorted(cells.items(), key=lambda kv: (
+            kv[0][3:], kv[0][0] != "forked", kv[0][1], order.get(kv[0][2], 9), kv[0][2])):
+        col = lambda k: fmt([x[k] for x in xs])  # noqa: E731
+        rec = fmt([gap_recovery(x["sft"], x["final"], x["teacher"]) for x in xs])
+        print(f"| {teacher} | {'yes' if warm else 'no'} | {mode} | {','.join(str(x['seed']) for x in xs)} | "
+              f"{col('kl')} | {col('t_lp')} | {col('topk')} | {col('teacher')} | {col('start')} | {col('final')} | {rec} | "
+              f"{statistics.fmean(x['flops'] for x in xs):.2e} |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("kind", choices=["cal", "rl", "opd"])
+    p.add_argument("kind", choices=["cal", "rl", "opd", "grid"])
     p.add_argument("files", nargs="+")
     p.add_argument("--form", default="reasoning", choices=["answer", "reasoning"])
+    p.add_argument("--by-seed", action="store_true", help="grid: one row per seed instead of mean ± spread")
     args = p.parse_args(argv)
-    {"cal": lambda: cal(args.files, args.form), "rl": lambda: rl(args.files), "opd": lambda: opd(args.files)}[args.kind]()
+    {"cal": lambda: cal(args.files, args.form), "rl": lambda: rl(args.files), "opd": lambda: opd(args.files),
+     "grid": lambda: grid(args.files, args.by_seed)}[args.kind]()
 
 
 if __name__ == "__main__":

@@ -8,14 +8,16 @@ gain a student recovers, and how much the student's own samples overlap the teac
 
 The training itself is the online loop (`stages/online.py`) with a `TeacherSignal` (one teacher)
 or a `RoutedTeacherSignal` (MOPD) and one of the presets `opd_sampled`, `opd_topk`, `opd_full`,
-`opd_forward` (`opd_jsd`).
+`opd_forward` (`opd_jsd`). A warm-up SFT on the teacher's traces before it is
+`recipes_opd.warmup_artifact`.
 
 A *forked* specialist continues from the student's own checkpoint on its domain (DeepSeek V4's
 teachers are forks of one base): student and teacher start with the same support. A *foreign*
-specialist is grown the same way from a base pretrained with another seed (another
-initialisation and another draw of the corpus; same tokenizer): the same skill, reached by a
-different network, so the student's samples are less likely under it (the MOPD paper's
-foreign teachers, Nemotron 3 Ultra's warm-up SFT).
+specialist is the forked specialist of another world: seed + `FOREIGN_SEED`'s base (another
+initialisation and another draw of the corpus; same tokenizer), its reasoning SFT and its domain
+SFT. The same skill, reached by a different network, so the student's samples are less likely
+under it (the MOPD paper's foreign teachers, Nemotron 3 Ultra's warm-up SFT). Being exactly the
+next seed's forked specialist, it costs nothing extra in a multi-seed study.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from .tasks import VERIFIABLE_DOMAINS
 __all__ = ["FOREIGN_SEED", "specialist_artifact", "specialist_sft_config", "gap_recovery",
            "support_overlap", "measure_overlap", "disagreements"]
 
-FOREIGN_SEED = 1_000     # a foreign teacher's base is pretrained with seed + FOREIGN_SEED
+FOREIGN_SEED = 1         # a foreign teacher of seed s is the forked specialist of seed s + FOREIGN_SEED
 
 
 def specialist_sft_config(profile: Profile, domain: str, seed: int) -> SFTConfig:
@@ -58,26 +60,28 @@ def specialist_artifact(student: Artifact, profile: Profile, domain: str, *, see
     """A specialist teacher for `domain` (cached).
 
     Forked (default): `student` (the checkpoint the student starts from) -> SFT on the domain's
-    worked traces. Foreign: the same two steps from a base pretrained with seed + FOREIGN_SEED
-    (base -> reasoning SFT -> domain SFT); `student` is then used only for its tokenizer check.
+    worked traces. Foreign: the forked specialist of the world seed + FOREIGN_SEED (its base ->
+    its reasoning SFT -> domain SFT, all with that seed; the same cached stages as that seed's
+    own forked specialist); `student` is then used only for its tokenizer check.
     `rl=True` adds a domain RL stage (GRPO with R1's rule reward, accuracy + 0.5 x format, on
     the domain's prompts the model sometimes solves);
     `sft=False` skips the domain SFT (a specialist grown by RL alone: an RL "climb")."""
     if not (sft or rl):
         raise ValueError("a specialist needs domain SFT, domain RL or both (sft=True and/or rl=True)")
     cfg = specialist_sft_config(profile, domain, seed)
-    start = student
     if foreign:
-        base = base_artifact(profile, seed=seed + FOREIGN_SEED, progress=progress)
+        other = seed + FOREIGN_SEED
+        base = base_artifact(profile, seed=other, progress=progress)
         if base.tokenizer.get_vocab() != student.tokenizer.get_vocab():
             raise ValueError("the foreign base has another vocabulary; teacher and student must share "
                              "one tokenizer")
-        start = sft_artifact(profile, seed=seed + FOREIGN_SEED, reasoning=True, progress=progress)
-    name = f"specialist_{domain}" + ("_foreign" if foreign else "")
-    art = start
+        start = sft_artifact(profile, seed=other, reasoning=True, progress=progress)
+        return specialist_artifact(start, profile, domain, seed=other, sft=sft, rl=rl, progress=progress)
+    name = f"specialist_{domain}"
+    art = student
     if sft:
         pairs = sft_dataset((domain,), cfg.n_examples, seed=seed + 31, reasoning=True)
-        art = sft_on_pairs(start, pairs, cfg, profile, name=name, progress=progress)
+        art = sft_on_pairs(student, pairs, cfg, profile, name=name, progress=progress)
     if rl:
         from .recipes_rl import REASONING_TOKENS, rl_selection, verifier
         rl_cfg = preset("grpo", OnlineConfig.from_profile(

@@ -33,7 +33,7 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
               "dr_grpo": 1, "specialist_count": 4, "specialist_add": 3, "specialist_sort": 4,
               "specialist_reverse": 4, "opd_grpo": 1, "opd_sampled": 2, "opd_topk": 2, "opd_full": 2,
               "opd_forward": 2,
-              "mopd": 1, "mixed_rl": 1, "v32_distill": 1, "v32_mixed_rl": 1, "mimo_mopd": 3, "v4_mopd": 3,
+              "mopd": 1, "mopd_forward": 1, "mixed_rl": 1, "v32_distill": 1, "v32_mixed_rl": 1, "mimo_mopd": 3, "v4_mopd": 3,
               "nemotron_warmup": 1, "nemotron_mopd1": 2, "nemotron_mopd2": 2, "mai_distill": 1,
               "mai_final_rl": 1,
               **{f"specialist_{d}{v}": 5 for d in VERIFIABLE_DOMAINS for v in (":from_rlvr", ":round2")},

@@ -30,11 +30,10 @@ from __future__ import annotations
 
 from .artifacts import RecipeResult
 from .profiles import Profile
-from .recipes_opd import RecipeRun
+from .recipes_opd import WARMUP_EPOCHS, RecipeRun
 from .tasks import VERIFIABLE_DOMAINS
 
 MIMO_ALPHA = 0.5          # weight of the outcome advantage in MiMo-V2-Flash's MOPD (ours)
-WARMUP_EPOCHS = 0.25      # Nemotron's warm-up SFT: a quarter of the epochs of a full SFT on the traces
 D = VERIFIABLE_DOMAINS
 
 

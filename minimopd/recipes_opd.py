@@ -21,6 +21,10 @@ What each on-policy distillation mode changes relative to its paper, in this min
   probe called for: the reverse-KL modes collapse onto the student's majority behaviour when the
   student cannot yet tell the cases apart (RESULTS.md, "On-policy distillation on count").
 
+`trace_sft` (SFT on verified teacher traces: R1's distillation, the frontier recipes' "SFT on
+the specialists' outputs") and `warmup_artifact` (a light version of it before OPD, Nemotron 3
+Ultra's warm-up) are the offline half of distillation.
+
 `RecipeRun` is what the multi-teacher recipes share (`mopd` here, the frontier recipes in
 `recipes_frontier.py`): the student, the specialists, mixed RL, MOPD, SFT on teacher traces,
 and the tables.
@@ -31,16 +35,18 @@ more of the domain (with 1-token answers all samples of a prompt share the same 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from . import distill
-from .artifacts import RecipeResult, online_artifact, sft_artifact
+from .artifacts import RecipeResult, online_artifact, sft_artifact, sft_on_pairs
 from .evaluation import evaluate
 from .profiles import Profile
 from .recipes_rl import reasoning_config, rejection_prompts, rl_selection, sample_traces, sft_on_traces, verifier
 from .signals import RoutedTeacherSignal, TeacherSignal
 from .stages.online import preset
-from .tasks import VERIFIABLE_DOMAINS
+from .stages.sft import SFTConfig
+from .tasks import DIFFICULTIES, VERIFIABLE_DOMAINS
 
 OPD_DOMAIN = "count"          # the domain the reasoning SFT leaves the most room on (v3: .51/.13/.01)
 OPD_MODES = ("opd_sampled", "opd_topk", "opd_full", "opd_forward")
@@ -48,6 +54,8 @@ OPD_SAMPLES = 2               # completions per prompt in an OPD step (GRPO: the
 OPD_LR_SCALE = 4.0            # OPD's learning rate: this x the profile's RL learning rate (a dense,
                               # per-token signal tolerates a larger step than a per-sequence reward)
 TOPK = 8
+WARMUP_EPOCHS = 0.25          # nemotron3_ultra's warm-up: a quarter of the epochs of a full trace SFT
+WARMUP_OPD_STEPS = 20         # `warmup_artifact`: as many teacher traces as this many OPD steps sample
 
 
 def opd_config(profile: Profile, mode: str, *, seed: int, domains):
@@ -89,6 +97,53 @@ def recovery_rows(result: RecipeResult, *, start: str, teachers: dict[str, str],
     return rows
 
 
+def trace_sft(parent, teachers: dict, profile: Profile, *, seed: int, name: str, progress: bool = True,
+              epochs_scale: float = 1.0):
+    """SFT of `parent` on verified traces each teacher ({domain: artifact}) samples on its own
+    domain (as many prompts in all as R1's rejection round); cached. `epochs_scale` < 1: a light
+    warm-up (`WARMUP_EPOCHS`) rather than a full distillation SFT. The sampling statistics are in
+    the result's `info["traces"]`."""
+    pairs, stats = [], {}
+    n = max(8, rejection_prompts(profile) // len(teachers))
+    for d, art in teachers.items():
+        got, stats[d] = sample_traces(art, profile, n_prompts=n, seed=seed, domains=(d,))
+        pairs += got
+    if not pairs:
+        raise RuntimeError(f"{name}: the teachers ({', '.join(teachers)}) produced no verified trace to train on")
+    art = sft_on_traces(parent, pairs, profile, seed, name, progress,
+                        teachers=sorted(a.path.name for a in teachers.values()), epochs_scale=epochs_scale)
+    art.info.update(traces=stats)
+    return art
+
+
+def warmup_artifact(student, teacher, profile: Profile, domain: str, *, seed: int, traces: int | None = None,
+                    progress: bool = True):
+    """A warm-up before on-policy distillation (Nemotron 3 Ultra): one epoch of SFT of the student
+    on `traces` verified teacher traces of `domain` (one sample per prompt, wrong ones dropped),
+    so that the student's own samples move toward the teacher's support before it scores them.
+
+    Light by default: as many traces as `WARMUP_OPD_STEPS` OPD steps sample completions (2,560 on
+    `cpu`: a fifth of a 100-step OPD stage's completions, about a sixth of its FLOPs), one SFT
+    epoch at the profile's SFT learning rate. On `count` (seed 0) that moves the student from 0.20
+    to 0.38 and its per-token KL to the teacher from 0.85 to 0.58 nats; half as many traces move
+    it to 0.22, twice as many to 0.60, and a full SFT on the teacher's traces (`trace_sft`, R1's
+    distillation) to the teacher (RESULTS.md). The result's
+    `info["traces"]` holds the sampling statistics; its FLOPs include the teacher's sampling."""
+    n = traces or WARMUP_OPD_STEPS * profile.rl_prompts * profile.rl_group_size
+    pairs, stats = sample_traces(teacher, profile, n_prompts=n, seed=seed, domains=(domain,),
+                                 samples={level: 1 for level in DIFFICULTIES})
+    if not pairs:
+        raise RuntimeError(f"warmup_{domain}: the teacher ({teacher.path.name}) produced no verified trace "
+                           f"of {domain} in {n} samples to train on")
+    cfg = SFTConfig.from_profile(profile, seed=seed, reasoning=True, domains=(domain,), n_examples=len(pairs),
+                                 steps=max(1, math.ceil(len(pairs) / profile.sft_batch_size)))
+    art = sft_on_pairs(student, pairs, cfg, profile, name=f"warmup_{domain}", progress=progress,
+                       teacher=teacher.path.name)
+    art.info.update(traces={domain: stats}, sft_flops=art.info.get("sft_flops", art.info["flops"]))
+    art.info["flops"] = art.info["sft_flops"] + stats["flops"]
+    return art
+
+
 class RecipeRun:
     """What the multi-teacher recipes (`mopd`, the frontier ones) do between their stages: build
     the student and one specialist per domain, train by mixed RL, MOPD or SFT on the teachers'
@@ -127,19 +182,8 @@ class RecipeRun:
         return teachers
 
     def trace_sft(self, parent, teachers, name: str, *, epochs_scale: float = 1.0):
-        """SFT of `parent` on verified traces each teacher samples on its own domain (as many
-        prompts in all as R1's rejection round)."""
-        pairs, stats = [], {}
-        n = max(8, rejection_prompts(self.profile) // len(teachers))
-        for d, art in teachers.items():
-            got, stats[d] = sample_traces(art, self.profile, n_prompts=n, seed=self.seed, domains=(d,))
-            pairs += got
-        if not pairs:
-            raise RuntimeError(f"{self.result.name}: the teachers produced no verified trace to train on")
-        art = sft_on_traces(parent, pairs, self.profile, self.seed, name, self.progress,
-                            teachers=sorted(a.path.name for a in teachers.values()), epochs_scale=epochs_scale)
-        art.info.update(traces=stats)
-        return art
+        return trace_sft(parent, teachers, self.profile, seed=self.seed, name=name, progress=self.progress,
+                         epochs_scale=epochs_scale)
 
     def mixed_rl(self, parent, name: str = "mixed_rl", *, domains=VERIFIABLE_DOMAINS, steps=None):
         cfg = preset("grpo", reasoning_config(self.profile, seed=self.seed, domains=tuple(domains), difficulty=None))
@@ -209,8 +253,10 @@ def recipe_opd(profile: Profile, seed: int = 0, progress: bool = True) -> Recipe
 
 def recipe_mopd(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
     """MOPD (MiMo-V2-Flash, DeepSeek V4): one specialist per verifiable domain, forked from the
-    student, each rollout scored by the teacher of its prompt's domain (`RoutedTeacherSignal`),
-    exact full-vocabulary reverse KL; against mixed-domain GRPO from the same student at the same
+    student, each rollout scored by the teacher of its prompt's domain (`RoutedTeacherSignal`).
+    Two students: `mopd`, the exact full-vocabulary reverse KL (DeepSeek V4), and `mopd_forward`,
+    the same routing with the full-vocabulary forward KL (the fix the `count` probe found where the
+    student lacks a skill: RESULTS.md); against mixed-domain GRPO from the same student at the same
     completions per step (on the prompts the student sometimes solves, as `tulu3`'s RLVR). The
     tables: each domain's start, teacher, MOPD and mixed-RL accuracy and the gap each recovered;
     the compute of every stage."""
@@ -218,6 +264,7 @@ def recipe_mopd(profile: Profile, seed: int = 0, progress: bool = True) -> Recip
     student = run.student()
     teachers = run.specialists(student)
     run.stage("mopd", run.mopd(student, teachers, "mopd", mode="full", algo="opd_full"))
+    run.stage("mopd_forward", run.mopd(student, teachers, "mopd_forward", mode="full", algo="opd_forward"))
     run.stage("mixed_rl", run.mixed_rl(student))
     return run.done()
 
@@ -234,5 +281,6 @@ def _rounded(d: dict) -> dict:
 RECIPES = {"opd": recipe_opd, "mopd": recipe_mopd}
 RECIPE_STAGES = {
     "opd": ("base", "sft:reasoning", f"specialist_{OPD_DOMAIN}", "opd_grpo", *OPD_MODES),
-    "mopd": ("base", "sft:reasoning", *(f"specialist_{d}" for d in VERIFIABLE_DOMAINS), "mopd", "mixed_rl"),
+    "mopd": ("base", "sft:reasoning", *(f"specialist_{d}" for d in VERIFIABLE_DOMAINS), "mopd", "mopd_forward",
+             "mixed_rl"),
 }

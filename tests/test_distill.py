@@ -91,8 +91,11 @@ def test_specialists_forked_and_foreign():
     forked = distill.specialist_artifact(student, prof, "count", progress=False)
     foreign = distill.specialist_artifact(student, prof, "count", foreign=True, progress=False)
     assert forked.path.name.startswith("specialist_count-")
-    assert foreign.path.name.startswith("specialist_count_foreign-")
     assert forked.path != foreign.path
+    # the foreign teacher is the next world's own forked specialist (one cached stage, not two)
+    other = sft_artifact(prof, seed=distill.FOREIGN_SEED, reasoning=True, progress=False)
+    assert foreign.path == distill.specialist_artifact(other, prof, "count", seed=distill.FOREIGN_SEED,
+                                                       progress=False).path
     # the foreign teacher grew from another base: its weights are far from the student's
     s = dict(student.model.named_parameters())
     with torch.no_grad():
@@ -103,9 +106,8 @@ def test_specialists_forked_and_foreign():
         distill.specialist_artifact(student, prof, "notes", progress=False)
 
 
-def test_opd_recipe_reports_recovery_compute_and_overlap():
-    from minimopd.recipes import run_recipe
-    res = run_recipe("opd", profile="smoke", progress=False)
+def test_opd_recipe_reports_recovery_compute_and_overlap(smoke_run):
+    res = smoke_run("opd").result
     from pathlib import Path
 
     from minimopd.recipes import RECIPE_STAGES
@@ -124,45 +126,37 @@ def test_opd_recipe_reports_recovery_compute_and_overlap():
     assert overlap["reverse_kl"] > 0 and 0 <= overlap["in_topk"] <= 1 and overlap["teacher_logprob"] < 0
 
 
-def test_mopd_routes_every_domain_to_its_specialist():
-    from minimopd.recipes import run_recipe
+def test_mopd_routes_every_domain_to_its_specialist(smoke_run):
     from minimopd.report import results_markdown
     from minimopd.tasks import VERIFIABLE_DOMAINS
     from pathlib import Path
 
     from minimopd.recipes import RECIPE_STAGES
-    res = run_recipe("mopd", profile="smoke", progress=False)
+    res = smoke_run("mopd").result
     built = [Path(res.info[s]["path"]).name.rsplit("-", 1)[0] for s in res.evals]
     assert built == [s.split(":")[0] for s in RECIPE_STAGES["mopd"][1:]]
     assert [f"teacher_{d}" for d in VERIFIABLE_DOMAINS] == [s for s in res.evals if s.startswith("teacher_")]
     rows = res.tables["per domain: accuracy and gap recovery (greedy, held-out)"]
     assert [r["domain"] for r in rows] == list(VERIFIABLE_DOMAINS)
-    hist = res.histories["mopd"]
-    routed = {k for row in hist for k in row if k.startswith("rows/")}
-    assert routed and routed <= {f"rows/{d}" for d in VERIFIABLE_DOMAINS}
+    for stage in ("mopd", "mopd_forward"):
+        routed = {k for row in res.histories[stage] for k in row if k.startswith("rows/")}
+        assert routed and routed <= {f"rows/{d}" for d in VERIFIABLE_DOMAINS}, stage
+    assert res.info["mopd_forward"]["signal_tokens"] > 0
     md = results_markdown({"mopd": res}, profile="smoke", seed=0, command="test")
     assert "**per domain: accuracy and gap recovery (greedy, held-out)**" in md and "mixed_rl recovery" in md
 
 
 @pytest.mark.parametrize("name", ["deepseek_v32", "mimo_v2_flash", "deepseek_v4", "nemotron3_ultra",
                                   "mai_thinking1", "glm5", "kimi_k25"])
-def test_frontier_recipe_builds_its_stages_and_reports(name, monkeypatch):
+def test_frontier_recipe_builds_its_stages_and_reports(name, smoke_run):
     """Each frontier recipe runs on the smoke profile, builds exactly the stages
     RECIPE_STAGES names (in order: the progress display and the time estimate rely on it),
     evaluates every teacher on its own domain, and tabulates recovery and compute."""
-    import minimopd.progress as progress
-    from minimopd.recipes import RECIPE_STAGES, run_recipe
+    from minimopd.recipes import RECIPE_STAGES
     from minimopd.tasks import VERIFIABLE_DOMAINS
-    keys, original = [], progress.stage
-
-    def spy(key):
-        if key not in keys:
-            keys.append(key)
-        return original(key)
-
-    monkeypatch.setattr(progress, "stage", spy)
-    res = run_recipe(name, profile="smoke", progress=False)
-    assert [k.rsplit("-", 1)[0] for k in keys] == [s.split(":")[0] for s in RECIPE_STAGES[name]]
+    run = smoke_run(name)
+    res = run.result
+    assert [k.rsplit("-", 1)[0] for k in run.keys] == [s.split(":")[0] for s in RECIPE_STAGES[name]]
     teachers = [s for s in res.evals if s.startswith("teacher_")]
     for stage in teachers:                              # a teacher is evaluated on its domain only
         assert {r["domain"] for r in res.evals[stage].rows} == {stage.split("_")[1]}
@@ -173,3 +167,27 @@ def test_frontier_recipe_builds_its_stages_and_reports(name, monkeypatch):
     if name in ("mimo_v2_flash", "deepseek_v4", "nemotron3_ultra"):     # distilled on its own samples
         mopd = [r for r in compute if "mopd" in r["stage"]]
         assert mopd and all(r["teacher-scored tokens"] > 0 for r in mopd)
+
+
+def test_warmup_sft_moves_the_student_towards_the_teachers_traces(monkeypatch):
+    """Nemotron 3 Ultra's warm-up: one light SFT epoch of the student on the teacher's verified
+    traces of one domain, its compute counting the teacher's sampling; a teacher with no verified
+    trace is a clear error, not an SFT on nothing."""
+    from minimopd import recipes_opd
+    from minimopd.artifacts import sft_artifact
+    prof = get_profile("smoke")
+    student = sft_artifact(prof, reasoning=True, progress=False)
+    teacher = distill.specialist_artifact(student, prof, "count", progress=False)
+    warm = recipes_opd.warmup_artifact(student, teacher, prof, "count", seed=0, progress=False)
+    assert warm.path.name.startswith("warmup_count-") and set(warm.info["traces"]) == {"count"}
+    stats = warm.info["traces"]["count"]
+    assert 0 < stats["kept"] <= recipes_opd.WARMUP_OPD_STEPS * prof.rl_prompts * prof.rl_group_size
+    assert warm.info["flops"] == pytest.approx(warm.info["sft_flops"] + stats["flops"]) and stats["flops"] > 0
+    assert warm.info["steps"] == -(-stats["kept"] // prof.sft_batch_size)          # one epoch
+    s = dict(student.model.named_parameters())
+    with torch.no_grad():
+        assert any(not torch.equal(p, s[n]) for n, p in warm.model.named_parameters())
+    monkeypatch.setattr(recipes_opd, "sample_traces", lambda *a, **k: ([], {"kept": 0}))
+    with pytest.raises(RuntimeError, match=r"warmup_count: the teacher \(specialist_count-\w+\) produced no "
+                                           r"verified trace of count in 640 samples"):
+        recipes_opd.warmup_artifact(student, teacher, prof, "count", seed=5, progress=False)

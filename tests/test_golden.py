@@ -50,8 +50,8 @@ def test_online_runs_reproduce_the_golden_histories_and_weights():
 
 
 @pytest.mark.parametrize("recipe", sorted(GOLDEN["recipes"]))
-def test_recipe_reproduces_its_smoke_history(recipe):
-    got = json.loads(json.dumps(recorder.record([recipe])[recipe]))   # same float round trip
+def test_recipe_reproduces_its_smoke_history(recipe, smoke_run):
+    got = json.loads(json.dumps(recorder.summary(smoke_run(recipe).result)))   # same float round trip
     want = GOLDEN["recipes"][recipe]
     assert set(got["histories"]) == set(want["histories"])
     for stage, rows in want["histories"].items():

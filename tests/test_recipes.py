@@ -14,10 +14,10 @@ def test_registry_lists_the_lineage():
         run_recipe("ppo9", profile="smoke")
 
 
-def test_tulu3_reasoning_sft_then_rlvr_on_selected_prompts():
+def test_tulu3_reasoning_sft_then_rlvr_on_selected_prompts(smoke_run):
     from minimopd.artifacts import sft_artifact
     sft = sft_artifact("smoke", reasoning=True, progress=False)
-    res = run_recipe("tulu3", profile="smoke", progress=False)
+    res = smoke_run("tulu3").result
     assert list(res.evals) == ["sft", "rlvr"]
     assert res.info["sft"]["cached"] and res.info["sft"]["path"] == str(sft.path)
     rl_hist = res.histories["rlvr"]
@@ -28,34 +28,32 @@ def test_tulu3_reasoning_sft_then_rlvr_on_selected_prompts():
     assert [r["stage"] for r in rows] == ["sft", "rlvr"] and "acc/hard" in rows[0]
 
 
-def test_r1_zero_tracks_format_and_length():
-    res = run_recipe("r1_zero", profile="smoke", progress=False)
+def test_r1_zero_tracks_format_and_length(smoke_run):
+    res = smoke_run("r1_zero").result
     hist = res.histories["r1_zero"]
     assert {"format_rate", "length", "length_wrong", "accuracy"} <= set(hist[0])
     assert res.evals["base"].summary()["format_rate"] == pytest.approx(0.0, abs=0.5)
 
 
-def test_grpo_vs_drgrpo_share_the_cold_start():
-    res = run_recipe("grpo_vs_drgrpo", profile="smoke", progress=False)
+def test_grpo_vs_drgrpo_share_the_cold_start(smoke_run):
+    res = smoke_run("grpo_vs_drgrpo").result
     assert set(res.evals) == {"grpo", "dr_grpo"}
     assert all("length_wrong" in row for row in res.histories["dr_grpo"])
 
 
-def test_r1_pipeline_stages_in_order():
-    import warnings
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = run_recipe("r1", profile="smoke", progress=False)
+def test_r1_pipeline_stages_in_order(smoke_run):
+    run = smoke_run("r1")
+    res = run.result
     assert list(res.evals)[:4] == ["cold_start", "reasoning_rl", "rejection_sft", "final_rl"]
     assert res.info["rejection_sft"]["rejection"]["prompts"] > 0
     if "skipped" in res.info["distilled_small"]:   # the usual smoke outcome: nothing to distil
-        assert any("no correct traces" in str(w.message) for w in caught)
+        assert any("no correct traces" in w for w in run.warnings)
     else:                                          # a lucky smoke teacher: both arms must exist
         assert {"distilled_small", "rl_small"} <= set(res.evals)
         assert res.info["rl_small"]["compute_flops"] > 0
 
 
-def test_every_smoke_rl_stage_changes_its_weights():
+def test_every_smoke_rl_stage_changes_its_weights(smoke_run):
     """CI exercises real RL updates end to end: no online stage of any recipe on the smoke
     profile may leave its parent's weights unchanged (all-zero rewards would)."""
     import torch
@@ -63,7 +61,7 @@ def test_every_smoke_rl_stage_changes_its_weights():
     from minimopd.cache import cache_root, load_artifact
     checked = 0
     for name in RECIPES:
-        res = run_recipe(name, profile="smoke", progress=False)
+        res = smoke_run(name).result
         for stage, info in res.info.items():
             if "parent" not in info:
                 continue

@@ -78,9 +78,13 @@ def record(names=None) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = run_recipe(name, profile="smoke", seed=0, progress=False)
-        out[name] = {"histories": strip(res.histories),
-                     "evals": {s: ev.rows for s, ev in res.evals.items()}}
+        out[name] = summary(res)
     return out
+
+
+def summary(res) -> dict:
+    """What the golden file keeps of a recipe's result: its histories and evaluation rows."""
+    return {"histories": strip(res.histories), "evals": {s: ev.rows for s, ev in res.evals.items()}}
 
 
 if __name__ == "__main__":
