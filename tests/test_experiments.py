@@ -37,3 +37,16 @@ def test_opd_modes_per_seed_give_the_quoted_numbers(capsys):
         out = capsys.readouterr().out
         for row in rows:
             assert row in out, (seed, row, out)
+
+
+def test_support_overlap_grid_gives_the_quoted_rows(capsys):
+    """RESULTS.md's support-overlap grid (seed 0): forked / foreign teacher x warm-up or not x the
+    four OPD forms, from the probe's JSON files."""
+    summarize.main(["grid", "--by-seed", *map(str, sorted(V3.glob("opd_grid_*_s0.json")))])
+    out = capsys.readouterr().out
+    assert out.count("\n| forked |") == 8 and out.count("\n| foreign |") == 8
+    for row in ("| forked | no | opd_full | 0 | 0.845 | -0.964 | 0.995 | 0.996 | 0.202 | 0.266 | 0.080 | 8.17e+12 |",
+                "| foreign | no | opd_sampled | 0 | 1.088 | -1.204 | 0.993 | 0.997 | 0.202 | 0.192 | -0.013 |",
+                "| forked | yes | opd_full | 0 | 0.579 | -0.647 | 0.999 | 0.996 | 0.384 | 0.464 | 0.331 | 9.48e+12 |",
+                "| foreign | yes | opd_forward | 0 | 0.790 | -0.872 | 0.996 | 0.997 | 0.422 | 0.550 | 0.438 |"):
+        assert row in out, row
