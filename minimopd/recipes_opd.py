@@ -139,8 +139,8 @@ def warmup_artifact(student, teacher, profile: Profile, domain: str, *, seed: in
                                  steps=max(1, math.ceil(len(pairs) / profile.sft_batch_size)))
     art = sft_on_pairs(student, pairs, cfg, profile, name=f"warmup_{domain}", progress=progress,
                        teacher=teacher.path.name)
-    art.info.update(traces={domain: stats}, sft_flops=art.info.get("sft_flops", art.info["flops"]))
-    art.info["flops"] = art.info["sft_flops"] + stats["flops"]
+    art.info.update(traces={domain: stats}, sft_flops=art.info["flops"])    # a fresh dict per load
+    art.info["flops"] += stats["flops"]
     return art
 
 

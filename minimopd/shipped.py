@@ -17,8 +17,8 @@ from pathlib import Path
 from . import cache
 from .profiles import get_profile
 
-SHIPPED_STAGES = ("base", "sft", "sft_reasoning", "cold_start", "specialist_count")
 SHIPPED_SPECIALIST = "count"    # Lab 07's teacher: the reasoning SFT model trained further on `count`
+SHIPPED_STAGES = ("base", "sft", "sft_reasoning", "cold_start", f"specialist_{SHIPPED_SPECIALIST}")
 
 
 def stage_artifacts(profile, seed: int, *, progress: bool = True) -> dict:
@@ -31,8 +31,8 @@ def stage_artifacts(profile, seed: int, *, progress: bool = True) -> dict:
             "sft": sft_artifact(profile, seed=seed, progress=progress),
             "sft_reasoning": sft_artifact(profile, seed=seed, reasoning=True, progress=progress),
             "cold_start": cold_start_artifact(profile, seed, progress)}
-    arts["specialist_count"] = specialist_artifact(arts["sft_reasoning"], profile, SHIPPED_SPECIALIST, seed=seed,
-                                                   progress=progress)
+    arts[f"specialist_{SHIPPED_SPECIALIST}"] = specialist_artifact(arts["sft_reasoning"], profile, SHIPPED_SPECIALIST,
+                                                                   seed=seed, progress=progress)
     return arts
 
 
