@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import replace
@@ -133,19 +134,18 @@ WINDOW = 10
 
 def matched_compute(histories: dict) -> dict:
     """GRPO's total FLOPs over the FLOPs each other run spent until its training accuracy (T = 1,
-    trailing `WINDOW`-step mean) first reached GRPO's final one: how many times cheaper it got
-    there ("never" if it did not within its steps)."""
-    def trailing(h):
-        acc = [r["accuracy"] for r in h]
-        return [sum(acc[max(0, i - WINDOW + 1):i + 1]) / len(acc[max(0, i - WINDOW + 1):i + 1]) for i in range(len(acc))]
+    trailing `WINDOW`-step mean) first reached GRPO's final one (`distill.compute_to_reach`): how
+    many times cheaper it got there ("never" if it did not within its steps)."""
     rl = histories["grpo"]
-    target = trailing(rl)[-1]
+    acc = [r["accuracy"] for r in rl]
+    target = sum(acc[-WINDOW:]) / len(acc[-WINDOW:])
     ratio = {}
     for mode, h in histories.items():
         if mode == "grpo":
             continue
-        hit = next((i for i, v in enumerate(trailing(h)) if i >= WINDOW - 1 and v >= target), None)
-        ratio[mode] = "never" if hit is None else f"{rl[-1]['flops'] / h[hit]['flops']:.1f}x (step {hit})"
+        flops = distill.compute_to_reach([r["flops"] for r in h], [r["accuracy"] for r in h], target, window=WINDOW)
+        hit = next((i for i, r in enumerate(h) if r["flops"] == flops), None)
+        ratio[mode] = "never" if math.isnan(flops) else f"{rl[-1]['flops'] / flops:.1f}x (step {hit})"
     return {"target": target, "ratio": ratio}
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "group_advantages",
     "rloo_advantages",
     "opd_advantages",
+    "mopd_advantages",
     "ESTIMATORS",
     "get_estimator",
     "legacy_estimator",
@@ -236,6 +237,44 @@ def opd_advantages(
     return _apply_mask(diff, mask)
 
 
+def mopd_advantages(
+    student_logprobs: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    rewards: torch.Tensor,
+    group_size: int,
+    row_weights: torch.Tensor | None = None,
+    alpha: float = 0.0,
+) -> torch.Tensor:
+    """MOPD's per-token advantage (MiMo-V2-Flash): each row's routed teacher term, weighted by
+    its domain, plus alpha x the GRPO outcome advantage of its group.
+
+        A_it = w_i (log p_T(y_it) - log p_S(y_it)) + alpha * (r_i - mean_g) / (std_g + eps)
+
+    Args:
+        student_logprobs: (B, T) log p_S of the sampled tokens (sampling time).
+        teacher_logprobs: (B, T) log p_T of the same tokens, each row under its own teacher.
+        mask: (B, T) response mask.
+        rewards: (B,) outcome rewards laid out group by group (`group_advantages`).
+        group_size: G completions per prompt (the outcome term needs G > 1 to be non-zero).
+        row_weights: (B,) per-row weight of the teacher term (its domain's), None for all 1.
+        alpha: the outcome advantage's weight (0: pure distillation).
+
+    Returns:
+        (B, T) detached advantages, exactly 0 outside the mask.
+    """
+    adv = opd_advantages(student_logprobs, teacher_logprobs, mask)
+    if row_weights is not None:
+        if row_weights.shape != adv.shape[:1]:
+            raise ValueError(f"row_weights must be one weight per row, shape ({adv.shape[0]},); "
+                             f"got {tuple(row_weights.shape)}")
+        adv = adv * _as_float(row_weights.detach()).to(adv.device, adv.dtype)[:, None]
+    if alpha:
+        outcome = group_advantages(rewards, group_size).to(adv.device, adv.dtype)
+        adv = adv + alpha * _apply_mask(outcome[:, None].expand_as(adv), mask)
+    return adv
+
+
 # ----------------------------------------------------------------------------- named estimators
 #
 # `estimator(experience, config) -> (advantages, returns)`: the online loop calls the one that
@@ -263,17 +302,16 @@ def _none(exp, cfg):
 
 
 def _teacher_token(exp, cfg):
-    """On-policy distillation's sampled-token advantage, log p_T(y_t) - log p_S(y_t), plus
-    ``outcome_weight`` x the group-normalised outcome advantage (MiMo-V2-Flash's alpha)."""
+    """On-policy distillation's sampled-token advantage, log p_T(y_t) - log p_S(y_t) (times each
+    row's teacher weight when the signal routes with per-domain weights), plus ``outcome_weight``
+    x the group-normalised outcome advantage (MiMo-V2-Flash's alpha): `mopd_advantages`."""
     teacher = exp.signal.teacher_logprobs
     if teacher is None:
         raise ValueError("advantage='teacher_token' needs a teacher signal (TeacherSignal or "
                          "RoutedTeacherSignal) that returns teacher log-probs; this batch's signal "
                          f"({exp.signal.kind}) gives sequence rewards only")
-    adv = opd_advantages(exp.logprobs, teacher, exp.mask)
-    if cfg.outcome_weight:
-        adv = adv + cfg.outcome_weight * group_advantages(exp.rewards, exp.group_size)[:, None]
-    return adv, None
+    return mopd_advantages(exp.logprobs, teacher, exp.mask, exp.rewards, exp.group_size,
+                           row_weights=exp.signal.row_weights, alpha=cfg.outcome_weight), None
 
 
 def _gae(exp, cfg):

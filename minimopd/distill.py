@@ -36,8 +36,8 @@ from .stages.online import OnlineConfig, preset
 from .stages.sft import SFTConfig, sft_dataset
 from .tasks import VERIFIABLE_DOMAINS
 
-__all__ = ["FOREIGN_SEED", "specialist_artifact", "specialist_sft_config", "gap_recovery",
-           "support_overlap", "measure_overlap", "disagreements"]
+__all__ = ["FOREIGN_SEED", "specialist_artifact", "specialist_sft_config", "gap_recovery", "compute_to_reach",
+           "support_overlap", "scored_samples", "measure_overlap", "disagreements"]
 
 FOREIGN_SEED = 1         # a foreign teacher of seed s is the forked specialist of seed s + FOREIGN_SEED
 
@@ -102,6 +102,24 @@ def gap_recovery(start: float, student: float, teacher: float) -> float:
     return (student - start) / gap
 
 
+def compute_to_reach(flops: Sequence[float], accuracy: Sequence[float], target: float, *,
+                     window: int = 10) -> float:
+    """The compute a run spent until its accuracy first reached `target`: `flops[i]` at the first
+    step i whose trailing mean over the last `window` steps (full windows only: i >= window - 1)
+    is >= target; NaN if it never did. With each run's cumulative FLOPs per step (the online
+    history's "flops"), the ratio of two runs' `compute_to_reach` at one target is the compute
+    ratio at matched accuracy (Thinking Machines: on-policy distillation reaches RL's accuracy at
+    about a tenth of RL's compute)."""
+    if len(flops) != len(accuracy):
+        raise ValueError(f"flops ({len(flops)}) and accuracy ({len(accuracy)}) must have one value per step")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    for i in range(window - 1, len(accuracy)):
+        if sum(accuracy[i - window + 1:i + 1]) / window >= target:
+            return float(flops[i])
+    return math.nan
+
+
 def support_overlap(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor,
                     token_ids: torch.Tensor, mask: torch.Tensor, *, k: int = 8) -> dict[str, float]:
     """How well a teacher covers the tokens a student samples, per sampled position.
@@ -136,18 +154,20 @@ def support_overlap(student_logprobs: torch.Tensor, teacher_logprobs: torch.Tens
             (("reverse_kl", kl), ("teacher_logprob", t_tok), ("student_logprob", s_tok), ("in_topk", inside))}
 
 
-def _scored_samples(student, teacher, tokenizer, examples: Sequence, *, max_new_tokens: int, samples: int,
-                    temperature: float, seed: int, batch_size: int):
-    """Per batch of `examples`: the student's samples and both models' next-token
-    log-distributions on their completion window, (ids, mask, student, teacher) with ids and
-    mask (B, L+1) and the distributions (B, L+1, V), token-aligned."""
+def scored_samples(student, teacher, tokenizer, examples: Sequence, *, max_new_tokens: int, samples: int = 1,
+                   temperature: float = 1.0, seed: int = 0, batch_size: int = 64):
+    """Per batch of `examples`: the student's own samples (T = `temperature`) and both models'
+    next-token log-distributions on their completion window, as (ids, mask, student, teacher):
+    ids and mask (B, L+1), the distributions (B, L+1, V), token-aligned (row t produced token
+    t), without gradient. What `support_overlap` and `disagreements` read."""
     for i in range(0, len(examples), batch_size):
         chunk = examples[i:i + batch_size]
-        ro = generate(student, tokenizer, [e.prompt for e in chunk], num_samples=samples,
-                      max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + i)
-        W = ro.prompt_length - 1
-        s_logits, _ = window_forward(student, ro.input_ids, ro.attention_mask, ro.prompt_length, ro.prompt_index)
-        t_logits, _ = window_forward(teacher, ro.input_ids, ro.attention_mask, ro.prompt_length, ro.prompt_index)
+        with torch.no_grad():
+            ro = generate(student, tokenizer, [e.prompt for e in chunk], num_samples=samples,
+                          max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + i)
+            W = ro.prompt_length - 1
+            s_logits, _ = window_forward(student, ro.input_ids, ro.attention_mask, ro.prompt_length, ro.prompt_index)
+            t_logits, _ = window_forward(teacher, ro.input_ids, ro.attention_mask, ro.prompt_length, ro.prompt_index)
         yield ro.input_ids[:, W:], ro.completion_mask[:, W:], token_log_softmax(s_logits), token_log_softmax(t_logits)
 
 
@@ -159,7 +179,7 @@ def measure_overlap(student, teacher, tokenizer, examples: Sequence, *, max_new_
     prompts of `examples`: what on-policy distillation from this teacher starts from."""
     totals: dict[str, float] = {}
     count = 0
-    for ids, mask, s, t in _scored_samples(student, teacher, tokenizer, examples, max_new_tokens=max_new_tokens,
+    for ids, mask, s, t in scored_samples(student, teacher, tokenizer, examples, max_new_tokens=max_new_tokens,
                                            samples=samples, temperature=temperature, seed=seed,
                                            batch_size=batch_size):
         part = support_overlap(s, t, ids, mask, k=k)
@@ -179,7 +199,7 @@ def disagreements(student, teacher, tokenizer, examples: Sequence, *, max_new_to
     gives a log-prob below `threshold` marked `[token|S log p_S T log p_T -> teacher's choice]`:
     where on-policy distillation's signal is, and what it says."""
     lines = []
-    for ids, mask, s, t in _scored_samples(student, teacher, tokenizer, examples, max_new_tokens=max_new_tokens,
+    for ids, mask, s, t in scored_samples(student, teacher, tokenizer, examples, max_new_tokens=max_new_tokens,
                                            samples=1, temperature=temperature, seed=seed, batch_size=64):
         for row in range(ids.shape[0]):
             parts = []

@@ -33,6 +33,7 @@ from minimopd.advantages import (
     gae,
     group_advantages,
     kl_penalized_rewards,
+    mopd_advantages,
     opd_advantages,
     rloo_advantages,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "group_advantages",
     "rloo_advantages",
     "opd_advantages",
+    "mopd_advantages",
     # KL and divergences (minimopd.kl)
     "KL_KINDS",
     "kl_estimate",

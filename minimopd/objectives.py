@@ -28,6 +28,13 @@ import torch
 from . import losses
 
 
+def _teacher_weighted(per_token: torch.Tensor, mb) -> torch.Tensor:
+    """(B, T) per-token divergence times each row's teacher weight (MOPD's per-domain weights,
+    `SignalOutput.row_weights`), before the shared reducer; unchanged when there are none."""
+    weights = getattr(mb.signal, "row_weights", None)
+    return per_token if weights is None else per_token * weights.to(per_token)[:, None]
+
+
 class ClippedPolicyGradient:
     """The clipped importance-weighted policy gradient with the experience's advantages, plus
     `kl_beta` x a KL estimate to the reference when one is given (GRPO's k3 term).
@@ -102,7 +109,8 @@ class ReverseKLObjective:
             raise ValueError("loss='reverse_kl' needs the teacher's distribution: use "
                              "TeacherSignal(teacher, mode='full') or mode='topk' (sampled-token "
                              "distillation is advantage='teacher_token' with loss='clipped_pg')")
-        loss = losses.aggregate(per_token, mb.mask, self.cfg.aggregation, self.cfg.max_new_tokens)
+        loss = losses.aggregate(_teacher_weighted(per_token, mb), mb.mask, self.cfg.aggregation,
+                                self.cfg.max_new_tokens)
         with torch.no_grad():
             stats = {"loss": float(loss), "kl": float(losses.masked_mean(per_token, mb.mask))}
         return loss, stats
@@ -125,11 +133,12 @@ class JSDObjective:
                              "TeacherSignal(teacher, mode='full')")
         per_token = losses.generalized_jsd(logits, beta=self.cfg.jsd_beta,
                                            teacher_full_logprobs=mb.signal.full_logprobs)
-        loss = losses.aggregate(per_token, mb.mask, self.cfg.aggregation, self.cfg.max_new_tokens)
-        with torch.no_grad():
-            stats = {"loss": float(loss), "kl": float(losses.masked_mean(
-                losses.token_reverse_kl(logits, mode="full", teacher_full_logprobs=mb.signal.full_logprobs),
-                mb.mask))}
+        loss = losses.aggregate(_teacher_weighted(per_token, mb), mb.mask, self.cfg.aggregation,
+                                self.cfg.max_new_tokens)
+        with torch.no_grad():   # the reverse KL for the history (the loss itself when beta = 1)
+            kl = per_token if self.cfg.jsd_beta == 1 else losses.token_reverse_kl(
+                logits, mode="full", teacher_full_logprobs=mb.signal.full_logprobs)
+            stats = {"loss": float(loss), "kl": float(losses.masked_mean(kl, mb.mask))}
         return loss, stats
 
 

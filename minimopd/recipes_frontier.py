@@ -16,7 +16,9 @@ What each changes relative to its report, in this miniature:
   the exact full-vocabulary reverse KL; the student gets no RL. V4 weighs several teachers per
   token; we route one teacher per prompt.
 * nemotron3_ultra (Nemotron 3 Ultra): SFT -> unified RLVR -> specialists by domain SFT forked
-  from the RLVR model -> warm-up SFT of the student on their traces -> MOPD round 1
+  from the RLVR model -> warm-up SFT of the student on their traces (one epoch on as many as 20
+  OPD steps sample, per domain: `RecipeRun.warmup`, sized on `count` so that it moves the student
+  partway into the teacher's support, RESULTS.md) -> MOPD round 1
   (sampled-token) -> teachers refreshed from the round-1 student -> MOPD round 2. Its teachers
   learn from external models' data; ours from the tasks' worked solutions (the foreign-teacher
   variant is `distill.specialist_artifact(foreign=True)`). No MTP stage.
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 from .artifacts import RecipeResult
 from .profiles import Profile
-from .recipes_opd import WARMUP_EPOCHS, RecipeRun
+from .recipes_opd import RecipeRun
 from .tasks import VERIFIABLE_DOMAINS
 
 MIMO_ALPHA = 0.5          # weight of the outcome advantage in MiMo-V2-Flash's MOPD (ours)
@@ -68,7 +70,7 @@ def recipe_nemotron3_ultra(profile: Profile, seed: int = 0, progress: bool = Tru
     student = run.student()
     rlvr = run.stage("rlvr", run.mixed_rl(student))
     teachers = run.specialists(rlvr)
-    warm = run.stage("warmup_sft", run.trace_sft(rlvr, teachers, "nemotron_warmup", epochs_scale=WARMUP_EPOCHS))
+    warm = run.stage("warmup_sft", run.warmup(rlvr, teachers, "nemotron_warmup"))
     round1 = run.stage("mopd_round1", run.mopd(warm, teachers, "nemotron_mopd1", mode="sampled", algo="opd_sampled"))
     refreshed = run.specialists(round1, tag="_round2")
     run.stage("mopd_round2", run.mopd(round1, refreshed, "nemotron_mopd2", mode="sampled", algo="opd_sampled"))

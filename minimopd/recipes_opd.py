@@ -54,7 +54,6 @@ OPD_SAMPLES = 2               # completions per prompt in an OPD step (GRPO: the
 OPD_LR_SCALE = 4.0            # OPD's learning rate: this x the profile's RL learning rate (a dense,
                               # per-token signal tolerates a larger step than a per-sequence reward)
 TOPK = 8
-WARMUP_EPOCHS = 0.25          # nemotron3_ultra's warm-up: a quarter of the epochs of a full trace SFT
 WARMUP_OPD_STEPS = 20         # `warmup_artifact`: as many teacher traces as this many OPD steps sample
 
 
@@ -100,9 +99,10 @@ def recovery_rows(result: RecipeResult, *, start: str, teachers: dict[str, str],
 def trace_sft(parent, teachers: dict, profile: Profile, *, seed: int, name: str, progress: bool = True,
               epochs_scale: float = 1.0):
     """SFT of `parent` on verified traces each teacher ({domain: artifact}) samples on its own
-    domain (as many prompts in all as R1's rejection round); cached. `epochs_scale` < 1: a light
-    warm-up (`WARMUP_EPOCHS`) rather than a full distillation SFT. The sampling statistics are in
-    the result's `info["traces"]`."""
+    domain (as many prompts in all as R1's rejection round); cached. `epochs_scale` < 1: fewer
+    epochs than a full distillation SFT. The sampling statistics are in the result's
+    `info["traces"]`; its FLOPs include the teachers' sampling (`info["sft_flops"]`: the SFT
+    alone), the convention of every stage that trains on a teacher's samples."""
     pairs, stats = [], {}
     n = max(8, rejection_prompts(profile) // len(teachers))
     for d, art in teachers.items():
@@ -112,7 +112,8 @@ def trace_sft(parent, teachers: dict, profile: Profile, *, seed: int, name: str,
         raise RuntimeError(f"{name}: the teachers ({', '.join(teachers)}) produced no verified trace to train on")
     art = sft_on_traces(parent, pairs, profile, seed, name, progress,
                         teachers=sorted(a.path.name for a in teachers.values()), epochs_scale=epochs_scale)
-    art.info.update(traces=stats)
+    art.info.update(traces=stats, sft_flops=art.info["flops"])    # a fresh dict per load
+    art.info["flops"] += sum(st["flops"] for st in stats.values())
     return art
 
 
@@ -130,17 +131,34 @@ def warmup_artifact(student, teacher, profile: Profile, domain: str, *, seed: in
     distillation) to the teacher (RESULTS.md). The result's
     `info["traces"]` holds the sampling statistics; its FLOPs include the teacher's sampling."""
     n = traces or WARMUP_OPD_STEPS * profile.rl_prompts * profile.rl_group_size
-    pairs, stats = sample_traces(teacher, profile, n_prompts=n, seed=seed, domains=(domain,),
-                                 samples={level: 1 for level in DIFFICULTIES})
+    return traces_artifact(student, {domain: teacher}, profile, seed=seed, traces_per_domain=n,
+                           name=f"warmup_{domain}", progress=progress)
+
+
+def traces_artifact(student, teachers: dict, profile: Profile, *, seed: int, traces_per_domain: int,
+                    name: str, progress: bool = True):
+    """One epoch of SFT of `student` on verified traces its teachers ({domain: artifact}) sample on
+    their own domains, `traces_per_domain` prompts each, one sample per prompt, wrong ones dropped
+    (cached; an error if no teacher produced one). `warmup_artifact` is its one-domain case; with as many traces as an on-policy run
+    samples completions it is that run's offline counterpart at the same number of samples. The
+    result's `info["traces"]` holds the sampling statistics per domain; its FLOPs include the
+    teachers' sampling (`info["sft_flops"]`: the SFT alone)."""
+    pairs, stats = [], {}
+    for domain, teacher in teachers.items():
+        got, stats[domain] = sample_traces(teacher, profile, n_prompts=traces_per_domain, seed=seed,
+                                           domains=(domain,), samples={level: 1 for level in DIFFICULTIES})
+        pairs += got
     if not pairs:
-        raise RuntimeError(f"warmup_{domain}: the teacher ({teacher.path.name}) produced no verified trace "
-                           f"of {domain} in {n} samples to train on")
-    cfg = SFTConfig.from_profile(profile, seed=seed, reasoning=True, domains=(domain,), n_examples=len(pairs),
+        names = ", ".join(f"{d} ({t.path.name})" for d, t in teachers.items())
+        raise RuntimeError(f"{name}: the teachers produced no verified trace in {traces_per_domain} samples per "
+                           f"domain to train on: {names}")
+    cfg = SFTConfig.from_profile(profile, seed=seed, reasoning=True, domains=tuple(teachers), n_examples=len(pairs),
                                  steps=max(1, math.ceil(len(pairs) / profile.sft_batch_size)))
-    art = sft_on_pairs(student, pairs, cfg, profile, name=f"warmup_{domain}", progress=progress,
-                       teacher=teacher.path.name)
-    art.info.update(traces={domain: stats}, sft_flops=art.info["flops"])    # a fresh dict per load
-    art.info["flops"] += stats["flops"]
+    names = [t.path.name for t in teachers.values()]
+    art = sft_on_pairs(student, pairs, cfg, profile, name=name, progress=progress,
+                       teacher=names[0] if len(names) == 1 else sorted(names))
+    art.info.update(traces=stats, sft_flops=art.info["flops"])    # a fresh dict per load
+    art.info["flops"] += sum(st["flops"] for st in stats.values())
     return art
 
 
@@ -185,6 +203,12 @@ class RecipeRun:
         return trace_sft(parent, teachers, self.profile, seed=self.seed, name=name, progress=self.progress,
                          epochs_scale=epochs_scale)
 
+    def warmup(self, parent, teachers, name: str):
+        """Nemotron 3 Ultra's warm-up before MOPD: `warmup_artifact`'s size for every domain."""
+        n = WARMUP_OPD_STEPS * self.profile.rl_prompts * self.profile.rl_group_size
+        return traces_artifact(parent, teachers, self.profile, seed=self.seed, traces_per_domain=n, name=name,
+                               progress=self.progress)
+
     def mixed_rl(self, parent, name: str = "mixed_rl", *, domains=VERIFIABLE_DOMAINS, steps=None):
         cfg = preset("grpo", reasoning_config(self.profile, seed=self.seed, domains=tuple(domains), difficulty=None))
         if steps is not None:
@@ -192,9 +216,10 @@ class RecipeRun:
         return online_artifact(parent, self.profile, cfg, name=name, signal=verifier("r1"),
                                selection=rl_selection(self.profile), progress=self.progress)
 
-    def mopd(self, parent, teachers, name: str, *, mode: str, algo: str, outcome_weight: float = 0.0):
+    def mopd(self, parent, teachers, name: str, *, mode: str, algo: str, outcome_weight: float = 0.0,
+             weights: dict | None = None):
         signal = RoutedTeacherSignal({d: TeacherSignal(a.model, mode=mode, key=a.path.name)
-                                      for d, a in teachers.items()})
+                                      for d, a in teachers.items()}, weights=weights)
         cfg = replace(opd_config(self.profile, algo, seed=self.seed, domains=VERIFIABLE_DOMAINS),
                       outcome_weight=outcome_weight)
         return online_artifact(parent, self.profile, cfg, name=name, signal=signal, progress=self.progress)

@@ -17,22 +17,33 @@ from pathlib import Path
 from . import cache
 from .profiles import get_profile
 
-SHIPPED_SPECIALIST = "count"    # Lab 07's teacher: the reasoning SFT model trained further on `count`
-SHIPPED_STAGES = ("base", "sft", "sft_reasoning", "cold_start", f"specialist_{SHIPPED_SPECIALIST}")
+# The teachers of Labs 07 and 08: the reasoning SFT model trained further on each domain alone.
+SHIPPED_SPECIALISTS = ("add", "sort", "reverse", "count")
+# Lab 09's foreign teacher: the `count` specialist of the next world (seed + distill.FOREIGN_SEED),
+# with the two stages it is grown from (its cache key and its tokenizer check load them).
+SHIPPED_FOREIGN = ("foreign_base", "foreign_sft_reasoning", "foreign_specialist_count")
+SHIPPED_STAGES = ("base", "sft", "sft_reasoning", "cold_start", *(f"specialist_{d}" for d in SHIPPED_SPECIALISTS),
+                  *SHIPPED_FOREIGN)
 
 
 def stage_artifacts(profile, seed: int, *, progress: bool = True) -> dict:
     """The shipped stages of a profile and seed, built (or loaded from the cache) from scratch."""
     from .artifacts import base_artifact, sft_artifact
-    from .distill import specialist_artifact
+    from .distill import FOREIGN_SEED, specialist_artifact
     from .recipes_rl import cold_start_artifact
     profile = get_profile(profile)
     arts = {"base": base_artifact(profile, seed=seed, progress=progress),
             "sft": sft_artifact(profile, seed=seed, progress=progress),
             "sft_reasoning": sft_artifact(profile, seed=seed, reasoning=True, progress=progress),
             "cold_start": cold_start_artifact(profile, seed, progress)}
-    arts[f"specialist_{SHIPPED_SPECIALIST}"] = specialist_artifact(arts["sft_reasoning"], profile, SHIPPED_SPECIALIST,
-                                                                   seed=seed, progress=progress)
+    for domain in SHIPPED_SPECIALISTS:
+        arts[f"specialist_{domain}"] = specialist_artifact(arts["sft_reasoning"], profile, domain, seed=seed,
+                                                           progress=progress)
+    other = seed + FOREIGN_SEED
+    arts["foreign_base"] = base_artifact(profile, seed=other, progress=progress)
+    arts["foreign_sft_reasoning"] = sft_artifact(profile, seed=other, reasoning=True, progress=progress)
+    arts["foreign_specialist_count"] = specialist_artifact(arts["sft_reasoning"], profile, "count", seed=seed,
+                                                           foreign=True, progress=progress)
     return arts
 
 

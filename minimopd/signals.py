@@ -53,6 +53,8 @@ class SignalOutput:
     support_logprobs: torch.Tensor | None = None   # (N, T, k) teacher log-probs on that support
     full_logprobs: torch.Tensor | None = None      # (N, T, V) teacher log-distribution ("full")
     teacher_ids: list[str] | None = None           # N names: which teacher scored each row
+    row_weights: torch.Tensor | None = None        # (N,) weight of each row's teacher term (MOPD's
+                                                   # per-domain weights); None: all 1
     forward_tokens: int = 0                     # tokens pushed through the signal's own models
     flops: float = 0.0                          # their compute (2 x params x tokens, per model)
     metrics: dict = field(default_factory=dict)
@@ -286,14 +288,40 @@ def route_of(example) -> str:
     return example.meta.get("teacher_id", example.domain)
 
 
+def route_rows(names: Sequence[str], teachers) -> dict[str, list[int]]:
+    """MOPD's router: which rows each teacher scores.
+
+    names:    N teacher names, one per rollout row (`route_of` of its example)
+    teachers: the names of the teachers there are (any collection of str)
+    Returns:  {teacher: its row indices, increasing} for every teacher with at least one row.
+    A row whose teacher is missing is a KeyError naming it, its rows and the teachers there are:
+    never a row scored by the wrong teacher or left unscored."""
+    teachers = set(teachers)
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        if name not in teachers:
+            rows = [j for j, n in enumerate(names) if n == name][:5]
+            raise KeyError(f"no teacher for domain {name!r} (rows {rows}); the teachers are "
+                           f"{', '.join(sorted(teachers))}. Add a TeacherSignal for it or "
+                           "sample only domains that have one.")
+        groups.setdefault(name, []).append(i)
+    return groups
+
+
 class RoutedTeacherSignal:
     """MOPD: every row is scored by the teacher of its prompt's domain (or `teacher_id`).
 
-    Rows are grouped by teacher, each teacher runs once on its own rows, and the results are
-    scattered back into one `SignalOutput`; compute is counted with each teacher's own
-    parameter count. All teachers share one mode (and k / support for "topk")."""
+    Rows are grouped by teacher (`router`, default `route_rows`), each teacher runs once on its
+    own rows, and the results are scattered back into one `SignalOutput`; compute is counted with
+    each teacher's own parameter count. All teachers share one mode (and k / support for "topk").
 
-    def __init__(self, teachers: Mapping[str, TeacherSignal], *, outcome: Callable | None = None):
+    `weights` ({teacher: w >= 0}, 1 for a teacher not named): each row's teacher term is scaled
+    by its teacher's weight (`SignalOutput.row_weights`): the sampled-token advantage in the
+    `teacher_token` estimator, the divergence in the `reverse_kl` and `jsd` objectives. A domain
+    the student already masters can be given less weight, one it lags on more."""
+
+    def __init__(self, teachers: Mapping[str, TeacherSignal], *, weights: Mapping[str, float] | None = None,
+                 outcome: Callable | None = None, router: Callable | None = None):
         if not teachers:
             raise ValueError("RoutedTeacherSignal needs at least one teacher: {domain: TeacherSignal}")
         bad = [name for name, t in teachers.items() if not isinstance(t, TeacherSignal)]
@@ -304,43 +332,60 @@ class RoutedTeacherSignal:
                   for t in teachers.values()}
         if len(shapes) > 1:
             raise ValueError(f"routed teachers must share one mode (and k, support for 'topk'); got {sorted(shapes)}")
+        weights = dict(weights or {})
+        unknown = sorted(set(weights) - set(teachers))
+        if unknown:
+            raise ValueError(f"weights name {unknown}, which have no teacher; the teachers are "
+                             f"{', '.join(sorted(teachers))}")
+        wrong = {k: w for k, w in weights.items() if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0)}
+        if wrong:
+            raise ValueError(f"per-domain weights must be finite numbers >= 0, got {wrong}")
         self.teachers = dict(teachers)
+        self.weights = {k: float(w) for k, w in weights.items() if float(w) != 1.0}
         self.mode = next(iter(self.teachers.values())).mode
         self.verifier = VerifierSignal(outcome)
+        self.router = router or route_rows
 
     @property
     def rollout_topk(self) -> int:
         return max(t.rollout_topk for t in self.teachers.values())
 
     def spec(self) -> dict:
-        return {"kind": "routed_teachers", "outcome": self.verifier.name,
+        spec = {"kind": "routed_teachers", "outcome": self.verifier.name,
                 "teachers": {name: t.spec() for name, t in sorted(self.teachers.items())}}
+        if self.weights:
+            spec["weights"] = dict(sorted(self.weights.items()))
+        if self.router is not route_rows:
+            spec["router"] = getattr(self.router, "__qualname__", repr(self.router))
+        return spec
 
     def setup(self, model, tokenizer, device) -> None:
         for t in self.teachers.values():
             t.setup(model, tokenizer, device)
 
-    def routes(self, examples: Sequence) -> list[str]:
-        """The teacher name of every row; a clear error for a row whose teacher is missing."""
+    def routes(self, examples: Sequence) -> dict[str, list[int]]:
+        """{teacher: its rows} for these examples; a clear error for a row whose teacher is missing."""
         names = [route_of(ex) for ex in examples]
-        missing = sorted({n for n in names if n not in self.teachers})
-        if missing:
-            rows = [i for i, n in enumerate(names) if n == missing[0]][:5]
-            raise KeyError(f"no teacher for domain {missing[0]!r} (rows {rows}); the teachers are "
-                           f"{', '.join(sorted(self.teachers))}. Add a TeacherSignal for it or "
-                           "sample only domains that have one.")
-        return names
+        groups = self.router(names, tuple(self.teachers))
+        rows = sorted(i for idx in groups.values() for i in idx)
+        if rows != list(range(len(names))) or any(names[i] != name for name, idx in groups.items() for i in idx):
+            raise ValueError(f"the router {getattr(self.router, '__name__', self.router)!r} must assign every row "
+                             "exactly once, to the teacher of its domain: {teacher: [rows]}")
+        return groups
 
     def __call__(self, rollout, examples: Sequence) -> SignalOutput:
         _check_rows(rollout, examples)
-        names = self.routes(examples)
+        groups = self.routes(examples)
         out = self.verifier(rollout, examples)
         merged: dict[str, torch.Tensor] = {}
         tokens, flops, metrics = 0, 0.0, {}
         device = rollout.input_ids.device
-        for name in sorted(set(names)):
+        names = [""] * len(rollout)
+        for name in sorted(groups):
             teacher = self.teachers[name]
-            idx = torch.tensor([i for i, n in enumerate(names) if n == name], device=device)
+            idx = torch.tensor(groups[name], device=device)
+            for i in groups[name]:
+                names[i] = name
             topk = None if rollout.topk_ids is None else rollout.topk_ids[idx]
             part = teacher.score(rollout.input_ids[idx], rollout.attention_mask[idx], rollout.prompt_length,
                                  rollout.prompt_index[idx], topk)
@@ -352,5 +397,9 @@ class RoutedTeacherSignal:
             tokens += n_tok
             flops += 2.0 * teacher.n_params * n_tok
             metrics[f"rows/{name}"] = len(idx)
+        row_weights = None
+        if self.weights:
+            row_weights = torch.tensor([self.weights.get(n, 1.0) for n in names], device=device,
+                                       dtype=out.rewards.dtype)
         return replace(out, kind="teacher", teacher_ids=names, forward_tokens=tokens, flops=flops,
-                       metrics={**out.metrics, **metrics}, **merged)
+                       row_weights=row_weights, metrics={**out.metrics, **metrics}, **merged)

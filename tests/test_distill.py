@@ -56,6 +56,19 @@ def test_a_teacher_identical_to_the_student_overlaps_completely():
         distill.support_overlap(s, s, ids[:, :3], torch.ones(2, 3))
 
 
+def test_compute_to_reach_is_the_first_full_window_at_the_target():
+    flops = [10.0 * (i + 1) for i in range(8)]
+    acc = [0.0, 1.0, 0.0, 0.5, 0.5, 1.0, 1.0, 1.0]
+    # trailing means of 3 (full windows from step 2): 1/3, 0.5, 1/3, 2/3, 5/6, 1
+    assert distill.compute_to_reach(flops, acc, 0.5, window=3) == 40.0
+    assert distill.compute_to_reach(flops, acc, 2 / 3, window=3) == 60.0
+    assert distill.compute_to_reach(flops, acc, 1.0, window=1) == 20.0       # step 0's partial windows do not count
+    assert math.isnan(distill.compute_to_reach(flops, acc, 1.01, window=3))
+    assert math.isnan(distill.compute_to_reach(flops[:2], acc[:2], 0.0, window=3))   # never a full window
+    with pytest.raises(ValueError, match="one value per step"):
+        distill.compute_to_reach(flops, acc[:3], 0.5)
+
+
 def test_gap_recovery():
     assert distill.gap_recovery(0.2, 0.5, 0.8) == pytest.approx(0.5)
     assert distill.gap_recovery(0.2, 0.8, 0.8) == pytest.approx(1.0)
@@ -188,6 +201,35 @@ def test_warmup_sft_moves_the_student_towards_the_teachers_traces(monkeypatch):
     with torch.no_grad():
         assert any(not torch.equal(p, s[n]) for n, p in warm.model.named_parameters())
     monkeypatch.setattr(recipes_opd, "sample_traces", lambda *a, **k: ([], {"kept": 0}))
-    with pytest.raises(RuntimeError, match=r"warmup_count: the teacher \(specialist_count-\w+\) produced no "
-                                           r"verified trace of count in 640 samples"):
+    with pytest.raises(RuntimeError, match=r"warmup_count: the teachers produced no verified trace in 640 samples "
+                                           r"per domain to train on: count \(specialist_count-\w+\)"):
         recipes_opd.warmup_artifact(student, teacher, prof, "count", seed=5, progress=False)
+
+
+def test_traces_sft_of_several_teachers_keeps_what_each_verified(monkeypatch):
+    """The multi-domain form (Lab 08's "SFT on traces", nemotron3_ultra's warm-up): each teacher
+    samples its own domain; a domain with no verified trace is recorded (kept 0) and the others
+    still train; every teacher's sampling counts in the FLOPs."""
+    from minimopd import recipes_opd
+    from minimopd.artifacts import sft_artifact
+    prof = get_profile("smoke")
+    student = sft_artifact(prof, reasoning=True, progress=False)
+    teachers = {"add": student, "count": student}
+    made = {"add": [], "count": [("count a in ab", "a1 b1 -> 1"), ("count b in bb", "b1 b2 -> 2")]}
+    calls = []
+
+    def fake(teacher, profile, *, n_prompts, seed, domains, samples):
+        calls.append((domains, n_prompts, samples))
+        return made[domains[0]], {"kept": len(made[domains[0]]), "flops": 1e6}
+    monkeypatch.setattr(recipes_opd, "sample_traces", fake)
+    art = recipes_opd.traces_artifact(student, teachers, prof, seed=3, traces_per_domain=16, name="traces_test",
+                                      progress=False)
+    assert [c[0] for c in calls] == [("add",), ("count",)] and all(c[1] == 16 for c in calls)
+    assert all(set(c[2].values()) == {1} for c in calls)                      # one sample per prompt
+    assert art.info["traces"]["add"]["kept"] == 0 and art.info["traces"]["count"]["kept"] == 2
+    assert art.info["flops"] == pytest.approx(art.info["sft_flops"] + 2e6)
+    made["count"] = []
+    with pytest.raises(RuntimeError, match=r"traces_test: the teachers produced no verified trace in 16 samples "
+                                           r"per domain to train on: add \(sft-\w+\), count \(sft-\w+\)"):
+        recipes_opd.traces_artifact(student, teachers, prof, seed=3, traces_per_domain=16, name="traces_test",
+                                    progress=False)

@@ -1,4 +1,4 @@
-"""The lab05 (GRPO), lab06 (R1) and lab07 (on-policy distillation) autograders: the references pass, every classic bug is caught
+"""The lab05 (GRPO), lab06 (R1), lab07 (on-policy distillation), lab08 (MOPD) and lab09 (support overlap) autograders: the references pass, every classic bug is caught
 with feedback that names it."""
 from __future__ import annotations
 
@@ -22,14 +22,18 @@ from minimopd.rewards import rejection_filter as ref_rejection_filter
 LAB05 = [gf.name for gf in LABS["lab05"]]
 LAB06 = [gf.name for gf in LABS["lab06"]]
 LAB07 = [gf.name for gf in LABS["lab07"]]
-GRADED = [("lab05", n) for n in LAB05] + [("lab06", n) for n in LAB06] + [("lab07", n) for n in LAB07]
+LAB08 = [gf.name for gf in LABS["lab08"]]
+LAB09 = [gf.name for gf in LABS["lab09"]]
+GRADED = [(lab, gf.name) for lab in ("lab05", "lab06", "lab07", "lab08", "lab09") for gf in LABS[lab]]
 
 
 def test_registries():
     assert LAB05 == ["group_advantages", "k3_kl", "grpo_loss"]
     assert LAB06 == ["format_reward", "accuracy_reward", "r1_reward", "rejection_filter"]
     assert LAB07 == ["opd_advantages", "full_reverse_kl", "topk_reverse_kl"]
-    for lab in ("lab05", "lab06", "lab07"):
+    assert LAB08 == ["route", "mopd_advantages", "mopd_loss"]
+    assert LAB09 == ["support_overlap", "compute_to_reach", "gap_recovery"]
+    for lab in ("lab05", "lab06", "lab07", "lab08", "lab09"):
         assert sum(gf.points for gf in LABS[lab]) == 10, lab
     names = [gf.name for lab in LABS.values() for gf in lab]
     assert len(names) == len(set(names)), "graded function names must be unique across labs"

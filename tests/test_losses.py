@@ -620,6 +620,31 @@ def test_opd_advantages():
         L.opd_advantages(s, t[:, :3], m)
 
 
+def test_mopd_advantages_match_a_loop_reference():
+    """A_it = w_i (log p_T - log p_S) + alpha (r_i - mean_g) / (std_g + eps) on completion tokens,
+    0 elsewhere, written row by row and token by token."""
+    g = gen(31)
+    B, T, G = 6, 5, 3
+    s, t = -torch.rand(B, T, generator=g), -torch.rand(B, T, generator=g) * 3
+    m = (torch.rand(B, T, generator=g) > 0.3).float()
+    r = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    w = torch.tensor([2.0, 2.0, 2.0, 0.0, 0.5, 1.0])
+    for alpha in (0.0, 0.7):
+        want = torch.zeros(B, T)
+        for i in range(B):
+            grp = r[(i // G) * G:(i // G + 1) * G]
+            outcome = float((r[i] - grp.mean()) / (grp.std() + 1e-4))
+            for j in range(T):
+                if m[i, j]:
+                    want[i, j] = w[i] * (t[i, j] - s[i, j]) + alpha * outcome
+        got = L.mopd_advantages(s.requires_grad_(), t, m, r, G, row_weights=w, alpha=alpha)
+        close(got, want, atol=1e-6)
+        assert not got.requires_grad
+    close(L.mopd_advantages(s, t, m, r, G), L.opd_advantages(s, t, m))     # no weights, no alpha: OPD's
+    with pytest.raises(ValueError, match="one weight per row"):
+        L.mopd_advantages(s, t, m, r, G, row_weights=w[:4])
+
+
 def test_opd_advantage_expectation_is_negative_reverse_kl():
     # E_{y ~ p_S}[log p_T(y) - log p_S(y)] = -KL(p_S || p_T), exactly, at every position
     g = gen(17)

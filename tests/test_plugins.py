@@ -236,6 +236,62 @@ def test_routed_teachers_score_each_row_with_its_own_teacher(tok, sft_tiny):
         RoutedTeacherSignal({"add": TeacherSignal(teachers["add"])}).routes(rows)
 
 
+def test_routed_teacher_weights_scale_each_rows_teacher_term(tok, sft_tiny):
+    """Per-domain weights: a row's teacher term (the sampled-token advantage, the exact KL) is
+    multiplied by its teacher's weight; weight 0 leaves that row's tokens without gradient."""
+    teachers = {"add": build_model("tiny", tok, seed=1), "sort": build_model("tiny", tok, seed=2)}
+    examples = get_task("add").sample(2, seed=0) + get_task("sort").sample(2, seed=0)
+    ro = generate(sft_tiny, tok, [e.prompt for e in examples], num_samples=2, max_new_tokens=5, seed=0)
+    rows = [e for e in examples for _ in range(2)]
+    plain = RoutedTeacherSignal({n: TeacherSignal(m, mode="full") for n, m in teachers.items()})
+    routed = RoutedTeacherSignal({n: TeacherSignal(m, mode="full") for n, m in teachers.items()},
+                                 weights={"add": 0.0, "sort": 3.0})
+    out, ref = routed(ro, rows), plain(ro, rows)
+    assert ref.row_weights is None and out.row_weights.tolist() == [0.0] * 4 + [3.0] * 4
+    torch.testing.assert_close(out.full_logprobs, ref.full_logprobs)
+    mask = ro.completion_mask.float()
+    exp = Experience(input_ids=ro.input_ids, attention_mask=ro.attention_mask, mask=mask, logprobs=ro.logprobs,
+                     examples=rows, rewards=out.rewards, scores=out.scores, signal=out,
+                     finished=torch.ones(8, dtype=torch.bool), group_size=2, prompt_length=ro.prompt_length)
+    adv, _ = get_estimator("teacher_token")(exp, small_cfg())
+    base = losses.opd_advantages(ro.logprobs, out.teacher_logprobs, mask)
+    torch.testing.assert_close(adv, base * out.row_weights[:, None])
+    logits = torch.randn(8, ro.input_ids.shape[1], len(tok), requires_grad=True)
+    cfg = preset("opd_full", small_cfg())
+    loss, _ = ReverseKLObjective(cfg)(logits, None, None, exp)
+    per_token = losses.token_reverse_kl(logits, mode="full", teacher_full_logprobs=out.full_logprobs)
+    want = losses.aggregate(per_token * out.row_weights[:, None], mask, cfg.aggregation, cfg.max_new_tokens)
+    torch.testing.assert_close(loss, want)
+    loss.backward()
+    assert logits.grad[:4].abs().max() == 0 and logits.grad[4:].abs().max() > 0
+    assert routed.spec() != plain.spec()
+    assert RoutedTeacherSignal(plain.teachers, weights={"add": 1.0}).spec() == plain.spec()   # 1 is the default
+    with pytest.raises(ValueError, match=r"weights name \['count'\], which have no teacher; the teachers are add, sort"):
+        RoutedTeacherSignal(plain.teachers, weights={"count": 2.0})
+    with pytest.raises(ValueError, match="finite numbers >= 0"):
+        RoutedTeacherSignal(plain.teachers, weights={"add": -1.0})
+
+
+def test_routed_teachers_take_a_router_and_check_what_it_returns(tok, sft_tiny):
+    teachers = {n: TeacherSignal(build_model("tiny", tok, seed=i), mode="sampled") for i, n in enumerate(("add", "sort"))}
+    rows = [e for e in get_task("add").sample(2, seed=0) + get_task("sort").sample(1, seed=0) for _ in range(2)]
+    calls = []
+
+    def by_hand(names, have):
+        calls.append(list(names))
+        return {n: [i for i, m in enumerate(names) if m == n] for n in have if n in names}
+
+    routed = RoutedTeacherSignal(teachers, router=by_hand)
+    assert routed.routes(rows) == {"add": [0, 1, 2, 3], "sort": [4, 5]} and calls
+    assert "router" in routed.spec() and "router" not in RoutedTeacherSignal(teachers).spec()
+    everything_to_add = RoutedTeacherSignal(teachers, router=lambda names, have: {"add": list(range(len(names)))})
+    with pytest.raises(ValueError, match="must assign every row exactly once, to the teacher of its domain"):
+        everything_to_add.routes(rows)
+    drops_a_row = RoutedTeacherSignal(teachers, router=lambda names, have: {"add": [0, 1, 2, 3], "sort": [4]})
+    with pytest.raises(ValueError, match="every row exactly once"):
+        drops_a_row.routes(rows)
+
+
 def test_topk_teacher_uses_the_student_support_recorded_by_the_sampler(tok, sft_tiny):
     teacher = TeacherSignal(build_model("tiny", tok, seed=4), mode="topk", k=3)
     assert teacher.rollout_topk == 3
