@@ -64,7 +64,11 @@ def ship(profile="cpu", seed: int = 0, *, progress: bool = True, dest: Path | No
     manifest = {}
     for stage, art in arts.items():
         shutil.copytree(art.path, dest / art.path.name)
-        meta = json.loads((art.path / "minimopd.json").read_text())
+        record = dest / art.path.name / "minimopd.json"
+        meta = json.loads(record.read_text())
+        if "files_sha256" not in meta:       # a stage cached before the full seal: ship it sealed
+            meta = cache.seal({k: v for k, v in meta.items() if k != "record_sha256"}, dest / art.path.name)
+            record.write_text(json.dumps(meta))
         manifest[art.path.name] = {"stage": stage, "profile": prof.name, "seed": seed,
                                    "weights_sha256": meta["weights_sha256"]}
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))

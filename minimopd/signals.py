@@ -17,7 +17,7 @@ training starts) and `rollout_topk` (> 0 when the sampler must record the studen
 the loop uses them when present, so a plain function is a signal too.
 Signals own where their models live: `placement="device"` keeps a model on the training
 device, `"swap"` parks it on the CPU and moves it to the device only while it scores its rows
-(memory bounded by the largest teacher, as in trl's multi-teacher distillation).
+(memory bounded by the largest teacher).
 """
 from __future__ import annotations
 
@@ -283,7 +283,7 @@ class TeacherSignal:
 
 
 def route_of(example) -> str:
-    """The teacher a row goes to: `example.meta["teacher_id"]` when set (trl's convention),
+    """The teacher a row goes to: `example.meta["teacher_id"]` when set (a prompt that names its teacher),
     else the example's domain."""
     return example.meta.get("teacher_id", example.domain)
 
@@ -353,10 +353,8 @@ class RoutedTeacherSignal:
     def spec(self) -> dict:
         spec = {"kind": "routed_teachers", "outcome": self.verifier.name,
                 "teachers": {name: t.spec() for name, t in sorted(self.teachers.items())}}
-        if self.weights:
+        if self.weights:     # (the router is not part of it: `routes` admits only the one grouping)
             spec["weights"] = dict(sorted(self.weights.items()))
-        if self.router is not route_rows:
-            spec["router"] = getattr(self.router, "__qualname__", repr(self.router))
         return spec
 
     def setup(self, model, tokenizer, device) -> None:
@@ -364,13 +362,26 @@ class RoutedTeacherSignal:
             t.setup(model, tokenizer, device)
 
     def routes(self, examples: Sequence) -> dict[str, list[int]]:
-        """{teacher: its rows} for these examples; a clear error for a row whose teacher is missing."""
+        """{teacher: its rows} for these examples; a clear error for a row whose teacher is missing
+        (also when a custom router forgot to raise it) or that the router misplaced."""
         names = [route_of(ex) for ex in examples]
+        route_rows(names, self.teachers)          # the missing-teacher error, whatever the router
         groups = self.router(names, tuple(self.teachers))
-        rows = sorted(i for idx in groups.values() for i in idx)
-        if rows != list(range(len(names))) or any(names[i] != name for name, idx in groups.items() for i in idx):
-            raise ValueError(f"the router {getattr(self.router, '__name__', self.router)!r} must assign every row "
-                             "exactly once, to the teacher of its domain: {teacher: [rows]}")
+        router = getattr(self.router, "__name__", type(self.router).__name__)
+        seen: dict[int, str] = {}
+        for name, idx in groups.items():
+            for i in idx:
+                if not 0 <= i < len(names) or i in seen or names[i] != name:
+                    why = ("is not a row of this batch" if not 0 <= i < len(names) else
+                           f"was routed twice ({seen[i]!r} and {name!r})" if i in seen else
+                           f"belongs to {names[i]!r}, not {name!r}")
+                    raise ValueError(f"the router {router!r} misplaced row {i}: it {why}. A router returns "
+                                     "{teacher: [rows]} with every row exactly once, under its own domain's teacher")
+                seen[i] = name
+        if len(seen) != len(names):
+            missing = [i for i in range(len(names)) if i not in seen][:5]
+            raise ValueError(f"the router {router!r} left rows {missing} without a teacher; every row must be "
+                             "routed exactly once")
         return groups
 
     def __call__(self, rollout, examples: Sequence) -> SignalOutput:

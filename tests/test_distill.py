@@ -62,7 +62,8 @@ def test_compute_to_reach_is_the_first_full_window_at_the_target():
     # trailing means of 3 (full windows from step 2): 1/3, 0.5, 1/3, 2/3, 5/6, 1
     assert distill.compute_to_reach(flops, acc, 0.5, window=3) == 40.0
     assert distill.compute_to_reach(flops, acc, 2 / 3, window=3) == 60.0
-    assert distill.compute_to_reach(flops, acc, 1.0, window=1) == 20.0       # step 0's partial windows do not count
+    assert distill.compute_to_reach(flops, acc, 1.0, window=1) == 20.0       # window 1: the raw accuracy
+    assert distill.compute_to_reach(flops, acc, 0.5, window=2) == 20.0       # steps 0-1 are the first full window
     assert math.isnan(distill.compute_to_reach(flops, acc, 1.01, window=3))
     assert math.isnan(distill.compute_to_reach(flops[:2], acc[:2], 0.0, window=3))   # never a full window
     with pytest.raises(ValueError, match="one value per step"):

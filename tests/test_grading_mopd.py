@@ -24,7 +24,8 @@ def mopd_advantages(student_logprobs, teacher_logprobs, mask, rewards, group_siz
     if row_weights is not None:
         adv = adv * row_weights[:, None]
     g = rewards.view(-1, group_size)
-    outcome = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-4)).reshape(-1, 1)
+    spread = g.std(1, keepdim=True) if group_size > 1 else torch.zeros_like(g)
+    outcome = ((g - g.mean(1, keepdim=True)) / (spread + 1e-4)).reshape(-1, 1)
     return ((adv + alpha * outcome) * mask).detach()
 
 

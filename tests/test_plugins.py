@@ -205,7 +205,8 @@ def test_mimo_mopd_drops_tokens_whose_ratio_left_the_window(tok, sft_tiny):
     spy = Spy(TruncatedISPolicyGradient(cfg))
     before = [p.detach().clone() for p in sft_tiny.parameters()]
     student = copy.deepcopy(sft_tiny)
-    train_online(student, tok, cfg, signal=teacher, objective=spy, progress=False)
+    res = train_online(student, tok, cfg, signal=teacher, objective=spy, progress=False)
+    assert all(h["teacher_kl"] == h["teacher_kl"] for h in res.history)     # logged (not nan) for every mode
     drops = [c["stats"]["dropped_frac"] for c in spy.calls]
     assert drops[0] == 0.0 and max(drops) > 0, drops
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
@@ -237,18 +238,25 @@ def test_routed_teachers_score_each_row_with_its_own_teacher(tok, sft_tiny):
 
 
 def test_routed_teacher_weights_scale_each_rows_teacher_term(tok, sft_tiny):
-    """Per-domain weights: a row's teacher term (the sampled-token advantage, the exact KL) is
-    multiplied by its teacher's weight; weight 0 leaves that row's tokens without gradient."""
+    """Per-domain weights: a row's teacher term (the sampled-token advantage, the exact KL, the
+    JSD) is multiplied by its teacher's weight; weight 0 leaves that row's tokens without
+    gradient. The domains are interleaved, so a scatter in group order would be caught."""
     teachers = {"add": build_model("tiny", tok, seed=1), "sort": build_model("tiny", tok, seed=2)}
-    examples = get_task("add").sample(2, seed=0) + get_task("sort").sample(2, seed=0)
+    a, b = get_task("add").sample(2, seed=0), get_task("sort").sample(2, seed=0)
+    examples = [a[0], b[0], a[1], b[1]]
     ro = generate(sft_tiny, tok, [e.prompt for e in examples], num_samples=2, max_new_tokens=5, seed=0)
     rows = [e for e in examples for _ in range(2)]
     plain = RoutedTeacherSignal({n: TeacherSignal(m, mode="full") for n, m in teachers.items()})
     routed = RoutedTeacherSignal({n: TeacherSignal(m, mode="full") for n, m in teachers.items()},
                                  weights={"add": 0.0, "sort": 3.0})
     out, ref = routed(ro, rows), plain(ro, rows)
-    assert ref.row_weights is None and out.row_weights.tolist() == [0.0] * 4 + [3.0] * 4
+    assert out.teacher_ids == ["add", "add", "sort", "sort"] * 2
+    assert ref.row_weights is None and out.row_weights.tolist() == [0.0, 0.0, 3.0, 3.0] * 2
     torch.testing.assert_close(out.full_logprobs, ref.full_logprobs)
+    for i, name in enumerate(out.teacher_ids):     # each row scored by its own teacher, wherever it sits
+        want = sequence_logprobs(teachers[name], ro.input_ids[i:i + 1], ro.attention_mask[i:i + 1])[0]
+        m = ro.completion_mask[i].bool()
+        torch.testing.assert_close(out.teacher_logprobs[i][m], want[m], atol=1e-5, rtol=0)
     mask = ro.completion_mask.float()
     exp = Experience(input_ids=ro.input_ids, attention_mask=ro.attention_mask, mask=mask, logprobs=ro.logprobs,
                      examples=rows, rewards=out.rewards, scores=out.scores, signal=out,
@@ -256,14 +264,20 @@ def test_routed_teacher_weights_scale_each_rows_teacher_term(tok, sft_tiny):
     adv, _ = get_estimator("teacher_token")(exp, small_cfg())
     base = losses.opd_advantages(ro.logprobs, out.teacher_logprobs, mask)
     torch.testing.assert_close(adv, base * out.row_weights[:, None])
-    logits = torch.randn(8, ro.input_ids.shape[1], len(tok), requires_grad=True)
-    cfg = preset("opd_full", small_cfg())
-    loss, _ = ReverseKLObjective(cfg)(logits, None, None, exp)
-    per_token = losses.token_reverse_kl(logits, mode="full", teacher_full_logprobs=out.full_logprobs)
-    want = losses.aggregate(per_token * out.row_weights[:, None], mask, cfg.aggregation, cfg.max_new_tokens)
-    torch.testing.assert_close(loss, want)
-    loss.backward()
-    assert logits.grad[:4].abs().max() == 0 and logits.grad[4:].abs().max() > 0
+    is_add = torch.tensor([n == "add" for n in out.teacher_ids])
+    for name, objective, divergence in (
+            ("opd_full", ReverseKLObjective, lambda lg, cfg: losses.token_reverse_kl(
+                lg, mode="full", teacher_full_logprobs=out.full_logprobs)),
+            ("opd_jsd", JSDObjective, lambda lg, cfg: losses.generalized_jsd(
+                lg, beta=cfg.jsd_beta, teacher_full_logprobs=out.full_logprobs))):
+        logits = torch.randn(8, ro.input_ids.shape[1], len(tok), requires_grad=True)
+        cfg = preset(name, small_cfg())
+        loss, _ = objective(cfg)(logits, None, None, exp)
+        want = losses.aggregate(divergence(logits, cfg) * out.row_weights[:, None], mask, cfg.aggregation,
+                                cfg.max_new_tokens)
+        torch.testing.assert_close(loss, want)
+        loss.backward()
+        assert logits.grad[is_add].abs().max() == 0 and logits.grad[~is_add].abs().max() > 0, name
     assert routed.spec() != plain.spec()
     assert RoutedTeacherSignal(plain.teachers, weights={"add": 1.0}).spec() == plain.spec()   # 1 is the default
     with pytest.raises(ValueError, match=r"weights name \['count'\], which have no teacher; the teachers are add, sort"):
@@ -283,13 +297,18 @@ def test_routed_teachers_take_a_router_and_check_what_it_returns(tok, sft_tiny):
 
     routed = RoutedTeacherSignal(teachers, router=by_hand)
     assert routed.routes(rows) == {"add": [0, 1, 2, 3], "sort": [4, 5]} and calls
-    assert "router" in routed.spec() and "router" not in RoutedTeacherSignal(teachers).spec()
-    everything_to_add = RoutedTeacherSignal(teachers, router=lambda names, have: {"add": list(range(len(names)))})
-    with pytest.raises(ValueError, match="must assign every row exactly once, to the teacher of its domain"):
-        everything_to_add.routes(rows)
-    drops_a_row = RoutedTeacherSignal(teachers, router=lambda names, have: {"add": [0, 1, 2, 3], "sort": [4]})
-    with pytest.raises(ValueError, match="every row exactly once"):
-        drops_a_row.routes(rows)
+    assert routed.spec() == RoutedTeacherSignal(teachers).spec()      # a router cannot change the grouping
+    bad = {"everything to add": (lambda names, have: {"add": list(range(len(names)))}, "row 4: it belongs to 'sort'"),
+           "a row twice": (lambda names, have: {"add": [0, 1, 2, 3, 3], "sort": [4, 5]}, "row 3: it was routed twice"),
+           "a row left out": (lambda names, have: {"add": [0, 1, 2, 3], "sort": [4]}, r"left rows \[5\] without"),
+           "a row that is not there": (lambda names, have: {"add": [0, 1, 2, 3], "sort": [4, 5, 6]},
+                                       "row 6: it is not a row of this batch")}
+    for why, (router, message) in bad.items():
+        with pytest.raises(ValueError, match=message):
+            RoutedTeacherSignal(teachers, router=router).routes(rows)
+    forgets_to_raise = RoutedTeacherSignal({"add": teachers["add"]}, router=by_hand)   # drops the sort rows silently
+    with pytest.raises(KeyError, match="no teacher for domain 'sort' .* the teachers are add"):
+        forgets_to_raise.routes(rows)
 
 
 def test_topk_teacher_uses_the_student_support_recorded_by_the_sampler(tok, sft_tiny):
@@ -322,6 +341,9 @@ def test_teacher_bad_inputs(tok, sft_tiny):
         TeacherSignal(sft_tiny).check_length(300)
     with pytest.raises(ValueError, match="needs a teacher signal"):
         train_online(copy.deepcopy(sft_tiny), tok, preset("opd_sampled", small_cfg()), progress=False)
+    with pytest.raises(ValueError, match=r"outcome_weight=0.5 .* group_size must be >= 2 \(got 1\)"):
+        train_online(copy.deepcopy(sft_tiny), tok, preset("mopd_mimo", small_cfg(group_size=1, outcome_weight=0.5)),
+                     signal=TeacherSignal(sft_tiny), progress=False)
     with pytest.raises(ValueError, match="needs the teacher's distribution"):
         train_online(copy.deepcopy(sft_tiny), tok, preset("opd_full", small_cfg()),
                      signal=TeacherSignal(sft_tiny, mode="sampled"), progress=False)

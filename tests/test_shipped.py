@@ -94,9 +94,12 @@ def test_shipped_checkpoints_match_the_current_training_code(monkeypatch):
     (profile, seed), = {(e["profile"], e["seed"]) for e in MANIFEST.values()}
     keys = {}
 
+    from minimopd.tokenizer import build_tokenizer
+    tokenizer = build_tokenizer()         # the foreign teacher checks that its base shares the vocabulary
+
     def fake_cached_stage(key, build, *, device="cpu", refresh=False):
         keys[key] = True
-        return Artifact(None, None, [], {}, Path(key), cached=True)
+        return Artifact(None, tokenizer, [], {}, Path(key), cached=True)
     monkeypatch.setattr("minimopd.artifacts.cached_stage", fake_cached_stage)
     monkeypatch.setattr("minimopd.recipes_rl.cached_stage", fake_cached_stage)
     computed = {stage: art.path.name for stage, art in shipped.stage_artifacts(profile, seed, progress=False).items()}

@@ -111,6 +111,10 @@ def _adv_cases(seed: int) -> list[Case]:
     args, w = _adv_case(r, g, 2, 4, 5, rewards=torch.ones(8))
     cases.append(Case("every sample of a group right: no outcome advantage", args, {"row_weights": w, "alpha": 1.0},
                       hint="a group whose rewards are all equal has outcome advantage 0 (its std is 0)"))
+    args, w = _adv_case(r, g, 5, 1, 4)
+    cases.append(Case("one sample per prompt (G = 1)", args, {"row_weights": w, "alpha": 0.5},
+                      hint="a group of one sample has no spread: its outcome advantage is 0 (torch's .std() of a "
+                           "single value is nan)"))
     args, w = _adv_case(r, g, 2, 3, 4, dtype=torch.float64)
     cases.append(Case("float64 input", args, {"row_weights": w, "alpha": 0.5},
                       hint="keep the input's dtype: no hard-coded .float()"))

@@ -197,7 +197,11 @@ def optimize(model, opt, exp: Experience, objective, cfg: OnlineConfig, step: in
 
 def step_metrics(exp: Experience, stats: list[dict], entropy: float, cfg: OnlineConfig) -> dict:
     """One history row: reward, accuracy, lengths (correct / wrong), entropy, what was kept,
-    the objective's stats averaged over the step's updates, and the KL to the reference."""
+    the objective's stats averaged over the step's updates, the KL to the reference, and with a
+    teacher signal `teacher_kl`: the per-token reverse KL to the teacher estimated on the batch's
+    own samples before the update (mean of log p_S - log p_T over the sampled tokens; the same
+    one-sample estimate whatever the distillation mode, where the objective's "kl" is the exact
+    one for the full and top-k modes only)."""
     lengths, correct = exp.lengths, exp.scores >= 1.0
     row = {"reward": exp.rewards.mean().item(), "accuracy": exp.scores.mean().item(),
            "length": lengths.mean().item(),
@@ -211,6 +215,9 @@ def step_metrics(exp: Experience, stats: list[dict], entropy: float, cfg: Online
     if exp.ref_logprobs is not None:
         row["kl_ref"] = losses.masked_mean(losses.kl_estimate(exp.logprobs, exp.ref_logprobs, cfg.kl_kind),
                                            exp.mask).item()
+    teacher = getattr(exp.signal, "teacher_logprobs", None)
+    if teacher is not None:   # the same estimate for every distillation mode: log p_S - log p_T on the samples
+        row["teacher_kl"] = losses.masked_mean(exp.logprobs - teacher, exp.mask).item()
     return row
 
 
@@ -218,6 +225,10 @@ def _check_setup(cfg: OnlineConfig, model, ref_model, objective) -> None:
     if cfg.advantage in GROUP_ESTIMATORS and cfg.group_size < 2:
         raise ValueError(f"advantage={cfg.advantage!r} compares samples of one prompt: "
                          f"group_size must be >= 2 (got {cfg.group_size})")
+    if cfg.outcome_weight and cfg.group_size < 2:
+        raise ValueError(f"outcome_weight={cfg.outcome_weight} adds the GRPO outcome advantage, which compares "
+                         f"samples of one prompt: group_size must be >= 2 (got {cfg.group_size}), or set "
+                         "outcome_weight=0")
     if cfg.kl_beta > 0 and ref_model is None:
         raise ValueError("kl_beta > 0 needs a frozen reference model: pass ref_model=...")
     if getattr(objective, "needs_values", False) and not isinstance(model, PolicyWithValue):
