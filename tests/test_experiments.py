@@ -50,3 +50,20 @@ def test_support_overlap_grid_gives_the_quoted_rows(capsys):
                 "| forked | yes | opd_full | 0 | 0.579 | -0.647 | 0.999 | 0.996 | 0.384 | 0.464 | 0.331 | 9.48e+12 |",
                 "| foreign | yes | opd_forward | 0 | 0.790 | -0.872 | 0.996 | 0.997 | 0.422 | 0.550 | 0.438 |"):
         assert row in out, row
+
+
+def test_mopd_diagnosis_gives_the_quoted_rows():
+    """RESULTS.md's "MOPD on v3" diagnosis table, from `experiments/mopd_diag.py`'s JSON: accuracy
+    per domain, the teacher KL and the entropy of every variant as quoted."""
+    import json
+    runs = json.loads((V3 / "mopd_diag_s0.json").read_text())
+    results = (V3.parents[2] / "RESULTS.md").read_text()
+    labels = {"sampled_clipped": "(`opd_sampled`)", "mimo_alpha0_mb1": "alpha 0 (`mopd_mimo`)",
+              "mimo_alpha05_mb1": "| the same, alpha 0.5 |", "full_reverse": "(`opd_full`)"}
+    for name, label in labels.items():
+        r = runs[name]
+        line = next(ln for ln in results.splitlines() if label in ln and "→" in ln)
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1:5] == [f"{r['acc'][d]:.2f}" for d in ("add", "sort", "reverse", "count")], (name, cells)
+        assert cells[5] == f"{r['teacher_kl'][0]:.2f} → {r['teacher_kl'][1]:.2f}", (name, cells)
+        assert cells[6] == f"{r['entropy'][0]:.3f} → {r['entropy'][1]:.3f}", (name, cells)
