@@ -103,18 +103,37 @@ def trace_sft(parent, teachers: dict, profile: Profile, *, seed: int, name: str,
     epochs than a full distillation SFT. The sampling statistics are in the result's
     `info["traces"]`; its FLOPs include the teachers' sampling (`info["sft_flops"]`: the SFT
     alone), the convention of every stage that trains on a teacher's samples."""
-    pairs, stats = [], {}
-    n = max(8, rejection_prompts(profile) // len(teachers))
-    for d, art in teachers.items():
-        got, stats[d] = sample_traces(art, profile, n_prompts=n, seed=seed, domains=(d,))
-        pairs += got
+    pairs, stats = _teacher_traces(teachers, profile, n_prompts=max(8, rejection_prompts(profile) // len(teachers)),
+                                   seed=seed)
     if not pairs:
         raise RuntimeError(f"{name}: the teachers ({', '.join(teachers)}) produced no verified trace to train on")
     art = sft_on_traces(parent, pairs, profile, seed, name, progress,
                         teachers=sorted(a.path.name for a in teachers.values()), epochs_scale=epochs_scale)
+    return _with_sampling(art, stats)
+
+
+def _teacher_traces(teachers: dict, profile: Profile, *, n_prompts: int, seed: int, samples=None):
+    """`(pairs, stats)`: the verified traces each teacher ({domain: artifact}) samples on its own
+    domain (`recipes_rl.sample_traces`, `n_prompts` each), and the sampling statistics per domain."""
+    pairs, stats = [], {}
+    for domain, teacher in teachers.items():
+        got, stats[domain] = sample_traces(teacher, profile, n_prompts=n_prompts, seed=seed, domains=(domain,),
+                                           samples=samples)
+        pairs += got
+    return pairs, stats
+
+
+def _with_sampling(art, stats: dict):
+    """`art` (an SFT on teacher traces) with the sampling statistics in its info and the teachers'
+    sampling added to its FLOPs (`sft_flops`: the SFT alone)."""
     art.info.update(traces=stats, sft_flops=art.info["flops"])    # a fresh dict per load
     art.info["flops"] += sum(st["flops"] for st in stats.values())
     return art
+
+
+def warmup_traces(profile: Profile) -> int:
+    """The warm-up's size per domain: as many traces as `WARMUP_OPD_STEPS` OPD steps sample."""
+    return WARMUP_OPD_STEPS * profile.rl_prompts * profile.rl_group_size
 
 
 def warmup_artifact(student, teacher, profile: Profile, domain: str, *, seed: int, traces: int | None = None,
@@ -130,9 +149,9 @@ def warmup_artifact(student, teacher, profile: Profile, domain: str, *, seed: in
     it to 0.22, twice as many to 0.60, and a full SFT on the teacher's traces (`trace_sft`, R1's
     distillation) to the teacher (RESULTS.md). The result's
     `info["traces"]` holds the sampling statistics; its FLOPs include the teacher's sampling."""
-    n = traces or WARMUP_OPD_STEPS * profile.rl_prompts * profile.rl_group_size
-    return traces_artifact(student, {domain: teacher}, profile, seed=seed, traces_per_domain=n,
-                           name=f"warmup_{domain}", progress=progress)
+    return traces_artifact(student, {domain: teacher}, profile, seed=seed,
+                           traces_per_domain=traces or warmup_traces(profile), name=f"warmup_{domain}",
+                           progress=progress)
 
 
 def traces_artifact(student, teachers: dict, profile: Profile, *, seed: int, traces_per_domain: int,
@@ -143,11 +162,8 @@ def traces_artifact(student, teachers: dict, profile: Profile, *, seed: int, tra
     samples completions it is that run's offline counterpart at the same number of samples. The
     result's `info["traces"]` holds the sampling statistics per domain; its FLOPs include the
     teachers' sampling (`info["sft_flops"]`: the SFT alone)."""
-    pairs, stats = [], {}
-    for domain, teacher in teachers.items():
-        got, stats[domain] = sample_traces(teacher, profile, n_prompts=traces_per_domain, seed=seed,
-                                           domains=(domain,), samples={level: 1 for level in DIFFICULTIES})
-        pairs += got
+    pairs, stats = _teacher_traces(teachers, profile, n_prompts=traces_per_domain, seed=seed,
+                                   samples={level: 1 for level in DIFFICULTIES})
     if not pairs:
         names = ", ".join(f"{d} ({t.path.name})" for d, t in teachers.items())
         raise RuntimeError(f"{name}: the teachers produced no verified trace in {traces_per_domain} samples per "
@@ -157,9 +173,7 @@ def traces_artifact(student, teachers: dict, profile: Profile, *, seed: int, tra
     names = [t.path.name for t in teachers.values()]
     art = sft_on_pairs(student, pairs, cfg, profile, name=name, progress=progress,
                        teacher=names[0] if len(names) == 1 else sorted(names))
-    art.info.update(traces=stats, sft_flops=art.info["flops"])    # a fresh dict per load
-    art.info["flops"] += sum(st["flops"] for st in stats.values())
-    return art
+    return _with_sampling(art, stats)
 
 
 class RecipeRun:
@@ -205,9 +219,8 @@ class RecipeRun:
 
     def warmup(self, parent, teachers, name: str):
         """Nemotron 3 Ultra's warm-up before MOPD: `warmup_artifact`'s size for every domain."""
-        n = WARMUP_OPD_STEPS * self.profile.rl_prompts * self.profile.rl_group_size
-        return traces_artifact(parent, teachers, self.profile, seed=self.seed, traces_per_domain=n, name=name,
-                               progress=self.progress)
+        return traces_artifact(parent, teachers, self.profile, seed=self.seed,
+                               traces_per_domain=warmup_traces(self.profile), name=name, progress=self.progress)
 
     def mixed_rl(self, parent, name: str = "mixed_rl", *, domains=VERIFIABLE_DOMAINS, steps=None):
         cfg = preset("grpo", reasoning_config(self.profile, seed=self.seed, domains=tuple(domains), difficulty=None))

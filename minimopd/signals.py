@@ -308,6 +308,21 @@ def route_rows(names: Sequence[str], teachers) -> dict[str, list[int]]:
     return groups
 
 
+def _misrouted(groups: Mapping[str, Sequence[int]], names: Sequence[str]) -> str:
+    """What is wrong with a router's `groups` for rows named `names`: the first misplaced row."""
+    seen: dict[int, str] = {}
+    for name, idx in groups.items():
+        for i in idx:
+            if not 0 <= i < len(names):
+                return f"misplaced row {i}: it is not a row of this batch"
+            if i in seen:
+                return f"misplaced row {i}: it was routed twice ({seen[i]!r} and {name!r})"
+            if names[i] != name:
+                return f"misplaced row {i}: it belongs to {names[i]!r}, not {name!r}"
+            seen[i] = name
+    return f"left rows {[i for i in range(len(names)) if i not in seen][:5]} without a teacher"
+
+
 class RoutedTeacherSignal:
     """MOPD: every row is scored by the teacher of its prompt's domain (or `teacher_id`).
 
@@ -362,26 +377,17 @@ class RoutedTeacherSignal:
             t.setup(model, tokenizer, device)
 
     def routes(self, examples: Sequence) -> dict[str, list[int]]:
-        """{teacher: its rows} for these examples; a clear error for a row whose teacher is missing
-        (also when a custom router forgot to raise it) or that the router misplaced."""
+        """{teacher: its rows} for these examples (`route_rows`: a clear error for a row whose
+        teacher is missing). A custom router must return the same grouping, rows in any order;
+        otherwise the error names the first row it misplaced."""
         names = [route_of(ex) for ex in examples]
-        route_rows(names, self.teachers)          # the missing-teacher error, whatever the router
-        groups = self.router(names, tuple(self.teachers))
-        router = getattr(self.router, "__name__", type(self.router).__name__)
-        seen: dict[int, str] = {}
-        for name, idx in groups.items():
-            for i in idx:
-                if not 0 <= i < len(names) or i in seen or names[i] != name:
-                    why = ("is not a row of this batch" if not 0 <= i < len(names) else
-                           f"was routed twice ({seen[i]!r} and {name!r})" if i in seen else
-                           f"belongs to {names[i]!r}, not {name!r}")
-                    raise ValueError(f"the router {router!r} misplaced row {i}: it {why}. A router returns "
-                                     "{teacher: [rows]} with every row exactly once, under its own domain's teacher")
-                seen[i] = name
-        if len(seen) != len(names):
-            missing = [i for i in range(len(names)) if i not in seen][:5]
-            raise ValueError(f"the router {router!r} left rows {missing} without a teacher; every row must be "
-                             "routed exactly once")
+        groups = route_rows(names, self.teachers)
+        if self.router is not route_rows:
+            got = self.router(names, tuple(self.teachers))
+            if {name: sorted(idx) for name, idx in got.items() if idx} != groups:
+                router = getattr(self.router, "__name__", type(self.router).__name__)
+                raise ValueError(f"the router {router!r} {_misrouted(got, names)}. A router returns "
+                                 "{teacher: [rows]} with every row exactly once, under its own domain's teacher")
         return groups
 
     def __call__(self, rollout, examples: Sequence) -> SignalOutput:

@@ -51,6 +51,13 @@ HIDDEN_SEEDS = (0, 1, 2, 3, 4, 5)
 # batch of 64 rows, reasoning rollouts of ~160 tokens), so a function that breaks only on long
 # rows, a real vocabulary or a full batch cannot pass.
 TRAIN_BATCH, TRAIN_LEN = 64, 160
+TRACE_LEN = 128            # the longest completion the OPD stages sample (4 x 32 new tokens)
+
+
+def _vocab() -> int:
+    """The course tokenizer's vocabulary size (105): the size a training step sees."""
+    from ..tokenizer import build_tokenizer
+    return len(build_tokenizer())
 
 
 @dataclass

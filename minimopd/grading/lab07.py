@@ -17,15 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .engine import LABS, TRAIN_BATCH, Case, GradedFunction, _rng, _response_mask, _skip
-
-TRACE_LEN = 128            # the longest completion the OPD stages sample (4 x 32 new tokens)
-
-
-def _vocab() -> int:
-    """The course tokenizer's vocabulary size (105): the size a training step sees."""
-    from ..tokenizer import build_tokenizer
-    return len(build_tokenizer())
+from .engine import LABS, TRACE_LEN, TRAIN_BATCH, Case, GradedFunction, _rng, _response_mask, _skip, _vocab
 
 
 # --------------------------------------------------------------------------- opd_advantages

@@ -15,10 +15,9 @@ from __future__ import annotations
 import torch
 
 from .compare import compare_values
-from .engine import LABS, TRAIN_BATCH, Case, GradedFunction, _response_mask, _rng
+from .engine import LABS, TRACE_LEN, TRAIN_BATCH, Case, GradedFunction, _response_mask, _rng
 
 DOMAINS = ("add", "sort", "reverse", "count")
-TRACE_LEN = 128
 
 
 # --------------------------------------------------------------------------- route

@@ -14,17 +14,10 @@ import math
 
 import torch
 
-from .engine import LABS, Case, GradedFunction, _response_mask, _rng
-
-KEYS = ("reverse_kl", "teacher_logprob", "student_logprob", "in_topk")
+from .engine import LABS, Case, GradedFunction, _response_mask, _rng, _vocab
 
 
 # --------------------------------------------------------------------------- support_overlap
-
-def _vocab() -> int:
-    from ..tokenizer import build_tokenizer
-    return len(build_tokenizer())
-
 
 def _overlap_case(r, g, B, T, V, *, dtype=torch.float32, teacher_scale=3.0, same=False):
     s = torch.log_softmax(torch.randn(B, T, V, generator=g, dtype=torch.float64) * 2, -1)
