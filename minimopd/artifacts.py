@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .cache import Artifact, cached_stage, stage_key
 from .diagnose import PromptSelection, select_prompts
@@ -102,15 +102,46 @@ def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, na
 
 
 def sft_on_pairs(parent: Artifact, pairs, cfg: SFTConfig, profile: Profile, *, name: str,
-                 progress: bool = True, **extra) -> Artifact:
+                 progress: bool = True, stop_at: int | None = None, **extra) -> Artifact:
     """SFT of `parent` on given (prompt, response) pairs; cached. Records FLOPs = 6 x params x
-    trained tokens in its info."""
+    trained tokens in its info. `stop_at` = k: that run's checkpoint after k of its steps."""
+    if stop_at is not None:
+        extra["stop_at"] = stop_at
+
     def build():
-        res = train_sft(fork(parent), parent.tokenizer, pairs, cfg, device=profile.device, progress=progress)
+        res = train_sft(fork(parent), parent.tokenizer, pairs, cfg, device=profile.device, progress=progress,
+                        stop_at=stop_at)
         res.info["flops"] = 6.0 * count_parameters(res.model) * res.info["tokens"]
         return res.model, parent.tokenizer, res
     key = stage_key(name, config=cfg, parent=parent.path.name, data=sorted(pairs)[:50], n=len(pairs), **extra)
     return cached_stage(key, build, device=profile.device)
+
+
+_RUNNING_TOTALS = ("step", "time", "flops", "tokens_generated", "tokens_trained", "ref_tokens", "signal_tokens")
+
+
+def joined(parts) -> Artifact:
+    """Consecutive online stages, each the parent of the next, as one run: the last stage's model,
+    the histories end to end with `step` and the running totals (time, FLOPs, tokens) carried
+    on from one stage to the next, and the stages' totals summed in `info` (`stages` lists them).
+    The cached artifacts themselves are left as they are."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("joined() needs at least one stage")
+    for prev, nxt in zip(parts, parts[1:]):
+        if nxt.info.get("parent") != prev.path.name:
+            raise ValueError(f"{nxt.path.name} does not continue {prev.path.name} (its parent is "
+                             f"{nxt.info.get('parent')!r}): join only consecutive stages")
+    history, offset = [], dict.fromkeys(_RUNNING_TOTALS, 0)
+    for part in parts:
+        history += [{**row, **{k: row[k] + offset[k] for k in _RUNNING_TOTALS if k in row}} for row in part.history]
+        if part.history:
+            last = part.history[-1]
+            offset.update({k: offset[k] + last[k] + (k == "step") for k in _RUNNING_TOTALS if k in last})
+    sums = ("wall_time", "steps", *_RUNNING_TOTALS[2:])
+    info = {**parts[-1].info, **{k: sum(p.info.get(k, 0) for p in parts) for k in sums},
+            "parent": parts[0].info.get("parent"), "stages": [p.path.name for p in parts]}
+    return replace(parts[-1], history=history, info=info)
 
 
 @dataclass

@@ -36,7 +36,7 @@ from .stages.online import OnlineConfig, preset
 from .stages.sft import SFTConfig, sft_dataset
 from .tasks import VERIFIABLE_DOMAINS
 
-__all__ = ["FOREIGN_SEED", "specialist_artifact", "specialist_sft_config", "gap_recovery", "compute_to_reach",
+__all__ = ["FOREIGN_SEED", "specialist_artifact", "specialist_sft_config", "teacher_checkpoint", "gap_recovery", "compute_to_reach",
            "support_overlap", "scored_samples", "measure_overlap", "disagreements"]
 
 FOREIGN_SEED = 1         # a foreign teacher of seed s is the forked specialist of seed s + FOREIGN_SEED
@@ -80,8 +80,7 @@ def specialist_artifact(student: Artifact, profile: Profile, domain: str, *, see
     name = f"specialist_{domain}"
     art = student
     if sft:
-        pairs = sft_dataset((domain,), cfg.n_examples, seed=seed + 31, reasoning=True)
-        art = sft_on_pairs(student, pairs, cfg, profile, name=name, progress=progress)
+        art = sft_on_pairs(student, _specialist_pairs(domain, cfg, seed), cfg, profile, name=name, progress=progress)
     if rl:
         from .recipes_rl import REASONING_TOKENS, rl_selection, verifier
         rl_cfg = preset("grpo", OnlineConfig.from_profile(
@@ -90,6 +89,28 @@ def specialist_artifact(student: Artifact, profile: Profile, domain: str, *, see
         art = online_artifact(art, profile, rl_cfg, name=f"{name}_rl", signal=verifier("r1"),
                               selection=rl_selection(profile), progress=progress)
     return art
+
+
+def _specialist_pairs(domain: str, cfg: SFTConfig, seed: int):
+    return sft_dataset((domain,), cfg.n_examples, seed=seed + 31, reasoning=True)
+
+
+def teacher_checkpoint(student: Artifact, profile: Profile, domain: str, *, fraction: float, seed: int = 0,
+                       progress: bool = True) -> Artifact:
+    """The forked specialist of `domain` as it was `fraction` of the way through its domain SFT
+    (cached): the same run, same examples in the same order under the same learning-rate
+    schedule, stopped after round(fraction x steps) of its steps. `fraction=1` is the specialist
+    itself (`specialist_artifact`, same cache entry). Progressive distillation's intermediate
+    teachers (Panigrahi et al., ICLR 2025: a checkpoint from the middle of the teacher's training
+    can teach faster than the final teacher)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1] (the share of the specialist's SFT steps), got {fraction}")
+    cfg = specialist_sft_config(profile, domain, seed)
+    step = max(1, round(fraction * cfg.steps))
+    if step >= cfg.steps:
+        return specialist_artifact(student, profile, domain, seed=seed, progress=progress)
+    return sft_on_pairs(student, _specialist_pairs(domain, cfg, seed), cfg, profile, name=f"specialist_{domain}",
+                        stop_at=step, progress=progress)
 
 
 def gap_recovery(start: float, student: float, teacher: float) -> float:

@@ -38,7 +38,10 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
               "mai_final_rl": 1,
               **{f"specialist_{d}{v}": 5 for d in VERIFIABLE_DOMAINS for v in (":from_rlvr", ":round2")},
               **{f"specialist_{d}_rl{v}": 2 for d in VERIFIABLE_DOMAINS for v in ("", ":climb")},
-              **{f"glm5_rl_{d}": 1 for d in VERIFIABLE_DOMAINS}},
+              **{f"glm5_rl_{d}": 1 for d in VERIFIABLE_DOMAINS},
+              "specialist_count:at0.1": 1, "specialist_count:at0.2": 1,
+              **{f"progressive_{m}_{a}_{i}": 1 for m in ("opd_full", "opd_forward") for a in ("final", "progressive")
+                 for i in (1, 2, 3)}},
     "cpu": {"overhead": 60, "base": 830, "sft": 1200, "sft:reasoning": 1690, "rlvr": 1630,
             "r1_zero": 3110, "cold_start": 1330, "r1_reasoning_rl": 1390, "r1_rejection_sft": 870,
             "r1_final_rl": 1670, "base:small": 810, "r1_distill": 500, "cold_start:small": 490,

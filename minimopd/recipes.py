@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import progress as progress_display
-from . import recipes_frontier, recipes_opd, recipes_rl
+from . import recipes_frontier, recipes_opd, recipes_progressive, recipes_rl
 from .cache import ensure_writable
 from .artifacts import (Artifact, RecipeResult, base_artifact, base_model, online_artifact,  # noqa: F401
                         sft_artifact, sft_model)
@@ -32,10 +32,12 @@ def recipe_sft(profile: Profile, seed: int = 0, progress: bool = True) -> Recipe
 
 
 RECIPES: dict[str, Callable[..., RecipeResult]] = {"sft": recipe_sft, **recipes_rl.RECIPES,
-                                                   **recipes_opd.RECIPES, **recipes_frontier.RECIPES}
+                                                   **recipes_opd.RECIPES, **recipes_progressive.RECIPES,
+                                                   **recipes_frontier.RECIPES}
 # The cached stages each recipe builds, in order (progress shows "stage k/n" and the time left).
 RECIPE_STAGES: dict[str, tuple[str, ...]] = {"sft": ("base", "sft"), **recipes_rl.RECIPE_STAGES,
-                                             **recipes_opd.RECIPE_STAGES, **recipes_frontier.RECIPE_STAGES}
+                                             **recipes_opd.RECIPE_STAGES, **recipes_progressive.RECIPE_STAGES,
+                                             **recipes_frontier.RECIPE_STAGES}
 
 
 def register_recipe(name: str, fn: Callable[..., RecipeResult], *, overwrite: bool = False,

@@ -281,11 +281,8 @@ def recipe_opd(profile: Profile, seed: int = 0, progress: bool = True) -> Recipe
     result.tables[f"{domain}: accuracy and gap recovery (greedy, held-out)"] = recovery_rows(
         result, start="student", teachers={domain: "teacher"}, students=students)
     result.tables["compute per stage"] = [compute_row(s, result.info[s]) for s in ["teacher", *students]]
-    examples = _overlap_examples(domain, profile, seed)
-    result.tables["support overlap with the student's samples (T=1)"] = [{
-        "teacher": "teacher (forked)", **_rounded(distill.measure_overlap(
-            student.model, teacher.model, student.tokenizer, examples,
-            max_new_tokens=grpo.max_new_tokens, k=TOPK, seed=seed))}]
+    result.tables["support overlap with the student's samples (T=1)"] = overlap_rows(
+        student, {"teacher (forked)": teacher}, profile, domain, seed=seed, max_new_tokens=grpo.max_new_tokens)
     return result
 
 
@@ -307,13 +304,14 @@ def recipe_mopd(profile: Profile, seed: int = 0, progress: bool = True) -> Recip
     return run.done()
 
 
-def _overlap_examples(domain: str, profile: Profile, seed: int):
+def overlap_rows(student, teachers: dict, profile: Profile, domain: str, *, seed: int, max_new_tokens: int):
+    """One row per teacher (label -> artifact): its support overlap with the student's own samples
+    on held-out `domain` prompts (`distill.measure_overlap`, top-`TOPK`)."""
     from .tasks import get_task
-    return get_task(domain).sample(max(8, profile.eval_per_level), split="test", seed=seed + 77)
-
-
-def _rounded(d: dict) -> dict:
-    return {k: round(v, 3) for k, v in d.items()}
+    examples = get_task(domain).sample(max(8, profile.eval_per_level), split="test", seed=seed + 77)
+    return [{"teacher": label, **{k: round(v, 3) for k, v in distill.measure_overlap(
+        student.model, teacher.model, student.tokenizer, examples, max_new_tokens=max_new_tokens, k=TOPK,
+        seed=seed).items()}} for label, teacher in teachers.items()]
 
 
 RECIPES = {"opd": recipe_opd, "mopd": recipe_mopd}

@@ -234,3 +234,87 @@ def test_traces_sft_of_several_teachers_keeps_what_each_verified(monkeypatch):
                                            r"per domain to train on: add \(sft-\w+\), count \(sft-\w+\)"):
         recipes_opd.traces_artifact(student, teachers, prof, seed=3, traces_per_domain=16, name="traces_test",
                                     progress=False)
+
+
+def test_a_teacher_checkpoint_is_the_specialists_own_run_stopped_early():
+    """Progressive distillation's intermediate teacher: the same SFT run (same batches, same
+    learning-rate schedule over all its steps), stopped after a share of its steps."""
+    from minimopd.artifacts import sft_artifact
+    prof = get_profile("smoke")
+    student = sft_artifact(prof, reasoning=True, progress=False)
+    final = distill.specialist_artifact(student, prof, "count", progress=False)
+    assert distill.teacher_checkpoint(student, prof, "count", fraction=1.0, progress=False).path == final.path
+    mid = distill.teacher_checkpoint(student, prof, "count", fraction=0.5, progress=False)
+    steps = distill.specialist_sft_config(prof, "count", 0).steps
+    assert mid.path != final.path and mid.path.name.startswith("specialist_count-")
+    assert mid.info["steps"] == round(steps / 2) and mid.info["schedule_steps"] == steps
+    assert len(mid.history) == round(steps / 2)
+    for a, b in zip(mid.history, final.history):          # the full run's first half, value for value
+        assert (a["loss"], a["lr"]) == (b["loss"], b["lr"])
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="fraction must lie in"):
+            distill.teacher_checkpoint(student, prof, "count", fraction=bad, progress=False)
+
+
+def _stage(name, parent, rows, **info):
+    from pathlib import Path
+
+    from minimopd.cache import Artifact
+    return Artifact(model=name, tokenizer=None, history=rows, path=Path(f"/cache/{name}"), cached=True,
+                    info={"parent": parent, **info})
+
+
+def test_joined_stages_read_as_one_run():
+    from minimopd.artifacts import joined
+    a = _stage("a-1", "student-0", [{"step": 0, "flops": 1.0, "time": 0.5, "accuracy": 0.1},
+                                    {"step": 1, "flops": 2.0, "time": 1.0, "accuracy": 0.2}],
+               flops=2.0, wall_time=1.0, steps=2)
+    b = _stage("b-2", "a-1", [{"step": 0, "flops": 3.0, "time": 2.0, "accuracy": 0.3}], flops=3.0, wall_time=2.0,
+               steps=1, tokens_generated=7)
+    run = joined([a, b])
+    assert run.model == "b-2" and run.path == b.path
+    assert [(r["step"], r["flops"], r["time"], r["accuracy"]) for r in run.history] == [
+        (0, 1.0, 0.5, 0.1), (1, 2.0, 1.0, 0.2), (2, 5.0, 3.0, 0.3)]
+    assert (run.info["flops"], run.info["wall_time"], run.info["steps"], run.info["tokens_generated"]) == (5.0, 3.0, 3, 7)
+    assert run.info["parent"] == "student-0" and run.info["stages"] == ["a-1", "b-2"]
+    assert b.history[0]["step"] == 0 and b.info["flops"] == 3.0           # the cached stage is untouched
+    with pytest.raises(ValueError, match="b-2 does not continue a-1"):
+        joined([a, _stage("b-2", "student-0", [])])
+
+
+def test_progressive_distillation_gives_each_checkpoint_its_segment(monkeypatch):
+    from minimopd import recipes_progressive as rp
+    calls = []
+
+    def fake_online(parent, profile, cfg, *, name, signal, progress):
+        calls.append((parent.path.name, signal.teacher, cfg.steps, cfg.seed, name))
+        return _stage(f"{name}-x", parent.path.name, [{"step": i, "flops": 1.0 * (i + 1)} for i in range(cfg.steps)],
+                      flops=float(cfg.steps), steps=cfg.steps)
+    monkeypatch.setattr(rp, "online_artifact", fake_online)
+    monkeypatch.setattr(rp, "TeacherSignal", lambda model, key, **mode: type("S", (), {"teacher": key})())
+    student = _stage("student-0", None, [])
+    t1, t2, t3 = (_stage(f"t{i}-0", None, []) for i in (1, 2, 3))
+    run = rp.progressive_artifact(student, [t1, t2, t3], get_profile("smoke"), "opd_full", seed=4, name="p", steps=8)
+    assert calls == [("student-0", "t1-0", 2, 4, "p_1"), ("p_1-x", "t2-0", 2, 1004, "p_2"),
+                     ("p_2-x", "t3-0", 4, 2004, "p_3")]
+    assert [r["step"] for r in run.history] == list(range(8)) and run.info["flops"] == 8.0
+    with pytest.raises(ValueError, match="cannot be split over 3 teachers"):
+        rp.progressive_artifact(student, [t1, t2, t3], get_profile("smoke"), "opd_full", seed=4, name="p", steps=2)
+
+
+def test_progressive_recipe_reports_checkpoints_arms_and_overlap(smoke_run):
+    from minimopd.recipes import RECIPE_STAGES
+    from minimopd.recipes_progressive import PROGRESSIVE_AT, PROGRESSIVE_MODES
+    run = smoke_run("progressive")
+    res = run.result
+    assert [k.rsplit("-", 1)[0] for k in run.keys] == [s.split(":")[0] for s in RECIPE_STAGES["progressive"]]
+    labels = [f"teacher@{f:g}" for f in (*PROGRESSIVE_AT, 1)]
+    arms = [f"{m}:{a}" for m in PROGRESSIVE_MODES for a in ("final", "progressive")]
+    assert list(res.evals) == ["student", *labels, *arms]
+    for arm in arms:
+        assert len(res.info[arm]["stages"]) == len(labels)
+        assert len(res.histories[arm]) == get_profile("smoke").rl_steps
+    (row,) = res.tables["count: accuracy and gap recovery (greedy, held-out)"]
+    assert {"student", "teacher (teacher@1)", "teacher@0.1", "opd_full:progressive recovery"} <= set(row)
+    overlap = res.tables["support overlap with the student's samples (T=1)"]
+    assert [r["teacher"] for r in overlap] == labels and all(r["reverse_kl"] >= 0 for r in overlap)

@@ -3,8 +3,10 @@ online runs with real updates reproduce the histories (and final weights) record
 tests/data/smoke_histories.json, value for value.
 
 Float results depend on the torch build and the CPU's kernels, so the comparison runs where the
-golden file was recorded (same torch version, one thread) and is skipped elsewhere. Re-record
-(`python tests/data/record_smoke_histories.py`) only for a change meant to change the numbers.
+golden file was recorded (same torch version, one thread, same CPU model and vector
+instructions: `cpu_fingerprint`) and is skipped elsewhere. Re-record
+(`python tests/data/record_smoke_histories.py`) only for a change meant to change the numbers, or
+on a new machine from the code as it was before the change under test.
 """
 import importlib.util
 import json
@@ -22,9 +24,10 @@ recorder = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(recorder)
 
 pytestmark = pytest.mark.skipif(
-    (torch.__version__, torch.get_num_threads(), platform.machine())
-    != (GOLDEN["recorded_with"]["torch"], 1, GOLDEN["recorded_with"]["machine"]),
-    reason=f"golden histories were recorded with {GOLDEN['recorded_with']}")
+    (torch.__version__, torch.get_num_threads(), platform.machine(), recorder.cpu_fingerprint())
+    != (GOLDEN["recorded_with"]["torch"], 1, GOLDEN["recorded_with"]["machine"], GOLDEN["recorded_with"].get("cpu")),
+    reason=f"golden histories were recorded with {GOLDEN['recorded_with']} (this CPU: {recorder.cpu_fingerprint()}); "
+           "to check a refactor here, record them from the unchanged code first (tests/data/record_smoke_histories.py)")
 
 
 def same(a, b) -> bool:

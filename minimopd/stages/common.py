@@ -73,8 +73,11 @@ def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
 def train_offline(model, batches: Iterator[dict], step_fn: Callable, *, steps: int,
                   optim: OptimConfig, stage: str, device: str = "cpu",
                   eval_fn: Callable | None = None, eval_every: int = 0,
-                  log_every: int = 1, progress: bool = True) -> StageResult:
+                  log_every: int = 1, progress: bool = True, stop_at: int | None = None) -> StageResult:
     """Run `steps` optimiser steps; `step_fn(model, batch)` returns `(loss, metrics_dict)`.
+
+    `stop_at` = k < steps stops after k steps of the same run (same batches, same learning-rate
+    schedule, which still spans `steps`): the run's checkpoint at step k.
 
     `eval_fn(model) -> dict` runs every `eval_every` steps and at the end; its metrics are
     merged into that step's history row (prefixed with `eval/`). Runs with the thread count of
@@ -83,7 +86,7 @@ def train_offline(model, batches: Iterator[dict], step_fn: Callable, *, steps: i
     with stage_threads(model):
         return _train_offline(model, batches, step_fn, steps=steps, optim=optim, stage=stage,
                               device=device, eval_fn=eval_fn, eval_every=eval_every,
-                              log_every=log_every, progress=progress)
+                              log_every=log_every, progress=progress, stop_at=stop_at)
 
 
 def _batch_knobs(batch) -> str:
@@ -93,7 +96,10 @@ def _batch_knobs(batch) -> str:
 
 
 def _train_offline(model, batches, step_fn, *, steps, optim, stage, device, eval_fn, eval_every,
-                   log_every, progress) -> StageResult:
+                   log_every, progress, stop_at=None) -> StageResult:
+    if stop_at is not None and not 1 <= stop_at <= steps:
+        raise ValueError(f"stop_at={stop_at} must lie in 1..steps ({steps}): it is the step of the run to stop after")
+    run_steps = steps if stop_at is None else stop_at
     model.to(device)
     model.train()
     opt = make_optimizer(model, optim)
@@ -101,7 +107,7 @@ def _train_offline(model, batches, step_fn, *, steps, optim, stage, device, eval
     start = time.perf_counter()
     tokens_seen = slots_seen = 0
     eval_time = 0.0
-    bar = progress_bar(range(steps), desc=stage, progress=progress)
+    bar = progress_bar(range(run_steps), desc=stage, progress=progress)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, optim)
@@ -124,7 +130,7 @@ def _train_offline(model, batches, step_fn, *, steps, optim, stage, device, eval
                "tokens_per_s": tokens_seen / max(now - start - eval_time, 1e-9),
                "padding": 1.0 - tokens_seen / max(slots_seen, 1)}
         row.update({k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()})
-        last = step == steps - 1
+        last = step == run_steps - 1
         if eval_fn is not None and ((eval_every and (step + 1) % eval_every == 0) or last):
             model.eval()
             t_eval = time.perf_counter()
@@ -136,7 +142,8 @@ def _train_offline(model, batches, step_fn, *, steps, optim, stage, device, eval
         bar.set_postfix(loss=f"{row['loss']:.3f}")
     model.eval()
     wall = time.perf_counter() - start
-    info = {"wall_time": wall, "tokens": tokens_seen, "steps": steps,
+    info = {"wall_time": wall, "tokens": tokens_seen, "steps": run_steps,
+            **({} if stop_at is None else {"schedule_steps": steps}),
             "tokens_per_s": tokens_seen / max(wall - eval_time, 1e-9),
             "padding": 1.0 - tokens_seen / max(slots_seen, 1), "threads": torch.get_num_threads()}
     return StageResult(model=model, history=history, info=info)

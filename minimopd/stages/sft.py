@@ -59,8 +59,11 @@ def sft_dataset(domains, n: int, *, seed: int = 0, reasoning: bool = False,
 
 def train_sft(model, tokenizer, pairs: list[tuple[str, str]], config: SFTConfig, *,
               build_example=None, collate=None, token_logprobs=None, sft_loss=None,
-              eval_fn=None, device: str = "cpu", progress: bool = True) -> StageResult:
+              eval_fn=None, device: str = "cpu", progress: bool = True,
+              stop_at: int | None = None) -> StageResult:
     """Fine-tune `model` on `(prompt, response)` pairs with a response-only loss.
+
+    `stop_at` = k: the same run's checkpoint after k of its `config.steps` steps.
 
     The optional function arguments replace the library's reference implementations
     (`data.build_sft_example`, `data.collate`, `losses.token_logprobs`, `losses.sft_loss`).
@@ -91,6 +94,6 @@ def train_sft(model, tokenizer, pairs: list[tuple[str, str]], config: SFTConfig,
                              lambda rows: collate(rows, tokenizer.pad_token_id), seed=config.seed),
         step, steps=config.steps, stage="sft", device=device,
         optim=OptimConfig(lr=config.lr, warmup_steps=config.warmup_steps),
-        eval_fn=eval_fn, eval_every=config.eval_every, progress=progress)
+        eval_fn=eval_fn, eval_every=config.eval_every, progress=progress, stop_at=stop_at)
     result.info.update(n_examples=len(examples), final_loss=result.history[-1]["loss"])
     return result

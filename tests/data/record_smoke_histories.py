@@ -70,6 +70,20 @@ def online_runs() -> dict:
     return out
 
 
+def cpu_fingerprint() -> str:
+    """The CPU's model name and a digest of its vector-instruction flags: float results of the same
+    torch build differ in the last bits between CPUs (their kernels pick other instructions), so
+    the golden values hold only on a CPU with this fingerprint."""
+    import hashlib
+    import platform
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    simd = sorted(f for f in flags if f.startswith(("avx", "fma", "sse", "amx", "f16c")))
+    return f"{model} ({platform.machine()}, simd {hashlib.sha256(' '.join(simd).encode()).hexdigest()[:8]})"
+
+
 def record(names=None) -> dict:
     import warnings
     from minimopd.recipes import RECIPES, run_recipe
@@ -97,6 +111,7 @@ if __name__ == "__main__":
         recipes = {**json.loads(path.read_text())["recipes"], **recipes}
     data = {"recipes": recipes, "online": online_runs(),
             "recorded_with": {"torch": torch.__version__, "transformers": transformers.__version__,
-                              "threads": torch.get_num_threads(), "machine": platform.machine()}}
+                              "threads": torch.get_num_threads(), "machine": platform.machine(),
+                              "cpu": cpu_fingerprint()}}
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
     print(f"wrote {path} ({', '.join(data['recipes'])}; online: {', '.join(data['online'])})")
