@@ -47,7 +47,12 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             "r1_final_rl": 1670, "base:small": 810, "r1_distill": 500, "cold_start:small": 490,
             "r1_small_rl": 460, "grpo": 1420, "dr_grpo": 1360,
             # experiments/opd_probe.py, count, seed 0, 100 steps (two threads, one job)
-            "specialist_count": 1280, "opd_grpo": 450, "opd_sampled": 310, "opd_full": 335, "opd_forward": 313},
+            "specialist_count": 1280, "opd_grpo": 450, "opd_sampled": 310, "opd_full": 335, "opd_forward": 313,
+            # the shipped specialists' records (wall_time), two threads
+            "specialist_add": 625, "specialist_sort": 1277, "specialist_reverse": 713,
+            # `minimopd lineage --recipes mopd` (RESULTS.md "MOPD as a recipe"; mopd ran beside tests:
+            # 1,128 s measured, the same work as mopd_forward)
+            "mopd": 662, "mopd_forward": 662, "mixed_rl": 504},
 }
 
 
