@@ -67,3 +67,41 @@ def test_mopd_diagnosis_gives_the_quoted_rows():
         assert cells[1:5] == [f"{r['acc'][d]:.2f}" for d in ("add", "sort", "reverse", "count")], (name, cells)
         assert cells[5] == f"{r['teacher_kl'][0]:.2f} → {r['teacher_kl'][1]:.2f}", (name, cells)
         assert cells[6] == f"{r['entropy'][0]:.3f} → {r['entropy'][1]:.3f}", (name, cells)
+
+
+def _row(results: str, label: str) -> list[str]:
+    line = next(ln for ln in results.splitlines() if ln.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_progressive_probe_gives_the_quoted_rows():
+    """RESULTS.md's progressive-distillation tables, from `experiments/progressive_probe.py`'s JSON."""
+    import json
+    run = json.loads((V3 / "progressive_count_s0.json").read_text())
+    results = (V3.parents[2] / "RESULTS.md").read_text()
+    (acc,) = run["tables"]["count: accuracy and gap recovery (greedy, held-out)"]
+    for mode, label in (("opd_full", "full reverse KL"), ("opd_forward", "forward KL")):
+        for arm in ("final", "progressive"):
+            cells = _row(results, f"{label}, `{arm}`")
+            assert cells[1:3] == [f"{acc[f'{mode}:{arm}']:.3f}", f"{acc[f'{mode}:{arm} recovery']:.2f}"], cells
+    overlap = {r["teacher"]: r for r in run["tables"]["support overlap with the student's samples (T=1)"]}
+    for label, teacher in (("step 50 of 500", "teacher@0.1"), ("step 100 of 500", "teacher@0.2"),
+                           ("final (step 500)", "teacher@1")):
+        assert _row(results, label)[1:4] == [f"{acc[teacher] if teacher != 'teacher@1' else acc['teacher (teacher@1)']:.3f}",
+                                             f"{overlap[teacher]['reverse_kl']:.3f}",
+                                             f"{overlap[teacher]['teacher_logprob']:.3f}"]
+
+
+def test_mopd_recipe_gives_the_quoted_rows():
+    """RESULTS.md's "MOPD as a recipe" tables, from the report `minimopd lineage --recipes mopd` wrote."""
+    report = (V3 / "lineage_mopd_s0.md").read_text()
+    results = (V3.parents[2] / "RESULTS.md").read_text()
+    head = next(ln for ln in report.splitlines() if ln.startswith("| domain | student |"))
+    keys = [c.strip() for c in head.strip("|").split("|")]
+    rows = {r[0]: dict(zip(keys, r)) for r in (_row(report, d) for d in ("add", "sort", "reverse", "count"))}
+    for stage, label in (("mopd", "`mopd`: exact"), ("mopd_forward", "`mopd_forward`: full"), ("mixed_rl", "`mixed_rl`: GRPO")):
+        line = next(ln for ln in results.splitlines() if ln.startswith(f"| {label}"))
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        assert cells[1:5] == [rows[d][stage] for d in ("add", "sort", "reverse", "count")], (stage, cells)
+        recovery = _row(results, f"`{stage}`" + (" (reverse KL)" if stage == "mopd" else ""))
+        assert recovery[1:5] == [f"{float(rows[d][f'{stage} recovery']):.2f}" for d in ("add", "sort", "reverse", "count")]
