@@ -3,6 +3,7 @@ gain a student recovers, and how much the student's own samples overlap the teac
 
     teacher = specialist_artifact(sft, profile, "count", seed=0)            # forked: SFT -> domain SFT
     foreign = specialist_artifact(sft, profile, "count", seed=0, foreign=True)   # grown from another base
+    early = teacher_checkpoint(sft, profile, "count", fraction=0.2)          # its run, stopped at 20%
     overlap = measure_overlap(sft.model, teacher.model, sft.tokenizer, examples, profile=profile)
     gap_recovery(start=0.13, student=0.45, teacher=0.78)                   # 0.49
 

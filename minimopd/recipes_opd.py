@@ -82,12 +82,12 @@ def compute_row(stage: str, info: dict) -> dict:
 
 
 def recovery_rows(result: RecipeResult, *, start: str, teachers: dict[str, str], students) -> list[dict]:
-    """Per domain: the start's, the teacher's and each student stage's accuracy, and the gap
-    each student recovered ((student - start) / (teacher - start))."""
+    """Per domain: the start's accuracy, the domain's teacher (its stage) and its accuracy, each
+    student stage's accuracy and the gap it recovered ((student - start) / (teacher - start))."""
     rows = []
     for domain, teacher in teachers.items():
         s0, t = result.evals[start].accuracy(domain), result.evals[teacher].accuracy(domain)
-        row = {"domain": domain, start: round(s0, 3), f"teacher ({teacher})": round(t, 3)}
+        row = {"domain": domain, start: round(s0, 3), "teacher": teacher, "teacher accuracy": round(t, 3)}
         for stage in students:
             acc = result.evals[stage].accuracy(domain)
             row[stage] = round(acc, 3)

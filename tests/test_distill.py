@@ -135,7 +135,8 @@ def test_opd_recipe_reports_recovery_compute_and_overlap(smoke_run):
         hist = res.histories[mode]
         assert len(hist) == get_profile("smoke").rl_steps and "signal_tokens" in hist[-1]
     (recovery,) = res.tables["count: accuracy and gap recovery (greedy, held-out)"]
-    assert {"student", "teacher (teacher)", "opd_full", "opd_full recovery"} <= set(recovery)
+    assert {"student", "teacher accuracy", "opd_full", "opd_full recovery"} <= set(recovery)
+    assert recovery["teacher"] == "teacher" and recovery["teacher accuracy"] == round(res.evals["teacher"].accuracy("count"), 3)
     (overlap,) = res.tables["support overlap with the student's samples (T=1)"]
     assert overlap["reverse_kl"] > 0 and 0 <= overlap["in_topk"] <= 1 and overlap["teacher_logprob"] < 0
 
@@ -152,6 +153,7 @@ def test_mopd_routes_every_domain_to_its_specialist(smoke_run):
     assert [f"teacher_{d}" for d in VERIFIABLE_DOMAINS] == [s for s in res.evals if s.startswith("teacher_")]
     rows = res.tables["per domain: accuracy and gap recovery (greedy, held-out)"]
     assert [r["domain"] for r in rows] == list(VERIFIABLE_DOMAINS)
+    assert [r["teacher"] for r in rows] == [f"teacher_{d}" for d in VERIFIABLE_DOMAINS]   # one column, each row's own
     for stage in ("mopd", "mopd_forward"):
         routed = {k for row in res.histories[stage] for k in row if k.startswith("rows/")}
         assert routed and routed <= {f"rows/{d}" for d in VERIFIABLE_DOMAINS}, stage
@@ -315,6 +317,7 @@ def test_progressive_recipe_reports_checkpoints_arms_and_overlap(smoke_run):
         assert len(res.info[arm]["stages"]) == len(labels)
         assert len(res.histories[arm]) == get_profile("smoke").rl_steps
     (row,) = res.tables["count: accuracy and gap recovery (greedy, held-out)"]
-    assert {"student", "teacher (teacher@1)", "teacher@0.1", "opd_full:progressive recovery"} <= set(row)
+    assert {"student", "teacher accuracy", "teacher@0.1", "opd_full:progressive recovery"} <= set(row)
+    assert row["teacher"] == "teacher@1"
     overlap = res.tables["support overlap with the student's samples (T=1)"]
     assert [r["teacher"] for r in overlap] == labels and all(r["reverse_kl"] >= 0 for r in overlap)
