@@ -80,10 +80,13 @@ def test_progressive_probe_gives_the_quoted_rows():
     run = json.loads((V3 / "progressive_count_s0.json").read_text())
     results = (V3.parents[2] / "RESULTS.md").read_text()
     (acc,) = run["tables"]["count: accuracy and gap recovery (greedy, held-out)"]
-    for mode, label in (("opd_full", "full reverse KL"), ("opd_forward", "forward KL")):
-        for arm in ("final", "progressive"):
-            cells = _row(results, f"{label}, `{arm}`")
-            assert cells[1:3] == [f"{acc[f'{mode}:{arm}']:.3f}", f"{acc[f'{mode}:{arm} recovery']:.2f}"], cells
+    for seed, suffix in ((0, ""), (1, " (seed 1)")):
+        (rows,) = json.loads((V3 / f"progressive_count_s{seed}.json").read_text())["tables"][
+            "count: accuracy and gap recovery (greedy, held-out)"]
+        for mode, label in (("opd_full", "full reverse KL"), ("opd_forward", "forward KL")):
+            for arm in ("final", "progressive"):
+                cells = _row(results, f"{label}, `{arm}`{suffix}")
+                assert cells[1:3] == [f"{rows[f'{mode}:{arm}']:.3f}", f"{rows[f'{mode}:{arm} recovery']:.2f}"], cells
     overlap = {r["teacher"]: r for r in run["tables"]["support overlap with the student's samples (T=1)"]}
     for label, teacher in (("step 50 of 500", "teacher@0.1"), ("step 100 of 500", "teacher@0.2"),
                            ("final (step 500)", "teacher@1")):
