@@ -46,8 +46,10 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             "r1_zero": 3110, "cold_start": 1330, "r1_reasoning_rl": 1390, "r1_rejection_sft": 870,
             "r1_final_rl": 1670, "base:small": 810, "r1_distill": 500, "cold_start:small": 490,
             "r1_small_rl": 460, "grpo": 1420, "dr_grpo": 1360,
-            # experiments/opd_probe.py, count, seed 0, 100 steps (two threads, one job)
-            "specialist_count": 1280, "opd_grpo": 450, "opd_sampled": 310, "opd_full": 335, "opd_forward": 313,
+            # experiments/opd_probe.py, count, seed 0 (two threads, one job); its OPD and GRPO stages ran
+            # 100 steps, so the `opd` recipe's 300 are counted as 3x those
+            "specialist_count": 1280, "opd_grpo": 3 * 450, "opd_sampled": 3 * 310, "opd_full": 3 * 335,
+            "opd_forward": 3 * 313,
             # the shipped specialists' records (wall_time), two threads
             "specialist_add": 625, "specialist_sort": 1277, "specialist_reverse": 713,
             # `minimopd lineage --recipes mopd` (RESULTS.md "MOPD as a recipe"; mopd ran beside tests:
