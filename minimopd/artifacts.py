@@ -105,6 +105,8 @@ def sft_on_pairs(parent: Artifact, pairs, cfg: SFTConfig, profile: Profile, *, n
                  progress: bool = True, stop_at: int | None = None, **extra) -> Artifact:
     """SFT of `parent` on given (prompt, response) pairs; cached. Records FLOPs = 6 x params x
     trained tokens in its info. `stop_at` = k: that run's checkpoint after k of its steps."""
+    if stop_at is not None and stop_at >= cfg.steps:
+        stop_at = None                  # the whole run: the same stage (and cache entry) as without it
     if stop_at is not None:
         extra["stop_at"] = stop_at
 

@@ -100,7 +100,8 @@ def teacher_checkpoint(student: Artifact, profile: Profile, domain: str, *, frac
                        progress: bool = True) -> Artifact:
     """The forked specialist of `domain` as it was `fraction` of the way through its domain SFT
     (cached): the same run, same examples in the same order under the same learning-rate
-    schedule, stopped after round(fraction x steps) of its steps. `fraction=1` is the specialist
+    schedule, stopped after round(fraction x steps) of its steps. (Re-run here: where the final
+    specialist was shipped from another machine, the re-run's floats can differ in the last bits.) `fraction=1` is the specialist
     itself (`specialist_artifact`, same cache entry). Progressive distillation's intermediate
     teachers (Panigrahi et al., ICLR 2025: a checkpoint from the middle of the teacher's training
     can teach faster than the final teacher)."""

@@ -246,6 +246,11 @@ def test_a_teacher_checkpoint_is_the_specialists_own_run_stopped_early():
     student = sft_artifact(prof, reasoning=True, progress=False)
     final = distill.specialist_artifact(student, prof, "count", progress=False)
     assert distill.teacher_checkpoint(student, prof, "count", fraction=1.0, progress=False).path == final.path
+    from minimopd.artifacts import sft_on_pairs
+    cfg = distill.specialist_sft_config(prof, "count", 0)
+    whole = sft_on_pairs(student, distill._specialist_pairs("count", cfg, 0), cfg, prof, name="specialist_count",
+                         stop_at=cfg.steps, progress=False)
+    assert whole.path == final.path                     # stopping at the last step is the whole run
     mid = distill.teacher_checkpoint(student, prof, "count", fraction=0.5, progress=False)
     steps = distill.specialist_sft_config(prof, "count", 0).steps
     assert mid.path != final.path and mid.path.name.startswith("specialist_count-")

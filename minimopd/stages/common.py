@@ -76,8 +76,8 @@ def train_offline(model, batches: Iterator[dict], step_fn: Callable, *, steps: i
                   log_every: int = 1, progress: bool = True, stop_at: int | None = None) -> StageResult:
     """Run `steps` optimiser steps; `step_fn(model, batch)` returns `(loss, metrics_dict)`.
 
-    `stop_at` = k < steps stops after k steps of the same run (same batches, same learning-rate
-    schedule, which still spans `steps`): the run's checkpoint at step k.
+    `stop_at` = k (1 <= k <= steps) stops after k steps of the same run (same batches, same
+    learning-rate schedule, which still spans `steps`): the run's checkpoint at step k.
 
     `eval_fn(model) -> dict` runs every `eval_every` steps and at the end; its metrics are
     merged into that step's history row (prefixed with `eval/`). Runs with the thread count of
