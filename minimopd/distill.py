@@ -100,17 +100,16 @@ def teacher_checkpoint(student: Artifact, profile: Profile, domain: str, *, frac
                        progress: bool = True) -> Artifact:
     """The forked specialist of `domain` as it was `fraction` of the way through its domain SFT
     (cached): the same run, same examples in the same order under the same learning-rate
-    schedule, stopped after round(fraction x steps) of its steps. (Re-run here: where the final
-    specialist was shipped from another machine, the re-run's floats can differ in the last bits.) `fraction=1` is the specialist
-    itself (`specialist_artifact`, same cache entry). Progressive distillation's intermediate
-    teachers (Panigrahi et al., ICLR 2025: a checkpoint from the middle of the teacher's training
-    can teach faster than the final teacher)."""
+    schedule, stopped after round(fraction x steps) of its steps. `fraction=1` is the specialist
+    itself (`sft_on_pairs` treats the last step as the whole run: same cache entry). Re-run here:
+    where the final specialist was shipped from another machine, the re-run's floats can differ
+    in the last bits. Progressive distillation's intermediate teachers (Panigrahi et al., ICLR
+    2025: a checkpoint from the middle of the teacher's training can teach faster than the final
+    teacher)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must lie in (0, 1] (the share of the specialist's SFT steps), got {fraction}")
     cfg = specialist_sft_config(profile, domain, seed)
     step = max(1, round(fraction * cfg.steps))
-    if step >= cfg.steps:
-        return specialist_artifact(student, profile, domain, seed=seed, progress=progress)
     return sft_on_pairs(student, _specialist_pairs(domain, cfg, seed), cfg, profile, name=f"specialist_{domain}",
                         stop_at=step, progress=progress)
 
