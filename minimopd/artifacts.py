@@ -77,7 +77,8 @@ def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, na
     """An online stage on top of a cached parent artifact, itself cached. The key holds the
     config, the parent, the signal's spec (kind, reward, teachers, mode) and the prompt
     selection, if any: then the parent first samples candidate prompts and RL draws only from
-    the learnable ones (`diagnose.select_prompts`; what it kept is in the stage's info). When
+    the learnable ones (`diagnose.select_prompts`; what it kept and cost is in the stage's info,
+    and its sampling is counted in the stage's FLOPs and tokens generated). When
     it keeps none (every candidate solved or unreachable: a tiny model, a solved domain), the
     stage says so and draws fresh prompts instead."""
     signal = signal or VerifierSignal()
@@ -95,6 +96,12 @@ def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, na
                            device=profile.device, progress=progress)
         res.info["parent"] = parent.path.name
         res.info.update({f"selection_{k}": v for k, v in picked.items()})
+        if picked:
+            # the selection is part of the stage's cost: its sampling joins the totals (the
+            # history's running figures count the run alone, as do the info's `rl_*` entries)
+            res.info.update({f"rl_{k}": res.info[k] for k in ("flops", "tokens_generated", "wall_time")})
+            for k in ("flops", "tokens_generated", "wall_time"):
+                res.info[k] += picked[k]
         return res.model, parent.tokenizer, res
     key = stage_key(name, config=cfg, signal=signal.spec(), parent=parent.path.name,
                     **({} if selection is None else {"selection": selection}))

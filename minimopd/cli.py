@@ -1,6 +1,6 @@
 """The `minimopd` command.
 
-    minimopd lineage [--profile cpu] [--seed 0] [--recipes sft ...] [--out runs/]
+    minimopd lineage [--profile cpu] [--seed 0] [--recipes sft ...] [--out runs/] [--eval-per-level N]
         run the recipes of the lineage, print the results table, write results.md + results.json
         and report.html (skipped, with a message, where plotly is not installed)
     minimopd grade labs/lab01_sft.ipynb      autograde a lab notebook (points + feedback)
@@ -25,6 +25,12 @@ def _cmd_lineage(args) -> int:
     from .report import html_report, results_markdown
 
     prof = get_profile(args.profile)
+    if args.eval_per_level is not None:
+        # evaluation only: no stage's cache key holds it, so cached stages are re-scored, not retrained
+        if args.eval_per_level < 1:
+            raise ValueError(f"--eval-per-level must be a positive number of items per level, "
+                             f"got {args.eval_per_level}")
+        prof = prof.replace(eval_per_level=args.eval_per_level)
     names = args.recipes or list(RECIPES)
     if args.from_scratch:
         from .cache import use_shipped
@@ -120,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipes", nargs="*", default=None, help="subset of recipes to run")
     p.add_argument("--out", default=None, help="output directory (default runs/<profile>-seed<seed>)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--eval-per-level", type=int, default=None,
+                   help="held-out items per domain and level in every evaluation (default: the profile's; "
+                   "claims use >= 300). Evaluation only: cached stages are re-scored, not retrained")
     p.add_argument("--from-scratch", action="store_true",
                    help="train every stage, ignoring the starting checkpoints shipped with the package")
     p = sub.add_parser("ship", help="(maintainers) write the starting checkpoints shipped with the package")

@@ -25,6 +25,7 @@ report for LLMs, rarely raises pass@k at large k.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +33,7 @@ import torch
 from . import losses
 from .engine import window_forward
 from .evaluation import evaluate
+from .models import count_parameters
 from .profiles import Profile, get_profile
 from .rollout import generate
 from .tasks import DIFFICULTIES, VERIFIABLE_DOMAINS, get_task
@@ -149,13 +151,11 @@ def diagnose(model, tokenizer, tasks=None, *, profile: Profile | str | None = No
 
 @torch.no_grad()
 @model_threads
-def learnable_examples(model, tokenizer, examples, *, samples: int = 8, max_new_tokens: int = 32,
-                       temperature: float = 1.0, chat: bool = True, seed: int = 0, batch_prompts: int = 64,
-                       low: float = 0.0, high: float = 1.0):
-    """The examples whose pass rate over `samples` samples lies strictly between `low` and
-    `high` (default: neither solved by every sample nor by none), with all pass rates: RL prompt
-    selection from the diagnosis. Returns (kept examples, pass rates of all examples)."""
-    rates = []
+def _pass_rates(model, tokenizer, examples, *, samples, max_new_tokens, temperature, chat, seed,
+                batch_prompts):
+    """`(rates, cost)`: each example's pass rate over `samples` samples, and what the sampling
+    cost: tokens generated and tokens run through the model (prompt + completion)."""
+    rates, generated, forward = [], 0, 0
     for i in range(0, len(examples), batch_prompts):
         chunk = examples[i:i + batch_prompts]
         ro = generate(model, tokenizer, [e.prompt for e in chunk], num_samples=samples,
@@ -163,6 +163,19 @@ def learnable_examples(model, tokenizer, examples, *, samples: int = 8, max_new_
         scores = torch.tensor([get_task(chunk[j // samples].domain).score(chunk[j // samples], text)
                                for j, text in enumerate(ro.texts)])
         rates += ((scores >= 1.0).float().view(len(chunk), samples).mean(dim=1)).tolist()
+        generated += int(ro.completion_mask.sum())
+        forward += int(ro.attention_mask.sum())
+    return rates, {"tokens_generated": generated, "forward_tokens": forward}
+
+
+def learnable_examples(model, tokenizer, examples, *, samples: int = 8, max_new_tokens: int = 32,
+                       temperature: float = 1.0, chat: bool = True, seed: int = 0, batch_prompts: int = 64,
+                       low: float = 0.0, high: float = 1.0):
+    """The examples whose pass rate over `samples` samples lies strictly between `low` and
+    `high` (default: neither solved by every sample nor by none), with all pass rates: RL prompt
+    selection from the diagnosis. Returns (kept examples, pass rates of all examples)."""
+    rates, _ = _pass_rates(model, tokenizer, examples, samples=samples, max_new_tokens=max_new_tokens,
+                           temperature=temperature, chat=chat, seed=seed, batch_prompts=batch_prompts)
     kept = [e for e, r in zip(examples, rates) if low < r < high]
     return kept, rates
 
@@ -180,17 +193,22 @@ class PromptSelection:
 
 def select_prompts(model, tokenizer, cfg, selection: PromptSelection, *, seed: int = 0):
     """`(pool, info)`: the learnable train prompts for online config `cfg` (its domains,
-    difficulty, decoding budget and chat flag) and what the selection saw (candidates, kept
-    fraction, mean pass rate)."""
+    difficulty, decoding budget and chat flag) and what the selection saw and cost (candidates,
+    kept fraction, mean pass rate; tokens generated, tokens run through the model, their
+    FLOPs (2 x params x tokens) and seconds)."""
+    start = time.perf_counter()
     domains = tuple(cfg.domains)
     per = -(-selection.candidates // len(domains))
     candidates = []
     for d, name in enumerate(domains):
         candidates += get_task(name).sample(per, split="train", seed=seed * 7_907 + 10_007 + d,
                                             difficulty=cfg.difficulty)
-    kept, rates = learnable_examples(model, tokenizer, candidates, samples=selection.samples,
-                                     max_new_tokens=cfg.max_new_tokens, chat=cfg.chat, seed=seed,
-                                     low=selection.low, high=selection.high)
+    rates, cost = _pass_rates(model, tokenizer, candidates, samples=selection.samples,
+                              max_new_tokens=cfg.max_new_tokens, temperature=1.0, chat=cfg.chat, seed=seed,
+                              batch_prompts=64)
+    kept = [e for e, r in zip(candidates, rates) if selection.low < r < selection.high]
     info = {"candidates": len(candidates), "kept": len(kept), "kept_fraction": len(kept) / len(candidates),
-            "mean_pass_rate": sum(rates) / len(rates)}
+            "mean_pass_rate": sum(rates) / len(rates), **cost,
+            "flops": 2.0 * count_parameters(model) * cost["forward_tokens"],
+            "wall_time": time.perf_counter() - start}
     return kept, info

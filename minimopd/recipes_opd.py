@@ -73,7 +73,9 @@ def teacher_mode(mode: str) -> dict:
 
 
 def compute_row(stage: str, info: dict) -> dict:
-    """The compute a stage spent: tokens sampled, trained on, scored by a teacher; FLOPs; time."""
+    """The compute a stage spent: tokens sampled, trained on, scored by a teacher; FLOPs; time.
+    An RL stage's prompt selection counts in its tokens generated, FLOPs and time; a trace SFT's
+    teacher sampling in its FLOPs."""
     return {"stage": stage, "tokens generated": info.get("tokens_generated", 0),
             "tokens trained": info.get("tokens_trained", info.get("tokens", 0)),
             "teacher-scored tokens": info.get("signal_tokens", 0),
@@ -176,6 +178,11 @@ def traces_artifact(student, teachers: dict, profile: Profile, *, seed: int, tra
     return _with_sampling(art, stats)
 
 
+def mixed_rl_config(profile: Profile, seed: int, *, domains=VERIFIABLE_DOMAINS):
+    """The online config of mixed-domain RL: GRPO with R1's reward on every domain and level."""
+    return preset("grpo", reasoning_config(profile, seed=seed, domains=tuple(domains), difficulty=None))
+
+
 class RecipeRun:
     """What the multi-teacher recipes (`mopd`, the frontier ones) do between their stages: build
     the student and one specialist per domain, train by mixed RL, MOPD or SFT on the teachers'
@@ -223,7 +230,7 @@ class RecipeRun:
                                traces_per_domain=warmup_traces(self.profile), name=name, progress=self.progress)
 
     def mixed_rl(self, parent, name: str = "mixed_rl", *, domains=VERIFIABLE_DOMAINS, steps=None):
-        cfg = preset("grpo", reasoning_config(self.profile, seed=self.seed, domains=tuple(domains), difficulty=None))
+        cfg = mixed_rl_config(self.profile, self.seed, domains=domains)
         if steps is not None:
             cfg = replace(cfg, steps=steps)
         return online_artifact(parent, self.profile, cfg, name=name, signal=verifier("r1"),

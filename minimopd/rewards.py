@@ -1,7 +1,7 @@
 """Rule-based rewards of RLVR and DeepSeek-R1, and the rejection-sampling filter.
 
 A reward function has the signature `reward(example, completion) -> float`; the verifier signal
-(signals.py) calls it once per sampled completion. R1-Zero's rules are an accuracy reward (the
+(`signals/outcome.py`) calls it once per sampled completion. R1-Zero's rules are an accuracy reward (the
 task's verifier) plus a format reward for `<think>...</think><answer>...</answer>`; R1 adds a
 language-consistency reward during reasoning RL, which in our miniature becomes *answer
 consistency*: the answer must equal the result the reasoning arrived at (the text after the

@@ -71,6 +71,15 @@ def test_select_prompts_keeps_the_learnable_ones(tok, sft_tiny):
     kept, rates = learnable_examples(sft_tiny, tok, every, samples=4, max_new_tokens=6, seed=0)
     assert info["candidates"] == 16 and info["kept"] == len(pool) and pool == kept
     assert info["mean_pass_rate"] == pytest.approx(sum(rates) / 16)
+    # and what it cost: the same 16 x 4 samples, counted token by token (one batch of prompts)
+    from minimopd.models import count_parameters
+    from minimopd.rollout import generate
+    ro = generate(sft_tiny, tok, [e.prompt for e in every], num_samples=4, max_new_tokens=6, temperature=1.0,
+                  seed=0, chat=True)
+    assert info["tokens_generated"] == int(ro.completion_mask.sum()) > 0
+    assert info["forward_tokens"] == int(ro.attention_mask.sum()) > info["tokens_generated"]
+    assert info["flops"] == 2.0 * count_parameters(sft_tiny) * info["forward_tokens"]
+    assert info["wall_time"] > 0
 
 
 def test_pass_at_k_figure_draws_every_curve_from_the_rows():

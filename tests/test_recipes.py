@@ -24,6 +24,11 @@ def test_tulu3_reasoning_sft_then_rlvr_on_selected_prompts(smoke_run):
     assert len(rl_hist) == 3 and {"reward", "accuracy", "kl", "clip_frac", "flops", "grad_norm"} <= set(rl_hist[-1])
     info = res.info["rlvr"]                      # RL drew only prompts the SFT model sometimes solves
     assert info["selection_candidates"] == 64 and 0 < info["selection_kept"] < 64
+    # the selection's sampling is part of the stage's cost; the history counts the run alone
+    assert info["rl_flops"] == pytest.approx(rl_hist[-1]["flops"])
+    assert info["flops"] == pytest.approx(info["rl_flops"] + info["selection_flops"]) and info["selection_flops"] > 0
+    assert info["tokens_generated"] == info["rl_tokens_generated"] + info["selection_tokens_generated"]
+    assert info["wall_time"] == pytest.approx(info["rl_wall_time"] + info["selection_wall_time"])
     rows = res.table()
     assert [r["stage"] for r in rows] == ["sft", "rlvr"] and "acc/hard" in rows[0]
 

@@ -216,12 +216,14 @@ def test_cli_tasks_and_bad_input(capsys):
     assert "add (verifiable)" in out and "notes (preference)" in out
     assert main(["lineage", "--profile", "laptop"]) == 2
     assert "unknown profile 'laptop'" in capsys.readouterr().err
+    assert main(["lineage", "--profile", "smoke", "--eval-per-level", "0"]) == 2
+    assert "--eval-per-level must be a positive number of items per level, got 0" in capsys.readouterr().err
 
 
 def test_cli_lineage_smoke_writes_report(tmp_path, capsys):
     from minimopd.cli import main
     assert main(["lineage", "--profile", "smoke", "--recipes", "sft", "--out", str(tmp_path),
-                 "--no-progress"]) == 0
+                 "--no-progress", "--eval-per-level", "3"]) == 0      # (the smoke profile's is 4)
     out = capsys.readouterr().out
     assert "[sft/sft] accuracy by domain and difficulty" in out
     html = (tmp_path / "report.html").read_text()
@@ -230,6 +232,8 @@ def test_cli_lineage_smoke_writes_report(tmp_path, capsys):
     import json
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["profile"] == "smoke" and results["recipes"]["sft"]["table"][0]["stage"] == "sft"
+    rows = [r for ev in results["recipes"]["sft"]["evals"].values() for r in ev]
+    assert rows and {r["n"] for r in rows} == {3}
 
 
 def test_cli_lineage_without_plotly_keeps_the_results(tmp_path, capsys, monkeypatch):

@@ -9,7 +9,7 @@ RL, on-policy distillation and MOPD.
 Every method of the lineage is this loop with three parts swapped, each chosen by name in the
 config or passed in as an object:
 
-* the signal (signals.py): a verifier, a reward model, a teacher, teachers routed by domain;
+* the signal (`signals/`): a verifier, a reward model, a teacher, teachers routed by domain;
 * the advantage estimator (advantages.ESTIMATORS, `advantage=`): group, group_nostd, rloo,
   none, teacher_token, gae;
 * the objective (objectives.OBJECTIVES, `loss=`): clipped_pg, ppo, reverse_kl, jsd, truncated_is.
