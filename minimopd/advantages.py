@@ -27,6 +27,7 @@ __all__ = [
     "masked_whiten",
     "gae",
     "kl_penalized_rewards",
+    "adaptive_kl_beta",
     "group_advantages",
     "rloo_advantages",
     "opd_advantages",
@@ -126,6 +127,25 @@ def kl_penalized_rewards(
     rows = (last >= 0).nonzero().squeeze(1)
     rewards[rows, last[rows]] += _as_float(scores.detach()).to(rewards.dtype)[rows]
     return rewards
+
+
+def adaptive_kl_beta(beta: float, kl: float, target: float, n: int, horizon: int = 10_000) -> float:
+    """The adaptive KL controller of Ziegler et al. (2019), used for PPO-RLHF's per-token penalty:
+
+        e = clip(kl / target - 1, -0.2, 0.2)
+        beta <- beta * (1 + e * n / horizon)
+
+    beta:    the current KL coefficient (> 0: the controller scales it, 0 stays 0)
+    kl:      the batch's mean sequence KL to the reference (nats, summed over a response's tokens)
+    target:  the KL the controller steers towards (> 0; Ziegler et al.'s sentiment run: 6 nats)
+    n:       responses in the batch; horizon: responses over which a persistent error of 20%
+             changes beta by a factor of about e^0.2
+    Returns the next beta: above the target beta grows, below it shrinks, by at most 20% x n / horizon.
+    """
+    if target <= 0 or horizon <= 0:
+        raise ValueError(f"the KL target ({target}) and horizon ({horizon}) must be > 0")
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return beta * (1.0 + error * n / horizon)
 
 
 def _check_groups(n: int, group_size: int) -> None:

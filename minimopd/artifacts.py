@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from .cache import Artifact, cached_stage, stage_key
 from .diagnose import PromptSelection, select_prompts
 from .evaluation import EvalResult
-from .models import count_parameters
+from .models import PolicyWithValue, count_parameters, unwrap
+from .objectives import OBJECTIVES
 from .profiles import Profile, get_profile
 from .signals import VerifierSignal
 from .stages.online import OnlineConfig, train_online
@@ -72,10 +73,13 @@ def sft_model(profile: Profile | str | None = None, *, seed: int = 0, reasoning:
 
 
 def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, name: str,
-                    signal=None, selection: PromptSelection | None = None,
+                    signal=None, selection: PromptSelection | None = None, reference: bool = False,
                     progress: bool = True) -> Artifact:
-    """An online stage on top of a cached parent artifact, itself cached. The key holds the
-    config, the parent, the signal's spec (kind, reward, teachers, mode) and the prompt
+    """An online stage on top of a cached parent artifact, itself cached. The parent is also the
+    frozen reference model when the stage penalises KL (`kl_beta > 0`) or is asked to track it
+    (`reference=True`: `kl_ref` in the history, at no cost to the loss); an objective that trains
+    a value head (PPO) gets the parent wrapped in a fresh `PolicyWithValue` unless it has one.
+    The key holds the config, the parent, the signal's spec (kind, reward, teachers, mode) and the prompt
     selection, if any: then the parent first samples candidate prompts and RL draws only from
     the learnable ones (`diagnose.select_prompts`; what it kept and cost is in the stage's info,
     and its sampling is counted in the stage's FLOPs and tokens generated). When
@@ -92,7 +96,11 @@ def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, na
                               "learnable (each was solved by all or none of its samples); RL draws fresh "
                               "prompts instead", stacklevel=2)
                 pool = None
-        res = train_online(fork(parent), parent.tokenizer, cfg, signal=signal, prompts=pool,
+        model = fork(parent)
+        if OBJECTIVES[cfg.loss].needs_values and not isinstance(model, PolicyWithValue):
+            model = PolicyWithValue(model)
+        ref = copy.deepcopy(unwrap(parent.model)) if reference or cfg.kl_beta > 0 else None
+        res = train_online(model, parent.tokenizer, cfg, signal=signal, prompts=pool, ref_model=ref,
                            device=profile.device, progress=progress)
         res.info["parent"] = parent.path.name
         res.info.update({f"selection_{k}": v for k, v in picked.items()})
@@ -104,7 +112,8 @@ def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, na
                 res.info[k] += picked[k]
         return res.model, parent.tokenizer, res
     key = stage_key(name, config=cfg, signal=signal.spec(), parent=parent.path.name,
-                    **({} if selection is None else {"selection": selection}))
+                    **({} if selection is None else {"selection": selection}),
+                    **({"reference": True} if reference else {}))
     return cached_stage(key, build, device=profile.device)
 
 

@@ -39,7 +39,7 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
               **{f"specialist_{d}{v}": 5 for d in VERIFIABLE_DOMAINS for v in (":from_rlvr", ":round2")},
               **{f"specialist_{d}_rl{v}": 2 for d in VERIFIABLE_DOMAINS for v in ("", ":climb")},
               **{f"glm5_rl_{d}": 1 for d in VERIFIABLE_DOMAINS},
-              "specialist_count:at0.1": 1, "specialist_count:at0.2": 1,
+              "specialist_count:at0.1": 1, "specialist_count:at0.2": 1, "sft_notes": 2, "reward_model": 3, "ppo": 2,
               **{f"progressive_{m}_{a}_{i}": 1 for m in ("opd_full", "opd_forward") for a in ("final", "progressive")
                  for i in (1, 2, 3)}},
     "cpu": {"overhead": 60, "base": 830, "sft": 1200, "sft:reasoning": 1690, "rlvr": 1630,
@@ -54,7 +54,9 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             "specialist_add": 625, "specialist_sort": 1277, "specialist_reverse": 713,
             # `minimopd lineage --recipes mopd` (RESULTS.md "MOPD as a recipe"; mopd ran beside tests:
             # 1,128 s measured, the same work as mopd_forward)
-            "mopd": 662, "mopd_forward": 662, "mixed_rl": 504},
+            "mopd": 662, "mopd_forward": 662, "mixed_rl": 504,
+            # the reward model of seed 0 (stages/reward_model.py defaults; 2-core AMD EPYC, two threads)
+            "reward_model": 200},
 }
 
 

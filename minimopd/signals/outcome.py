@@ -62,22 +62,32 @@ class RewardModelSignal:
 
     The reward model reads the rollout's own token ids, so it must share the student's
     tokenizer (checked in `setup`). `scores` (logged as accuracy) stay the task's own score,
-    the hidden gold scorer for the preference domain: the reward model never sees it."""
+    the hidden gold scorer for the preference domain: the reward model never sees it.
+
+    `unfinished_reward`: the reward of a response that hit the token budget without ending,
+    instead of the reward model's score of a cut-off text (Huang et al. 2024, "The N+
+    implementation details of RLHF": -1). None scores it like any other."""
     rollout_topk = 0
 
-    def __init__(self, reward_model, *, key: str | None = None, placement: str = "device"):
+    def __init__(self, reward_model, *, key: str | None = None, placement: str = "device",
+                 unfinished_reward: float | None = None):
+        if unfinished_reward is not None and not math.isfinite(unfinished_reward):
+            raise ValueError(f"unfinished_reward must be a finite number or None, got {unfinished_reward}")
         if placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
         if not hasattr(reward_model, "set_normalisation"):
             raise TypeError(f"RewardModelSignal needs a minimopd.models.RewardModel (a scalar head on "
                             f"a causal LM), got {type(reward_model).__name__}")
         self.model, self.placement = reward_model.eval(), placement
-        self.key = key
+        self.key, self.unfinished_reward = key, unfinished_reward
         self.verifier = VerifierSignal()
         self.n_params = count_parameters(reward_model)
 
     def spec(self) -> dict:
-        return {"kind": "reward_model", "model": self.key or model_key(self.model)}
+        spec = {"kind": "reward_model", "model": self.key or model_key(self.model)}
+        if self.unfinished_reward is not None:
+            spec["unfinished_reward"] = self.unfinished_reward
+        return spec
 
     def setup(self, model, tokenizer, device) -> None:
         check_compatible(tokenizer, self.model, role="reward model")
@@ -95,6 +105,12 @@ class RewardModelSignal:
             raise FloatingPointError(f"the reward model's head returned {rewards[bad[0]].item()} for rows "
                                      f"{bad[:5]} (prompt {examples[bad[0]].prompt!r}); retrain it with a lower "
                                      "learning rate or check its checkpoint")
+        rewards = rewards.to(device)
+        metrics = dict(out.metrics)
+        if self.unfinished_reward is not None:
+            unfinished = ~rollout.finished.to(device).bool()
+            rewards = torch.where(unfinished, torch.full_like(rewards, self.unfinished_reward), rewards)
+            metrics["unfinished"] = unfinished.float().mean().item()
         tokens = int(rollout.attention_mask.sum())
-        return replace(out, rewards=rewards.to(device), kind="reward_model", forward_tokens=tokens,
-                       flops=2.0 * self.n_params * tokens)
+        return replace(out, rewards=rewards, kind="reward_model", forward_tokens=tokens,
+                       flops=2.0 * self.n_params * tokens, metrics=metrics)

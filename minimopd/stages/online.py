@@ -30,8 +30,11 @@ paper, in this miniature:
   mean; the paper uses plain REINFORCE and k1 KL folded into the reward.
 * ppo (InstructGPT): GAE over a value head on the same backbone (`PolicyWithValue`), whitened
   advantages, per-token k1 KL folded into the reward, clipped surrogate + clipped value loss.
-  The paper's value function is a separate 6B model initialised from the reward model, and it
-  adds the pretraining loss (PPO-ptx); neither is done here.
+  kl_beta is fixed, or adapted towards a sequence KL `kl_target` by Ziegler et al.'s controller
+  (`advantages.adaptive_kl_beta`). The paper's value function is a separate 6B model
+  initialised from the reward model, and it adds the pretraining loss (PPO-ptx); neither is
+  done here. A response that never ends can be given a fixed reward instead of the reward
+  model's (`RewardModelSignal(unfinished_reward=-1)`, as in the "N+ implementation details").
 * opd_sampled (Thinking Machines / Qwen3, Nemotron 3 Ultra): per-token advantage
   log p_T - log p_S on the sampled tokens in the clipped loss, token-level mean; add an outcome
   advantage with `outcome_weight` (MiMo-V2-Flash's alpha).
@@ -54,12 +57,13 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from .. import losses
-from ..advantages import GROUP_ESTIMATORS, get_estimator, legacy_estimator
+from ..advantages import GROUP_ESTIMATORS, adaptive_kl_beta, get_estimator, legacy_estimator
 from ..experience import Experience
 from ..engine import window_forward
 from ..models import PolicyWithValue, count_parameters
@@ -231,6 +235,13 @@ def _check_setup(cfg: OnlineConfig, model, ref_model, objective) -> None:
                          "outcome_weight=0")
     if cfg.kl_beta > 0 and ref_model is None:
         raise ValueError("kl_beta > 0 needs a frozen reference model: pass ref_model=...")
+    if cfg.kl_target is not None:
+        if cfg.advantage != "gae":
+            raise ValueError(f"kl_target adapts the KL penalty folded into PPO's reward (advantage='gae'); "
+                             f"this stage uses advantage={cfg.advantage!r}: set kl_target=None")
+        if not (cfg.kl_beta > 0 and cfg.kl_target > 0):
+            raise ValueError(f"the adaptive KL controller scales kl_beta towards kl_target: both must be > 0 "
+                             f"(kl_beta={cfg.kl_beta}, kl_target={cfg.kl_target})")
     if getattr(objective, "needs_values", False) and not isinstance(model, PolicyWithValue):
         raise ValueError(f"loss={cfg.loss!r} trains a value head: wrap the policy as "
                          "minimopd.models.PolicyWithValue(model)")
@@ -275,16 +286,23 @@ def _train_online(model, tokenizer, config, *, signal, ref_model, estimator, obj
     history, start = [], time.perf_counter()
     knobs = (f"prompts_per_step={cfg.prompts_per_step}, group_size={cfg.group_size}, "
              f"max_new_tokens={cfg.max_new_tokens}, minibatches={cfg.minibatches}")
+    step_cfg = cfg              # PPO's adaptive controller changes kl_beta from step to step
     for step in progress_bar(range(cfg.steps), desc="online", progress=progress):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.steps, optim)
         with oom_hint("online", knobs):
-            exp = collect_experience(model, tokenizer, cfg, step, signal=signal, estimator=estimator,
+            exp = collect_experience(model, tokenizer, step_cfg, step, signal=signal, estimator=estimator,
                                      ref_model=ref_model, totals=totals, prompts=prompts)
-            stats, entropy = optimize(model, opt, exp, objective, cfg, step, totals=totals)
-        row = {"step": step, **step_metrics(exp, stats, entropy, cfg),
+            stats, entropy = optimize(model, opt, exp, objective, step_cfg, step, totals=totals)
+        row = {"step": step, **step_metrics(exp, stats, entropy, step_cfg),
                "time": time.perf_counter() - start, "lr": opt.param_groups[0]["lr"], **totals,
                **exp.signal.metrics}
+        if cfg.kl_target is not None:
+            seq_kl = float(losses.masked_sum(losses.kl_estimate(exp.logprobs, exp.ref_logprobs, "k1"),
+                                             exp.mask, dim=1).mean())
+            row.update(kl_beta=step_cfg.kl_beta, kl_sequence=seq_kl)
+            step_cfg = replace(cfg, kl_beta=adaptive_kl_beta(step_cfg.kl_beta, seq_kl, cfg.kl_target, len(exp),
+                                                             cfg.kl_horizon))
         if row.get("kl_ref", 0.0) > cfg.max_kl:
             raise FloatingPointError(
                 f"online: KL to the reference reached {row['kl_ref']:.2f} nats/token at step {step}, "

@@ -33,6 +33,8 @@ class ObjectiveConfig:
     eps_high: float | None = None       # None: symmetric; DAPO's clip-higher uses 0.28
     kl_beta: float = 0.0                # KL(pi || ref) strength; 0 = no reference model (DAPO)
     kl_kind: str = "k3"                 # k3 in the GRPO loss; k1 in PPO's per-token reward
+    kl_target: float | None = None      # PPO: adapt kl_beta towards this sequence KL (nats); None: fixed
+    kl_horizon: int = 10_000            # PPO's adaptive controller: responses per ~20% change of beta
     outcome_weight: float = 0.0         # teacher_token: + this x group outcome advantage (alpha)
     overlong_buffer: int = 0            # DAPO soft over-long penalty over the last N tokens
     overlong_penalty: float = 1.0
@@ -61,7 +63,8 @@ class BudgetConfig:
 
 
 _PARTS = {"sampling": SamplingConfig, "objective": ObjectiveConfig, "budget": BudgetConfig}
-ONLY_FOR = {"jsd_beta": ("jsd",)}    # setting -> the objectives that read it (see `cache_dict`)
+# setting -> the objectives that read it (see `cache_dict`)
+ONLY_FOR = {"jsd_beta": ("jsd",), "kl_target": ("ppo",), "kl_horizon": ("ppo",)}
 _OWNER = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 
 

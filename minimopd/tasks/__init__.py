@@ -25,7 +25,7 @@ from .base import (ANSWER_CLOSE, ANSWER_OPEN, DIFFICULTIES, END_MARKER, PREFEREN
                    extract_answer, format_ok, get_task, list_tasks, normalize_answer,
                    register_task, split_of, unregister_task)
 from .preference import (NotesTask, gold_breakdown, gold_score, label_pair, preference_pairs,
-                         sample_responses)
+                         preference_rankings, sample_responses)
 from .verifiable import AddTask, CountTask, ReverseTask, SortTask
 
 for _task in (AddTask(), SortTask(), ReverseTask(), CountTask(), NotesTask()):

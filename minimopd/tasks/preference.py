@@ -3,8 +3,8 @@
 Prompts ask for a short note ("Write a note to Ana about tea."). There is no checkable answer,
 so instead of a verifier the domain has a *gold* scorer, `gold_score`, that plays the human
 whose taste we want the model to learn. Pipelines must treat it as hidden: they may only see
-its judgements through noisy pairwise labels (`preference_pairs`), train a reward model on
-those, and use the gold score afterwards to measure what really happened. `NotesTask.score`
+its judgements through noisy pairwise labels (`preference_rankings`, `preference_pairs`), train
+a reward model on those, and use the gold score afterwards to measure what really happened. `NotesTask.score`
 returns this gold score: it is an evaluation oracle, not a verifier.
 
 What the labeler likes (see `gold_breakdown`; four parts worth 0.25 each, minus penalties):
@@ -212,23 +212,42 @@ def label_pair(prompt: str, a: str, b: str, rng: random.Random, temperature: flo
             "gold_chosen": ga if a_wins else gb, "gold_rejected": gb if a_wins else ga}
 
 
-def preference_pairs(examples, *, responses_per_prompt: int = 4, seed: int = 0,
-                     temperature: float = 0.1) -> list[dict]:
-    """A pairwise preference data set, InstructGPT style: for each example sample
-    `responses_per_prompt` responses and label every pair of distinct ones with `label_pair`
-    (so K responses give up to K*(K-1)/2 pairs). Keys: prompt, chosen, rejected, gold_chosen,
-    gold_rejected; `prompt` is the plain prompt text (no chat markup). Deterministic in seed."""
+def preference_rankings(examples, *, responses_per_prompt: int = 4, seed: int = 0,
+                        temperature: float = 0.1) -> list[dict]:
+    """The labelled comparisons of each prompt, kept together, InstructGPT style: for each
+    example sample `responses_per_prompt` (K) responses and have the labeler compare every pair
+    of distinct ones (`label_pair`). One dict per example: `prompt` (plain text, no chat markup),
+    `responses` (K texts), `gold` (their K hidden gold scores, for evaluation only) and `pairs`
+    (up to K(K-1)/2 `(chosen, rejected)` index pairs into `responses`). A reward model trained on
+    all pairs of a prompt in one batch element sees each response once per epoch instead of
+    K - 1 times. Deterministic in seed."""
     if responses_per_prompt < 2:
         raise ValueError("responses_per_prompt must be at least 2 to form a pair")
     rng = random.Random(f"notes-pairs/{seed}/{temperature}")
-    pairs = []
+    rankings = []
     for i, example in enumerate(examples):
         prompt = _prompt_of(example)
         responses = sample_responses(prompt, responses_per_prompt, seed=_stable_int(seed, i))
-        for a, b in itertools.combinations(responses, 2):
-            if a != b:
-                pairs.append(label_pair(prompt, a, b, rng, temperature))
-    return pairs
+        pairs = []
+        for a, b in itertools.combinations(range(len(responses)), 2):
+            if responses[a] != responses[b]:
+                label = label_pair(prompt, responses[a], responses[b], rng, temperature)
+                pairs.append((a, b) if label["chosen"] == responses[a] else (b, a))
+        rankings.append({"prompt": prompt, "responses": responses,
+                         "gold": [gold_score(prompt, r) for r in responses], "pairs": pairs})
+    return rankings
+
+
+def preference_pairs(examples, *, responses_per_prompt: int = 4, seed: int = 0,
+                     temperature: float = 0.1) -> list[dict]:
+    """A pairwise preference data set: `preference_rankings` flattened to one dict per labelled
+    pair (so K responses per prompt give up to K*(K-1)/2 pairs). Keys: prompt, chosen, rejected,
+    gold_chosen, gold_rejected; `prompt` is the plain prompt text (no chat markup)."""
+    return [{"prompt": r["prompt"], "chosen": r["responses"][c], "rejected": r["responses"][j],
+             "gold_chosen": r["gold"][c], "gold_rejected": r["gold"][j]}
+            for r in preference_rankings(examples, responses_per_prompt=responses_per_prompt, seed=seed,
+                                         temperature=temperature)
+            for c, j in r["pairs"]]
 
 
 class NotesTask(Task):

@@ -1,0 +1,149 @@
+"""Learning from preferences: the InstructGPT / Llama / Tülu line, on the `notes` domain.
+
+The `notes` domain has no verifier. A hidden gold scorer plays the human labeller
+(`tasks/preference.py`). Training sees it only through noisy pairwise labels; evaluation reads
+it directly, so every stage is measured on the gold score ("accuracy" in the tables and
+histories) next to the reward model's score ("reward", the proxy).
+
+* `demonstrations_artifact` (`sft_notes`): the shared SFT model fine-tuned on notes written the
+  way ordinary writers write them (`sample_responses`: mixed quality, gold 0.64 on average),
+  InstructGPT's demonstrations. The shared SFT learned the perfect reference notes, which
+  leave RLHF nothing to improve; demonstrations as good as their writers do, and the labeller's
+  comparisons can then teach what the demonstrations did not show.
+* `reward_model_artifact`: the reward model of a profile and seed, grown from that SFT model on
+  labelled rankings and normalised on its own samples (`stages/reward_model.py` says what it
+  keeps from InstructGPT and what differs).
+* `instructgpt`: SFT -> reward model -> PPO. PPO is the online loop with the `ppo` preset
+  (`stages/online.py`: GAE over a value head, per-token KL folded into the reward, clipped
+  surrogate and value loss) and a `RewardModelSignal`; the SFT model is its frozen reference.
+  A response that runs out of tokens gets reward -1 instead of a score of its cut-off text.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .artifacts import RecipeResult, fork, online_artifact, sft_artifact, sft_on_pairs
+from .cache import Artifact, cached_stage, stage_key
+from .evaluation import evaluate
+from .models import RewardModel
+from .profiles import Profile, get_profile
+from .signals import RewardModelSignal
+from .stages.online import OnlineConfig, preset
+from .stages.reward_model import RewardModelConfig, train_reward_model
+from .stages.sft import SFTConfig
+from .tasks import PREFERENCE_DOMAIN, get_task, sample_responses
+
+NOTES_TOKENS = 4          # a note's token budget, in units of the profile's max_new_tokens (~1 token per character)
+PPO_KL_BETA = 0.02        # InstructGPT's per-token KL coefficient
+PPO_EPOCHS, PPO_MINIBATCHES = 4, 4
+UNFINISHED_REWARD = -1.0  # a response that never ends (Huang et al. 2024)
+
+
+def notes_tokens(profile: Profile) -> int:
+    return profile.max_new_tokens * NOTES_TOKENS
+
+
+def evaluate_notes(art: Artifact, profile: Profile, seed: int):
+    """Greedy gold score on held-out notes prompts, per level."""
+    return evaluate(art.model, art.tokenizer, tasks=(PREFERENCE_DOMAIN,), profile=profile, seed=seed,
+                    max_new_tokens=notes_tokens(profile))
+
+
+def demonstrations(n: int, seed: int) -> list[tuple[str, str]]:
+    """`n` (notes prompt, demonstration) pairs: one `sample_responses` note per train prompt."""
+    examples = get_task(PREFERENCE_DOMAIN).sample(n, split="train", seed=seed + 17)
+    return [(e.prompt, sample_responses(e, 1, seed=seed * 100_003 + i)[0]) for i, e in enumerate(examples)]
+
+
+def demonstrations_artifact(profile: Profile | str | None = None, *, seed: int = 0, parent: Artifact | None = None,
+                            progress: bool = True) -> Artifact:
+    """`parent` (default: the profile's SFT model) fine-tuned on mixed-quality notes
+    demonstrations for a fifth of the SFT's steps; cached."""
+    prof = get_profile(profile)
+    parent = parent or sft_artifact(prof, seed=seed, progress=progress)
+    cfg = SFTConfig(steps=max(20, prof.sft_steps // 5), batch_size=prof.sft_batch_size, lr=prof.sft_lr,
+                    domains=(PREFERENCE_DOMAIN,), seed=seed)
+    cfg = replace(cfg, n_examples=cfg.steps * cfg.batch_size)
+    return sft_on_pairs(parent, demonstrations(cfg.n_examples, seed), cfg, prof, name="sft_notes", progress=progress)
+
+
+def reward_model_artifact(profile: Profile | str | None = None, *, seed: int = 0, parent: Artifact | None = None,
+                          progress: bool = True, **overrides) -> Artifact:
+    """The reward model grown from `parent` (default: the profile's notes SFT model,
+    `demonstrations_artifact`), cached. Its held-out pairwise accuracy and the labels' noise
+    ceiling are in `info["eval"]`."""
+    prof = get_profile(profile)
+    parent = parent or demonstrations_artifact(prof, seed=seed, progress=progress)
+    cfg = RewardModelConfig.from_profile(prof, seed=seed, **overrides)
+
+    def build():
+        res = train_reward_model(RewardModel(fork(parent)), parent.tokenizer, cfg, reference_policy=parent.model,
+                                 device=prof.device, progress=progress, max_new_tokens=notes_tokens(prof))
+        res.info["parent"] = parent.path.name
+        return res.model, parent.tokenizer, res
+    return cached_stage(stage_key("reward_model", config=cfg, parent=parent.path.name), build, device=prof.device)
+
+
+def ppo_config(profile: Profile, seed: int, **overrides) -> OnlineConfig:
+    """PPO on notes prompts: the GRPO stages' completions per step, one per prompt (PPO needs no
+    groups), InstructGPT's KL coefficient, 4 epochs of 4 minibatches over each batch."""
+    base = OnlineConfig.from_profile(profile, seed=seed, domains=(PREFERENCE_DOMAIN,), difficulty=None,
+                                     prompts_per_step=profile.rl_prompts * profile.rl_group_size, group_size=1,
+                                     max_new_tokens=notes_tokens(profile), kl_beta=PPO_KL_BETA,
+                                     epochs=PPO_EPOCHS, minibatches=PPO_MINIBATCHES)
+    return replace(preset("ppo", base), **overrides)
+
+
+def ppo_artifact(parent: Artifact, reward_model: Artifact, profile: Profile, seed: int, *, name: str = "ppo",
+                 progress: bool = True, **overrides) -> Artifact:
+    """PPO of `parent` against `reward_model` (cached); `overrides` change `ppo_config`'s settings
+    (`kl_beta=0`, `kl_target=6.0`, `steps=...`)."""
+    signal = RewardModelSignal(reward_model.model, key=reward_model.path.name, unfinished_reward=UNFINISHED_REWARD)
+    return online_artifact(parent, profile, ppo_config(profile, seed, **overrides), name=name, signal=signal,
+                           reference=True, progress=progress)
+
+
+def proxy_gold_rows(result: RecipeResult, stages) -> list[dict]:
+    """Per online stage: the reward model's score (proxy), the gold score and the KL to the
+    reference on its own samples (T = 1), over its first and last 10% of steps."""
+    rows = []
+    for stage in stages:
+        h = result.histories[stage]
+        k = max(1, len(h) // 10)
+
+        def mean(key, part):
+            return round(sum(r[key] for r in part) / len(part), 3)
+        rows.append({"stage": stage, "proxy (start)": mean("reward", h[:k]), "proxy (end)": mean("reward", h[-k:]),
+                     "gold (start)": mean("accuracy", h[:k]), "gold (end)": mean("accuracy", h[-k:]),
+                     "KL to SFT (end, nats/token)": mean("kl_ref", h[-k:]),
+                     "unfinished (end)": mean("unfinished", h[-k:])})
+    return rows
+
+
+def recipe_instructgpt(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
+    """InstructGPT in miniature: SFT -> reward model -> PPO on the `notes` domain.
+
+    SFT here is the shared SFT model fine-tuned on mixed-quality demonstrations
+    (`demonstrations_artifact`). Kept from the paper: a reward model trained on K-way rankings with all pairs of a prompt in
+    one batch element, normalised on the SFT model's samples; PPO with a value head, GAE,
+    whitened advantages, per-token KL to the SFT model folded into the reward (beta 0.02),
+    clipped surrogate and value loss. Changed: the labeller is a program; the value head shares
+    the policy's backbone (the paper: a separate model initialised from the reward model); no
+    pretraining-loss mix (PPO-ptx); a response that never ends gets reward -1.
+    """
+    result = RecipeResult("instructgpt", profile.name, seed)
+    shared = sft_artifact(profile, seed=seed, progress=progress)
+    sft = demonstrations_artifact(profile, seed=seed, parent=shared, progress=progress)
+    result.record("sft", sft, evaluate_notes(sft, profile, seed))
+    rm = reward_model_artifact(profile, seed=seed, parent=sft, progress=progress)
+    result.record("reward_model", rm)
+    result.tables["reward model: held-out pairwise accuracy"] = [
+        {k: round(v, 3) if isinstance(v, float) else v for k, v in rm.info["eval"].items()}]
+    ppo = ppo_artifact(sft, rm, profile, seed, progress=progress)
+    result.record("ppo", ppo, evaluate_notes(ppo, profile, seed))
+    result.tables["proxy and gold reward during PPO"] = proxy_gold_rows(result, ["ppo"])
+    return result
+
+
+RECIPES = {"instructgpt": recipe_instructgpt}
+RECIPE_STAGES = {"instructgpt": ("base", "sft", "sft_notes", "reward_model", "ppo")}

@@ -1,0 +1,239 @@
+"""Stage 2 of InstructGPT: a reward model learned from pairwise comparisons.
+
+Nobody can write down what makes a good note, but a labeller can say which of two notes is
+better. The reward model r(x, y) is the SFT model's backbone with a scalar head read at the
+response's last token (`models.RewardModel`). It is trained so that the preferred response of a
+pair scores higher, under the Bradley-Terry model P(y_w beats y_l) = sigma(r_w - r_l): the loss is
+-log sigma(r_w - r_l) (`losses.bradley_terry_loss`).
+
+What this stage keeps from InstructGPT (Ouyang et al. 2022, section 3.5):
+
+* K responses per prompt, every labelled pair of them in one batch element. The K responses go
+  through the model once, and the prompt's loss is the mean over its pairs. Shuffled as
+  separate examples, each response would be seen K - 1 times per epoch; InstructGPT reports
+  that this overfits within one epoch. One epoch over the prompts, as there.
+* After training, the scores are shifted and scaled so that the reference policy's own samples
+  (the SFT model that PPO starts from) score mean 0 and std 1 (`RewardModel.set_normalisation`).
+  PPO's reward then starts centred.
+
+What differs: the labeller is a program (`tasks.preference.label_pair`: Bradley-Terry noise on
+the hidden gold score, temperature 0.1); K = 4 (InstructGPT ranked 4 to 9); the reward model
+has the policy's size (InstructGPT used a 6B reward model for a 175B policy).
+
+Measured on held-out prompts (`evaluate_reward_model`): accuracy against fresh noisy labels, and
+the ceiling that noise allows. A labeller who prefers a over b with probability p is
+predicted right at most max(p, 1 - p) of the time, whoever predicts, so no reward model can
+beat the mean of max(p, 1 - p) over the pairs (`pairwise_metrics`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import losses
+from ..data import build_sft_example, collate
+from ..models import RewardModel, count_parameters
+from ..profiles import Profile, get_profile
+from ..rollout import generate
+from ..tasks import PREFERENCE_DOMAIN, get_task, preference_rankings
+from .common import OptimConfig, StageResult, cycle_batches, train_offline
+
+
+@dataclass
+class RewardModelConfig:
+    steps: int = 100
+    prompts_per_batch: int = 16        # batch elements: a prompt with its K responses and their pairs
+    responses_per_prompt: int = 4      # K
+    label_temperature: float = 0.1     # the labeller's Bradley-Terry noise on gold differences
+    lr: float = 3e-4
+    warmup_steps: int = 10
+    normalise_samples: int = 256       # reference-policy samples that set the mean-0 / std-1 scale
+    eval_prompts: int = 300            # held-out prompts (K responses each) for the accuracy
+    seed: int = 0
+
+    @property
+    def n_prompts(self) -> int:
+        """Training prompts: one epoch, each prompt seen once."""
+        return self.steps * self.prompts_per_batch
+
+    @classmethod
+    def from_profile(cls, profile: Profile | str | None = None, **overrides) -> "RewardModelConfig":
+        p = get_profile(profile)
+        base = dict(steps=max(20, p.sft_steps // 4), prompts_per_batch=max(4, p.sft_batch_size // 4),
+                    eval_prompts=max(16, 3 * p.eval_per_level))
+        return cls(**{**base, **overrides})
+
+
+def ranking_rows(tokenizer, rankings, *, context: int | None = None) -> list[dict]:
+    """Each ranking (`tasks.preference_rankings`) as token ids: `ids` (K lists, the chat prompt,
+    the response and the end-of-turn token, as PPO's rollouts will show them) and `pairs`.
+    Rankings without a pair (all responses identical) are dropped."""
+    rows = []
+    for r in rankings:
+        if not r["pairs"]:
+            continue
+        ids = [build_sft_example(tokenizer, r["prompt"], resp)[0] for resp in r["responses"]]
+        if context is not None and max(map(len, ids)) > context:
+            raise ValueError(f"a response to {r['prompt']!r} is {max(map(len, ids))} tokens, longer than the "
+                             f"model's context ({context}): shorten it or build the model with a longer context")
+        rows.append({"ids": ids, "pairs": list(r["pairs"])})
+    if not rows:
+        raise ValueError("no ranking has a labelled pair: every prompt's responses were identical")
+    return rows
+
+
+def collate_rankings(rows, pad_id: int) -> dict[str, torch.Tensor]:
+    """A batch of rankings as one right-padded batch of all their responses.
+
+    Returns `input_ids`, `attention_mask` (R, T) for the R responses of the batch, and for its
+    P pairs `chosen`, `rejected` (P,) row indices into them and `group` (P,), the batch element
+    (prompt) each pair belongs to."""
+    seqs, chosen, rejected, group = [], [], [], []
+    for g, row in enumerate(rows):
+        offset = len(seqs)
+        seqs += [(ids, [1] * len(ids)) for ids in row["ids"]]
+        for c, r in row["pairs"]:
+            chosen.append(offset + c)
+            rejected.append(offset + r)
+            group.append(g)
+    batch = collate(seqs, pad_id)
+    del batch["loss_mask"]
+    return {**batch, "chosen": torch.tensor(chosen), "rejected": torch.tensor(rejected),
+            "group": torch.tensor(group)}
+
+
+def ranking_loss(rewards: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor,
+                 group: torch.Tensor) -> torch.Tensor:
+    """InstructGPT's reward-model loss for a batch of rankings.
+
+    rewards:  (R,) scores of the batch's responses
+    chosen, rejected, group: (P,) per pair, the rows of its preferred and dispreferred responses
+              and the prompt it belongs to (0 .. G-1, every prompt with at least one pair)
+    Returns:  the scalar mean over prompts of each prompt's mean Bradley-Terry loss over its pairs.
+    """
+    per_pair = losses.bradley_terry_loss(rewards[chosen], rewards[rejected])
+    n_groups = int(group.max()) + 1
+    sums = per_pair.new_zeros(n_groups).index_add(0, group, per_pair)
+    counts = per_pair.new_zeros(n_groups).index_add(0, group, torch.ones_like(per_pair))
+    return (sums / counts).mean()
+
+
+def pairwise_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
+                     gold_chosen: torch.Tensor, gold_rejected: torch.Tensor, temperature: float) -> dict:
+    """How well a reward model predicts a noisy labeller, and the best any model could do.
+
+    chosen_rewards, rejected_rewards: (P,) the model's scores of each labelled pair's preferred
+        and dispreferred response (a tie counts as half right)
+    gold_chosen, gold_rejected: (P,) their hidden gold scores
+    temperature: the labeller's Bradley-Terry temperature (0: noiseless)
+
+    The labeller prefers the labelled `chosen` side with probability
+    p = sigmoid((gold_chosen - gold_rejected) / temperature). Returns, over the P pairs:
+      accuracy           share of pairs whose label the model reproduces (these labels)
+      expected_accuracy  its expectation over the labeller's noise: p where the model prefers
+                         `chosen`, 1 - p where it prefers `rejected` (less noisy than `accuracy`)
+      noise_ceiling      mean of max(p, 1 - p): the expected accuracy of the gold scorer itself,
+                         the best any predictor can expect against these labels
+      gold_agreement     share of pairs with unequal gold scores that the model orders as gold does
+    """
+    right = (chosen_rewards > rejected_rewards).float() + 0.5 * (chosen_rewards == rejected_rewards).float()
+    diff = (gold_chosen - gold_rejected).double()
+    p = torch.sigmoid(diff / temperature) if temperature > 0 else (diff > 0).double() + 0.5 * (diff == 0).double()
+    right = right.double()
+    unequal = diff != 0
+    model_sign = torch.sign(chosen_rewards - rejected_rewards).double()
+    agree = (model_sign == torch.sign(diff)).double()[unequal]
+    return {"accuracy": float(right.mean()), "expected_accuracy": float((right * p + (1 - right) * (1 - p)).mean()),
+            "noise_ceiling": float(torch.maximum(p, 1 - p).mean()),
+            "gold_agreement": float(agree.mean()) if unequal.any() else float("nan"), "pairs": len(right)}
+
+
+@torch.no_grad()
+def score_texts(reward_model, tokenizer, prompts, responses, *, batch_size: int = 256) -> torch.Tensor:
+    """(N,) reward-model scores of `responses[i]` to `prompts[i]` (plain texts), read as the chat
+    format PPO's rollouts use."""
+    device = next(reward_model.parameters()).device
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        rows = [build_sft_example(tokenizer, p, r) for p, r in zip(prompts[i:i + batch_size],
+                                                                    responses[i:i + batch_size])]
+        batch = collate(rows, tokenizer.pad_token_id)
+        out.append(reward_model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def evaluate_reward_model(reward_model, tokenizer, *, n_prompts: int = 300, responses_per_prompt: int = 4,
+                          temperature: float = 0.1, seed: int = 0) -> dict:
+    """`pairwise_metrics` on held-out (test-split) notes prompts, with fresh labels drawn by the
+    same labeller from the same kind of responses as the training data."""
+    examples = get_task(PREFERENCE_DOMAIN).sample(n_prompts, split="test", seed=seed + 31)
+    rankings = preference_rankings(examples, responses_per_prompt=responses_per_prompt, seed=seed + 31,
+                                   temperature=temperature)
+    prompts = [r["prompt"] for r in rankings for _ in r["responses"]]
+    scores = score_texts(reward_model, tokenizer, prompts, [t for r in rankings for t in r["responses"]])
+    chosen, rejected, g_c, g_r = [], [], [], []
+    offset = 0
+    for r in rankings:
+        for c, j in r["pairs"]:
+            chosen.append(offset + c)
+            rejected.append(offset + j)
+            g_c.append(r["gold"][c])
+            g_r.append(r["gold"][j])
+        offset += len(r["responses"])
+    chosen, rejected = torch.tensor(chosen), torch.tensor(rejected)
+    return pairwise_metrics(scores[chosen], scores[rejected], torch.tensor(g_c), torch.tensor(g_r), temperature)
+
+
+@torch.no_grad()
+def normalise(reward_model, policy, tokenizer, *, n: int = 256, max_new_tokens: int = 32, seed: int = 0) -> dict:
+    """Scale `reward_model` so the policy's own samples (T = 1, on train-split notes prompts)
+    score mean 0 and std 1, as InstructGPT did with its reference policy. Scores the rollouts'
+    own token ids, exactly what `signals.RewardModelSignal` will see. Returns the raw mean and std."""
+    prompts = [e.prompt for e in get_task(PREFERENCE_DOMAIN).sample(n, split="train", seed=seed + 53)]
+    ro = generate(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed + 53)
+    reward_model.set_normalisation(0.0, 1.0)
+    device = next(reward_model.parameters()).device
+    raw = reward_model(ro.input_ids.to(device), ro.attention_mask.to(device)).float()
+    mean, std = float(raw.mean()), float(raw.std()) if len(raw) > 1 else 1.0
+    if not std > 1e-6:
+        raise ValueError(f"the reward model scores all {len(raw)} policy samples alike ({mean:.4g}): it "
+                         "cannot be normalised; train it longer or check its data")
+    reward_model.set_normalisation(mean, std)
+    return {"raw_mean": mean, "raw_std": std, "samples": len(raw)}
+
+
+def train_reward_model(model, tokenizer, config: RewardModelConfig, *, reference_policy=None,
+                       device: str = "cpu", progress: bool = True, max_new_tokens: int = 32) -> StageResult:
+    """Train a reward model on `config.n_prompts` labelled rankings of notes responses.
+
+    `model`: a `RewardModel`, or a causal LM to wrap in one (a fresh zero head). With a
+    `reference_policy` (the SFT model PPO will start from), the scores are then normalised on its
+    samples (`normalise`). The held-out metrics (`evaluate_reward_model`) are in `info["eval"]`.
+    """
+    rm = model if isinstance(model, RewardModel) else RewardModel(model)
+    examples = get_task(PREFERENCE_DOMAIN).sample(config.n_prompts, split="train", seed=config.seed)
+    rankings = preference_rankings(examples, responses_per_prompt=config.responses_per_prompt, seed=config.seed,
+                                   temperature=config.label_temperature)
+    rows = ranking_rows(tokenizer, rankings, context=rm.config.max_position_embeddings)
+
+    def step(model, batch):
+        rewards = model(batch["input_ids"], batch["attention_mask"])
+        loss = ranking_loss(rewards, batch["chosen"], batch["rejected"], batch["group"])
+        margin = rewards[batch["chosen"]] - rewards[batch["rejected"]]
+        return loss, {"pair_accuracy": (margin > 0).float().mean(), "margin": margin.mean()}
+
+    result = train_offline(
+        rm, cycle_batches(rows, config.prompts_per_batch, lambda b: collate_rankings(b, tokenizer.pad_token_id),
+                          seed=config.seed),
+        step, steps=config.steps, stage="reward_model", device=device,
+        optim=OptimConfig(lr=config.lr, warmup_steps=config.warmup_steps), progress=progress)
+    result.info.update(prompts=len(rows), pairs=sum(len(r["pairs"]) for r in rows),
+                       flops=6.0 * count_parameters(rm) * result.info["tokens"])
+    if reference_policy is not None:
+        result.info["normalisation"] = normalise(rm, reference_policy, tokenizer, n=config.normalise_samples,
+                                                 max_new_tokens=max_new_tokens, seed=config.seed)
+    result.info["eval"] = evaluate_reward_model(rm, tokenizer, n_prompts=config.eval_prompts,
+                                                responses_per_prompt=config.responses_per_prompt,
+                                                temperature=config.label_temperature, seed=config.seed)
+    return result

@@ -1,0 +1,126 @@
+"""The reward-model stage: InstructGPT's ranking loss (value and gradient against a loop),
+the pairwise metrics and their noise ceiling, the batch layout, and a tiny model that learns
+the labeller's taste and is normalised on its reference policy's samples."""
+import copy
+import math
+
+import pytest
+import torch
+
+from minimopd.models import RewardModel, build_model
+from minimopd.stages.reward_model import (RewardModelConfig, collate_rankings, evaluate_reward_model, normalise,
+                                          pairwise_metrics, ranking_loss, ranking_rows, score_texts,
+                                          train_reward_model)
+from minimopd.tasks import get_task, gold_score, preference_pairs, preference_rankings
+
+
+def _loop_ranking_loss(rewards, chosen, rejected, group):
+    per_group = {}
+    for c, r, g in zip(chosen.tolist(), rejected.tolist(), group.tolist()):
+        per_group.setdefault(g, []).append(-math.log(1 / (1 + math.exp(-(rewards[c] - rewards[r]).item()))))
+    return sum(sum(v) / len(v) for v in per_group.values()) / len(per_group)
+
+
+def test_ranking_loss_is_the_mean_over_prompts_of_each_prompts_mean_pair_loss():
+    g = torch.Generator().manual_seed(0)
+    rewards = torch.randn(9, generator=g, dtype=torch.float64, requires_grad=True)
+    # prompt 0: 3 responses, 3 pairs; prompt 1: 4 responses, 1 pair; prompt 2: 2 responses, 1 pair
+    chosen, rejected = torch.tensor([0, 2, 2, 4, 7]), torch.tensor([1, 0, 1, 6, 8])
+    group = torch.tensor([0, 0, 0, 1, 2])
+    loss = ranking_loss(rewards, chosen, rejected, group)
+    assert loss.item() == pytest.approx(_loop_ranking_loss(rewards.detach(), chosen, rejected, group), rel=1e-12)
+    # a pair of a prompt with one pair weighs three times a pair of a prompt with three
+    loss.backward()
+    one = -(1 - torch.sigmoid(rewards[4] - rewards[6])) / 3
+    three = -(1 - torch.sigmoid(rewards[0] - rewards[1])) / 3 / 3
+    assert rewards.grad[6].item() == pytest.approx(-one.item(), rel=1e-9)
+    assert rewards.grad[3].item() == 0.0                               # in no pair
+    assert rewards.grad[1].item() == pytest.approx(
+        -three.item() + (1 - torch.sigmoid(rewards[2] - rewards[1])).item() / 9, rel=1e-9)
+    assert torch.autograd.gradcheck(lambda r: ranking_loss(r, chosen, rejected, group), (rewards.detach().requires_grad_(),))
+
+
+def test_pairwise_metrics_hand_cases():
+    # noiseless labeller: the ceiling is 1 on pairs with unequal gold, 1/2 on ties
+    m = pairwise_metrics(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 2.0]),
+                         torch.tensor([0.9, 0.8, 0.5]), torch.tensor([0.1, 0.2, 0.5]), temperature=0)
+    assert m["accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert m["noise_ceiling"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert m["expected_accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert m["gold_agreement"] == pytest.approx(0.5) and m["pairs"] == 3
+    # a noisy labeller: p = sigmoid(gold gap / T); the gold scorer's own expected accuracy is the ceiling
+    gc, gr, T = torch.tensor([0.7, 0.4, 0.2]), torch.tensor([0.5, 0.6, 0.1]), 0.1
+    p = torch.sigmoid((gc - gr) / T)
+    gold_as_model = pairwise_metrics(gc, gr, gc, gr, T)
+    assert gold_as_model["expected_accuracy"] == pytest.approx(gold_as_model["noise_ceiling"])
+    assert gold_as_model["noise_ceiling"] == pytest.approx(float(torch.maximum(p, 1 - p).mean()))
+    flipped = pairwise_metrics(gr, gc, gc, gr, T)                      # prefers the worse side of every pair
+    assert flipped["expected_accuracy"] == pytest.approx(1 - gold_as_model["noise_ceiling"])
+    assert flipped["gold_agreement"] == 0.0
+
+
+def test_rankings_flatten_to_the_pairs_and_carry_gold(tok):
+    exs = get_task("notes").sample(6, seed=4)
+    rankings = preference_rankings(exs, responses_per_prompt=4, seed=2, temperature=0.3)
+    assert preference_pairs(exs, responses_per_prompt=4, seed=2, temperature=0.3) == [
+        {"prompt": r["prompt"], "chosen": r["responses"][c], "rejected": r["responses"][j],
+         "gold_chosen": r["gold"][c], "gold_rejected": r["gold"][j]} for r in rankings for c, j in r["pairs"]]
+    r = rankings[0]
+    assert r["gold"] == [gold_score(r["prompt"], t) for t in r["responses"]] and len(r["pairs"]) == 6
+    rows = ranking_rows(tok, rankings)
+    batch = collate_rankings(rows[:2], tok.pad_token_id)
+    assert batch["input_ids"].shape[0] == 8 and batch["chosen"].shape == (12,)
+    assert batch["group"].tolist() == [0] * 6 + [1] * 6
+    # the batch's chosen row of rankings[1]'s first pair is that response, in the chat format
+    c, _ = rankings[1]["pairs"][0]
+    row = batch["chosen"][6].item()
+    text = tok.decode(batch["input_ids"][row][batch["attention_mask"][row].bool()])
+    assert rankings[1]["responses"][c] in text and rankings[1]["prompt"] in text
+    with pytest.raises(ValueError, match="no ranking has a labelled pair"):
+        ranking_rows(tok, [{**r, "pairs": []}])
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        ranking_rows(tok, rankings, context=8)
+
+
+def test_a_tiny_reward_model_learns_the_labeller_and_is_normalised_on_its_policy(tok, sft_tiny):
+    cfg = RewardModelConfig(steps=40, prompts_per_batch=8, lr=3e-3, eval_prompts=40, normalise_samples=32)
+    before = evaluate_reward_model(RewardModel(copy.deepcopy(sft_tiny)), tok, n_prompts=40)
+    assert before["accuracy"] == 0.5                                     # a zero head ties every pair
+    res = train_reward_model(copy.deepcopy(sft_tiny), tok, cfg, reference_policy=sft_tiny, max_new_tokens=12)
+    rm, ev = res.model, res.info["eval"]
+    assert isinstance(rm, RewardModel) and res.info["prompts"] == 320
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    assert ev["expected_accuracy"] > 0.6 and ev["noise_ceiling"] > ev["expected_accuracy"] - 0.02
+    # normalised: the same policy samples now score mean 0, std 1
+    from minimopd.rollout import generate
+    prompts = [e.prompt for e in get_task("notes").sample(32, split="train", seed=53)]
+    ro = generate(sft_tiny, tok, prompts, max_new_tokens=12, temperature=1.0, seed=53)
+    with torch.no_grad():
+        scores = rm(ro.input_ids, ro.attention_mask)
+    assert scores.mean().item() == pytest.approx(0.0, abs=1e-4) and scores.std().item() == pytest.approx(1.0, abs=1e-4)
+    # score_texts reads a (prompt, response) as the chat format and agrees with the model
+    r = preference_rankings(get_task("notes").sample(2, seed=9), responses_per_prompt=2)[0]
+    got = score_texts(rm, tok, [r["prompt"]] * 2, r["responses"])
+    rows = ranking_rows(tok, [r])
+    batch = collate_rankings(rows, tok.pad_token_id)
+    with torch.no_grad():
+        torch.testing.assert_close(got, rm(batch["input_ids"], batch["attention_mask"]).float())
+
+
+def test_normalise_refuses_a_reward_model_that_scores_everything_alike(tok, sft_tiny):
+    rm = RewardModel(build_model("tiny", tok, seed=1))                  # a zero head: every score is 0
+    with pytest.raises(ValueError, match="scores all 8 policy samples alike"):
+        normalise(rm, sft_tiny, tok, n=8, max_new_tokens=4)
+
+
+def test_reward_model_artifact_is_cached_with_its_scale(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMOPD_CACHE", str(tmp_path))
+    from minimopd.recipes_pref import reward_model_artifact
+    art = reward_model_artifact("smoke", progress=False, steps=6)
+    again = reward_model_artifact("smoke", progress=False, steps=6)
+    assert not art.cached and again.cached and again.path == art.path
+    assert isinstance(again.model, RewardModel)
+    norm = art.info["normalisation"]
+    assert again.model.norm_mean.item() == pytest.approx(norm["raw_mean"])
+    assert again.model.norm_std.item() == pytest.approx(norm["raw_std"])
+    assert set(again.info["eval"]) >= {"accuracy", "expected_accuracy", "noise_ceiling", "gold_agreement"}
