@@ -22,9 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minimopd.profiles import get_profile  # noqa: E402
-from minimopd.recipes_pref import demonstrations_artifact, evaluate_notes, ppo_artifact, reward_model_artifact  # noqa: E402
+from minimopd.recipes_pref import (demonstrations_artifact, evaluate_notes, ppo_artifact,  # noqa: E402
+                                   reward_model_artifact, reward_model_eval)
 
-KEYS = ("reward", "accuracy", "kl_ref", "length", "unfinished", "entropy", "value_loss")
+KEYS = ("reward", "accuracy", "kl_ref", "length", "truncated", "entropy", "value_loss")
 
 
 def trajectory(history, points: int = 10) -> list[dict]:
@@ -56,8 +57,8 @@ def main(argv=None):
                                    ("lr", args.lr)) if v is not None}
     sft = demonstrations_artifact(prof, seed=args.seed)
     rm = reward_model_artifact(prof, seed=args.seed, parent=sft)
-    print("reward model, held-out pairs:", {k: round(v, 3) if isinstance(v, float) else v
-                                            for k, v in rm.info["eval"].items()})
+    rm_eval = reward_model_eval(rm, prof, args.seed)
+    print("reward model, held-out pairs:", rm_eval)
     ppo = ppo_artifact(sft, rm, prof, args.seed, **overrides)
     rows = trajectory(ppo.history)
     keys = list(rows[0])
@@ -71,7 +72,7 @@ def main(argv=None):
     print(f"PPO: {ppo.info['wall_time']:.0f} s, {ppo.info['flops']:.2e} FLOPs, settings {overrides or 'the recipe'}")
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"profile": prof.name, "seed": args.seed, "overrides": overrides, "reward_model": rm.info["eval"],
+            {"profile": prof.name, "seed": args.seed, "overrides": overrides, "reward_model": rm_eval,
              "trajectory": rows, "history": ppo.history,
              "greedy_gold": {name: ev.rows for name, ev in evals.items()}}, indent=1, default=str))
 

@@ -97,7 +97,7 @@ def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, na
                               "prompts instead", stacklevel=2)
                 pool = None
         model = fork(parent)
-        if OBJECTIVES[cfg.loss].needs_values and not isinstance(model, PolicyWithValue):
+        if getattr(OBJECTIVES.get(cfg.loss), "needs_values", False) and not isinstance(model, PolicyWithValue):
             model = PolicyWithValue(model)
         ref = copy.deepcopy(unwrap(parent.model)) if reference or cfg.kl_beta > 0 else None
         res = train_online(model, parent.tokenizer, cfg, signal=signal, prompts=pool, ref_model=ref,
@@ -113,7 +113,7 @@ def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, na
         return res.model, parent.tokenizer, res
     key = stage_key(name, config=cfg, signal=signal.spec(), parent=parent.path.name,
                     **({} if selection is None else {"selection": selection}),
-                    **({"reference": True} if reference else {}))
+                    **({"reference": True} if reference and not cfg.kl_beta > 0 else {}))
     return cached_stage(key, build, device=profile.device)
 
 

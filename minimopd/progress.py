@@ -55,8 +55,9 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             # `minimopd lineage --recipes mopd` (RESULTS.md "MOPD as a recipe"; mopd ran beside tests:
             # 1,128 s measured, the same work as mopd_forward)
             "mopd": 662, "mopd_forward": 662, "mixed_rl": 504,
-            # the reward model of seed 0 (stages/reward_model.py defaults; 2-core AMD EPYC, two threads)
-            "reward_model": 200},
+            # the instructgpt recipe's stages, seed 0 (2-core AMD EPYC, two threads; RESULTS.md "Reward
+            # model and PPO"): PPO ran 60 of its 300 steps in 362 s, so it is counted as 5x that
+            "sft_notes": 160, "reward_model": 190, "ppo": 5 * 362},
 }
 
 

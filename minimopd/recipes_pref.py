@@ -12,7 +12,7 @@ histories) next to the reward model's score ("reward", the proxy).
   comparisons can then teach what the demonstrations did not show.
 * `reward_model_artifact`: the reward model of a profile and seed, grown from that SFT model on
   labelled rankings and normalised on its own samples (`stages/reward_model.py` says what it
-  keeps from InstructGPT and what differs).
+  keeps from InstructGPT and what differs); `reward_model_eval`, its held-out accuracy.
 * `instructgpt`: SFT -> reward model -> PPO. PPO is the online loop with the `ppo` preset
   (`stages/online.py`: GAE over a value head, per-token KL folded into the reward, clipped
   surrogate and value loss) and a `RewardModelSignal`; the SFT model is its frozen reference.
@@ -29,18 +29,13 @@ from .models import RewardModel
 from .profiles import Profile, get_profile
 from .signals import RewardModelSignal
 from .stages.online import OnlineConfig, preset
-from .stages.reward_model import RewardModelConfig, train_reward_model
+from .stages.reward_model import RewardModelConfig, evaluate_reward_model, notes_tokens, train_reward_model
 from .stages.sft import SFTConfig
 from .tasks import PREFERENCE_DOMAIN, get_task, sample_responses
 
-NOTES_TOKENS = 4          # a note's token budget, in units of the profile's max_new_tokens (~1 token per character)
 PPO_KL_BETA = 0.02        # InstructGPT's per-token KL coefficient
 PPO_EPOCHS, PPO_MINIBATCHES = 4, 4
 UNFINISHED_REWARD = -1.0  # a response that never ends (Huang et al. 2024)
-
-
-def notes_tokens(profile: Profile) -> int:
-    return profile.max_new_tokens * NOTES_TOKENS
 
 
 def evaluate_notes(art: Artifact, profile: Profile, seed: int):
@@ -70,18 +65,29 @@ def demonstrations_artifact(profile: Profile | str | None = None, *, seed: int =
 def reward_model_artifact(profile: Profile | str | None = None, *, seed: int = 0, parent: Artifact | None = None,
                           progress: bool = True, **overrides) -> Artifact:
     """The reward model grown from `parent` (default: the profile's notes SFT model,
-    `demonstrations_artifact`), cached. Its held-out pairwise accuracy and the labels' noise
-    ceiling are in `info["eval"]`."""
+    `demonstrations_artifact`) and normalised on its samples, cached. `reward_model_eval` gives
+    its held-out accuracy."""
     prof = get_profile(profile)
     parent = parent or demonstrations_artifact(prof, seed=seed, progress=progress)
     cfg = RewardModelConfig.from_profile(prof, seed=seed, **overrides)
 
     def build():
         res = train_reward_model(RewardModel(fork(parent)), parent.tokenizer, cfg, reference_policy=parent.model,
-                                 device=prof.device, progress=progress, max_new_tokens=notes_tokens(prof))
+                                 device=prof.device, progress=progress)
         res.info["parent"] = parent.path.name
         return res.model, parent.tokenizer, res
     return cached_stage(stage_key("reward_model", config=cfg, parent=parent.path.name), build, device=prof.device)
+
+
+def reward_model_eval(reward_model: Artifact, profile: Profile, seed: int) -> dict:
+    """The reward model's held-out pairwise accuracy, the labels' noise ceiling and its agreement
+    with gold (`stages.reward_model.pairwise_metrics`) on 3 x the profile's items per level of
+    test prompts, K responses each, rounded for a table. Evaluation only: not part of any key."""
+    cfg = RewardModelConfig.from_profile(profile, seed=seed)
+    ev = evaluate_reward_model(reward_model.model, reward_model.tokenizer, n_prompts=3 * profile.eval_per_level,
+                               responses_per_prompt=cfg.responses_per_prompt, temperature=cfg.label_temperature,
+                               seed=seed)
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in ev.items()}
 
 
 def ppo_config(profile: Profile, seed: int, **overrides) -> OnlineConfig:
@@ -104,8 +110,9 @@ def ppo_artifact(parent: Artifact, reward_model: Artifact, profile: Profile, see
 
 
 def proxy_gold_rows(result: RecipeResult, stages) -> list[dict]:
-    """Per online stage: the reward model's score (proxy), the gold score and the KL to the
-    reference on its own samples (T = 1), over its first and last 10% of steps."""
+    """Per online stage, over its first and last 10% of steps, on its own samples (T = 1): the
+    proxy (the signal's reward: the reward model's normalised score, or -1 for a note cut off by
+    the token budget), the gold score, the KL to the reference and the share cut off."""
     rows = []
     for stage in stages:
         h = result.histories[stage]
@@ -116,7 +123,7 @@ def proxy_gold_rows(result: RecipeResult, stages) -> list[dict]:
         rows.append({"stage": stage, "proxy (start)": mean("reward", h[:k]), "proxy (end)": mean("reward", h[-k:]),
                      "gold (start)": mean("accuracy", h[:k]), "gold (end)": mean("accuracy", h[-k:]),
                      "KL to SFT (end, nats/token)": mean("kl_ref", h[-k:]),
-                     "unfinished (end)": mean("unfinished", h[-k:])})
+                     "cut off (end)": mean("truncated", h[-k:])})
     return rows
 
 
@@ -129,7 +136,9 @@ def recipe_instructgpt(profile: Profile, seed: int = 0, progress: bool = True) -
     whitened advantages, per-token KL to the SFT model folded into the reward (beta 0.02),
     clipped surrogate and value loss. Changed: the labeller is a program; the value head shares
     the policy's backbone (the paper: a separate model initialised from the reward model); no
-    pretraining-loss mix (PPO-ptx); a response that never ends gets reward -1.
+    pretraining-loss mix (PPO-ptx); the reward model is normalised on the SFT model's samples
+    (Ziegler et al. 2019; InstructGPT centred it on the demonstrations); a response that never
+    ends gets reward -1.
     """
     result = RecipeResult("instructgpt", profile.name, seed)
     shared = sft_artifact(profile, seed=seed, progress=progress)
@@ -137,8 +146,7 @@ def recipe_instructgpt(profile: Profile, seed: int = 0, progress: bool = True) -
     result.record("sft", sft, evaluate_notes(sft, profile, seed))
     rm = reward_model_artifact(profile, seed=seed, parent=sft, progress=progress)
     result.record("reward_model", rm)
-    result.tables["reward model: held-out pairwise accuracy"] = [
-        {k: round(v, 3) if isinstance(v, float) else v for k, v in rm.info["eval"].items()}]
+    result.tables["reward model: held-out pairwise accuracy"] = [reward_model_eval(rm, profile, seed)]
     ppo = ppo_artifact(sft, rm, profile, seed, progress=progress)
     result.record("ppo", ppo, evaluate_notes(ppo, profile, seed))
     result.tables["proxy and gold reward during PPO"] = proxy_gold_rows(result, ["ppo"])

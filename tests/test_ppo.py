@@ -38,17 +38,26 @@ def test_ppo_adapts_its_kl_coefficient_towards_the_target(tok, sft_tiny):
     rm = RewardModel(build_model("tiny", tok, seed=5))
     with torch.no_grad():
         rm.head.proj.weight.normal_(generator=torch.Generator().manual_seed(1))
+    from minimopd.advantages import get_estimator
     cfg = preset("ppo", small_cfg(steps=4, group_size=1, kl_beta=0.1, kl_target=50.0, kl_horizon=20, lr=3e-3))
+    used, gae = [], get_estimator("gae")
+
+    def spy(exp, c):                  # the beta that shapes each step's rewards
+        used.append(c.kl_beta)
+        return gae(exp, c)
     res = train_online(PolicyWithValue(copy.deepcopy(sft_tiny)), tok, cfg, signal=RewardModelSignal(rm),
-                       ref_model=copy.deepcopy(sft_tiny), progress=False)
+                       ref_model=copy.deepcopy(sft_tiny), estimator=spy, progress=False)
     h = res.history
-    assert h[0]["kl_beta"] == 0.1
+    assert h[0]["kl_beta"] == 0.1 and used == [r["kl_beta"] for r in h]
     for prev, row in zip(h, h[1:]):
         assert row["kl_beta"] == pytest.approx(adaptive_kl_beta(prev["kl_beta"], prev["kl_sequence"], 50.0, 4, 20))
-    assert h[-1]["kl_beta"] < 0.1 and h[1]["kl_sequence"] > 0
+    assert h[-1]["kl_beta"] < 0.1
     with pytest.raises(ValueError, match="kl_target adapts the KL penalty folded into PPO's reward"):
         train_online(copy.deepcopy(sft_tiny), tok, small_cfg(kl_beta=0.1, kl_target=5.0), ref_model=sft_tiny,
                      progress=False)
+    with pytest.raises(ValueError, match="kl_target adapts the KL penalty folded into PPO's reward"):
+        train_online(PolicyWithValue(copy.deepcopy(sft_tiny)), tok, dataclasses.replace(cfg, loss="clipped_pg"),
+                     signal=RewardModelSignal(rm), ref_model=sft_tiny, progress=False)
     with pytest.raises(ValueError, match="both must be > 0"):
         train_online(PolicyWithValue(copy.deepcopy(sft_tiny)), tok, dataclasses.replace(cfg, kl_beta=0.0),
                      signal=RewardModelSignal(rm), ref_model=sft_tiny, progress=False)
@@ -106,3 +115,15 @@ def test_demonstrations_are_ordinary_notes_of_train_prompts():
     assert r in sample_responses(p, 1, seed=1 * 100_003 + 7)
     gold = [gold_score(p, r) for p, r in pairs]
     assert 0.5 < sum(gold) / len(gold) < 0.8 and min(gold) < 0.3 and max(gold) == 1.0
+
+
+def test_only_ppo_stages_are_keyed_by_the_kl_controller():
+    """kl_target keys PPO stages only, and kl_horizon only where kl_target is set: adding the
+    controller kept every other stage's cache key."""
+    from minimopd.cache import stage_key
+    grpo, ppo = preset("grpo", small_cfg()), preset("ppo", small_cfg(group_size=1, kl_beta=0.1))
+    key = lambda c: stage_key("s", config=c)       # noqa: E731
+    assert key(grpo) == key(dataclasses.replace(grpo, kl_target=6.0)) == key(dataclasses.replace(grpo, kl_horizon=5))
+    assert key(ppo) == key(dataclasses.replace(ppo, kl_horizon=5))
+    adaptive = dataclasses.replace(ppo, kl_target=6.0)
+    assert key(ppo) != key(adaptive) != key(dataclasses.replace(adaptive, kl_horizon=5))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from minimopd.models import RewardModel, build_model
+from minimopd.models import RewardModel, build_model, count_parameters
 from minimopd.stages.reward_model import (RewardModelConfig, collate_rankings, evaluate_reward_model, normalise,
                                           pairwise_metrics, ranking_loss, ranking_rows, score_texts,
                                           train_reward_model)
@@ -59,6 +59,16 @@ def test_pairwise_metrics_hand_cases():
     assert flipped["gold_agreement"] == 0.0
 
 
+def test_preference_pairs_are_what_they_were_before_rankings():
+    """`preference_pairs` is now `preference_rankings` flattened; its output is pinned to the
+    digest of the pairs the earlier implementation gave for these arguments."""
+    import hashlib
+    import json
+    pairs = preference_pairs(get_task("notes").sample(30, seed=3), responses_per_prompt=5, seed=2, temperature=0.3)
+    assert len(pairs) == 300
+    assert hashlib.sha256(json.dumps(pairs, sort_keys=True).encode()).hexdigest()[:16] == "a7754e5e7bb9db35"
+
+
 def test_rankings_flatten_to_the_pairs_and_carry_gold(tok):
     exs = get_task("notes").sample(6, seed=4)
     rankings = preference_rankings(exs, responses_per_prompt=4, seed=2, temperature=0.3)
@@ -80,17 +90,24 @@ def test_rankings_flatten_to_the_pairs_and_carry_gold(tok):
         ranking_rows(tok, [{**r, "pairs": []}])
     with pytest.raises(ValueError, match="longer than the model's context"):
         ranking_rows(tok, rankings, context=8)
+    same = {**r, "responses": [r["responses"][0]] * 4}
+    with pytest.raises(ValueError, match="compares the response .* with itself"):
+        ranking_rows(tok, [same])
+    with pytest.raises(ValueError, match=r"the pair \(0, 4\) .* points outside its 4 responses"):
+        ranking_rows(tok, [{**r, "pairs": [(0, 4)]}])
 
 
 def test_a_tiny_reward_model_learns_the_labeller_and_is_normalised_on_its_policy(tok, sft_tiny):
-    cfg = RewardModelConfig(steps=40, prompts_per_batch=8, lr=3e-3, eval_prompts=40, normalise_samples=32)
+    cfg = RewardModelConfig(steps=40, prompts_per_batch=8, lr=3e-3, normalise_samples=32, normalise_tokens=12)
     before = evaluate_reward_model(RewardModel(copy.deepcopy(sft_tiny)), tok, n_prompts=40)
-    assert before["accuracy"] == 0.5                                     # a zero head ties every pair
-    res = train_reward_model(copy.deepcopy(sft_tiny), tok, cfg, reference_policy=sft_tiny, max_new_tokens=12)
+    assert before["accuracy"] == 0.5 and before["gold_agreement"] == 0.0   # a zero head ties every pair
+    res = train_reward_model(copy.deepcopy(sft_tiny), tok, cfg, reference_policy=sft_tiny, eval_prompts=40)
     rm, ev = res.model, res.info["eval"]
     assert isinstance(rm, RewardModel) and res.info["prompts"] == 320
+    assert res.history[0]["pair_accuracy"] == 0.5                        # ties count half, as in evaluation
     assert res.history[-1]["loss"] < res.history[0]["loss"]
-    assert ev["expected_accuracy"] > 0.6 and ev["noise_ceiling"] > ev["expected_accuracy"] - 0.02
+    assert ev["expected_accuracy"] > 0.6 and ev["gold_agreement"] > 0.65
+    assert res.info["flops"] > 6.0 * count_parameters(rm) * res.info["tokens"]   # + the normalisation's sampling
     # normalised: the same policy samples now score mean 0, std 1
     from minimopd.rollout import generate
     prompts = [e.prompt for e in get_task("notes").sample(32, split="train", seed=53)]
@@ -115,7 +132,8 @@ def test_normalise_refuses_a_reward_model_that_scores_everything_alike(tok, sft_
 
 def test_reward_model_artifact_is_cached_with_its_scale(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIMOPD_CACHE", str(tmp_path))
-    from minimopd.recipes_pref import reward_model_artifact
+    from minimopd.profiles import get_profile
+    from minimopd.recipes_pref import reward_model_artifact, reward_model_eval
     art = reward_model_artifact("smoke", progress=False, steps=6)
     again = reward_model_artifact("smoke", progress=False, steps=6)
     assert not art.cached and again.cached and again.path == art.path
@@ -123,4 +141,16 @@ def test_reward_model_artifact_is_cached_with_its_scale(tmp_path, monkeypatch):
     norm = art.info["normalisation"]
     assert again.model.norm_mean.item() == pytest.approx(norm["raw_mean"])
     assert again.model.norm_std.item() == pytest.approx(norm["raw_std"])
-    assert set(again.info["eval"]) >= {"accuracy", "expected_accuracy", "noise_ceiling", "gold_agreement"}
+    ev = reward_model_eval(again, get_profile("smoke"), 0)
+    assert ev["pairs"] == 6 * 3 * get_profile("smoke").eval_per_level          # K = 4: 6 pairs per prompt
+
+
+def test_no_preference_stage_is_keyed_by_the_evaluation_size():
+    """`minimopd lineage --eval-per-level` re-scores cached stages: the reward model's and PPO's
+    configs do not depend on the profile's evaluation size."""
+    from minimopd.profiles import get_profile
+    from minimopd.recipes_pref import ppo_config
+    for name in ("smoke", "cpu"):
+        p = get_profile(name)
+        assert RewardModelConfig.from_profile(p) == RewardModelConfig.from_profile(p.replace(eval_per_level=7))
+        assert ppo_config(p, 0).cache_dict() == ppo_config(p.replace(eval_per_level=7), 0).cache_dict()

@@ -236,9 +236,10 @@ def _check_setup(cfg: OnlineConfig, model, ref_model, objective) -> None:
     if cfg.kl_beta > 0 and ref_model is None:
         raise ValueError("kl_beta > 0 needs a frozen reference model: pass ref_model=...")
     if cfg.kl_target is not None:
-        if cfg.advantage != "gae":
-            raise ValueError(f"kl_target adapts the KL penalty folded into PPO's reward (advantage='gae'); "
-                             f"this stage uses advantage={cfg.advantage!r}: set kl_target=None")
+        if (cfg.advantage, cfg.loss) != ("gae", "ppo"):
+            raise ValueError(f"kl_target adapts the KL penalty folded into PPO's reward (advantage='gae', "
+                             f"loss='ppo'); this stage uses advantage={cfg.advantage!r}, loss={cfg.loss!r}: "
+                             "set kl_target=None")
         if not (cfg.kl_beta > 0 and cfg.kl_target > 0):
             raise ValueError(f"the adaptive KL controller scales kl_beta towards kl_target: both must be > 0 "
                              f"(kl_beta={cfg.kl_beta}, kl_target={cfg.kl_target})")
@@ -298,7 +299,7 @@ def _train_online(model, tokenizer, config, *, signal, ref_model, estimator, obj
                "time": time.perf_counter() - start, "lr": opt.param_groups[0]["lr"], **totals,
                **exp.signal.metrics}
         if cfg.kl_target is not None:
-            seq_kl = float(losses.masked_sum(losses.kl_estimate(exp.logprobs, exp.ref_logprobs, "k1"),
+            seq_kl = float(losses.masked_sum(losses.kl_estimate(exp.logprobs, exp.ref_logprobs, cfg.kl_kind),
                                              exp.mask, dim=1).mean())
             row.update(kl_beta=step_cfg.kl_beta, kl_sequence=seq_kl)
             step_cfg = replace(cfg, kl_beta=adaptive_kl_beta(step_cfg.kl_beta, seq_kl, cfg.kl_target, len(exp),

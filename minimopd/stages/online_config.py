@@ -65,6 +65,7 @@ class BudgetConfig:
 _PARTS = {"sampling": SamplingConfig, "objective": ObjectiveConfig, "budget": BudgetConfig}
 # setting -> the objectives that read it (see `cache_dict`)
 ONLY_FOR = {"jsd_beta": ("jsd",), "kl_target": ("ppo",), "kl_horizon": ("ppo",)}
+ONLY_WITH = {"kl_horizon": "kl_target"}   # setting -> the setting without which it is not read
 _OWNER = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 
 
@@ -98,14 +99,17 @@ class OnlineConfig:
 
     def cache_dict(self) -> dict:
         """The settings as the stage cache keys them: a setting that only one objective reads
-        (`ONLY_FOR`) is left out for the others, so adding such a setting keeps every other
-        stage's key (and its cached checkpoint)."""
+        (`ONLY_FOR`), or only alongside another one (`ONLY_WITH`), is left out where it is not
+        read, so adding such a setting keeps every other stage's key (and its cached checkpoint)."""
         from dataclasses import asdict
         out = {part: asdict(getattr(self, part)) for part in _PARTS}
         out["seed"] = self.seed
         for name, losses_using in ONLY_FOR.items():
             if self.objective.loss not in losses_using:
                 out[_OWNER[name]].pop(name)
+        for name, needs in ONLY_WITH.items():
+            if getattr(self, needs) is None:
+                out[_OWNER[name]].pop(name, None)
         return out
 
     @classmethod

@@ -12,13 +12,13 @@ What this stage keeps from InstructGPT (Ouyang et al. 2022, section 3.5):
   through the model once, and the prompt's loss is the mean over its pairs. Shuffled as
   separate examples, each response would be seen K - 1 times per epoch; InstructGPT reports
   that this overfits within one epoch. One epoch over the prompts, as there.
-* After training, the scores are shifted and scaled so that the reference policy's own samples
-  (the SFT model that PPO starts from) score mean 0 and std 1 (`RewardModel.set_normalisation`).
-  PPO's reward then starts centred.
-
 What differs: the labeller is a program (`tasks.preference.label_pair`: Bradley-Terry noise on
 the hidden gold score, temperature 0.1); K = 4 (InstructGPT ranked 4 to 9); the reward model
-has the policy's size (InstructGPT used a 6B reward model for a 175B policy).
+has the policy's size (InstructGPT used a 6B reward model for a 175B policy). After training,
+InstructGPT added a bias so that the labellers' demonstrations score 0 on average; here the
+scores are shifted and scaled so that the reference policy's own samples (the SFT model that
+PPO starts from) score mean 0 and std 1 (`RewardModel.set_normalisation`), as Ziegler et al.
+(2019) did. PPO's reward then starts near 0 on the scale of its own samples.
 
 Measured on held-out prompts (`evaluate_reward_model`): accuracy against fresh noisy labels, and
 the ceiling that noise allows. A labeller who prefers a over b with probability p is
@@ -40,6 +40,9 @@ from ..tasks import PREFERENCE_DOMAIN, get_task, preference_rankings
 from .common import OptimConfig, StageResult, cycle_batches, train_offline
 
 
+NOTES_TOKENS = 4
+
+
 @dataclass
 class RewardModelConfig:
     steps: int = 100
@@ -49,30 +52,47 @@ class RewardModelConfig:
     lr: float = 3e-4
     warmup_steps: int = 10
     normalise_samples: int = 256       # reference-policy samples that set the mean-0 / std-1 scale
-    eval_prompts: int = 300            # held-out prompts (K responses each) for the accuracy
+    normalise_tokens: int = 128        # their token budget: the one PPO samples notes with
     seed: int = 0
 
     @property
     def n_prompts(self) -> int:
-        """Training prompts: one epoch, each prompt seen once."""
+        """Training prompts: one epoch, each prompt seen once (a ranking without a labelled
+        pair is dropped, and the last batches then start a second pass)."""
         return self.steps * self.prompts_per_batch
 
     @classmethod
     def from_profile(cls, profile: Profile | str | None = None, **overrides) -> "RewardModelConfig":
         p = get_profile(profile)
         base = dict(steps=max(20, p.sft_steps // 4), prompts_per_batch=max(4, p.sft_batch_size // 4),
-                    eval_prompts=max(16, 3 * p.eval_per_level))
+                    normalise_tokens=notes_tokens(p))
         return cls(**{**base, **overrides})
+
+
+def notes_tokens(profile: Profile) -> int:
+    """The token budget of a note: `NOTES_TOKENS` x the profile's max_new_tokens (about one token
+    per character; notes are at most 160 characters)."""
+    return profile.max_new_tokens * NOTES_TOKENS
 
 
 def ranking_rows(tokenizer, rankings, *, context: int | None = None) -> list[dict]:
     """Each ranking (`tasks.preference_rankings`) as token ids: `ids` (K lists, the chat prompt,
     the response and the end-of-turn token, as PPO's rollouts will show them) and `pairs`.
-    Rankings without a pair (all responses identical) are dropped."""
+    Rankings without a pair (all responses identical) are dropped; a pair of identical responses
+    or an index outside the responses is a ValueError."""
     rows = []
     for r in rankings:
         if not r["pairs"]:
             continue
+        k = len(r["responses"])
+        for c, j in r["pairs"]:
+            if not (0 <= c < k and 0 <= j < k):
+                raise ValueError(f"the pair {(c, j)} of {r['prompt']!r} points outside its {k} responses "
+                                 "(pairs are (chosen, rejected) indices into `responses`)")
+            if r["responses"][c] == r["responses"][j]:
+                raise ValueError(f"a pair of {r['prompt']!r} compares the response {r['responses'][c]!r} with "
+                                 "itself: a preference between identical responses carries no signal (and "
+                                 "a tie is not a preference); drop the pair")
         ids = [build_sft_example(tokenizer, r["prompt"], resp)[0] for resp in r["responses"]]
         if context is not None and max(map(len, ids)) > context:
             raise ValueError(f"a response to {r['prompt']!r} is {max(map(len, ids))} tokens, longer than the "
@@ -112,10 +132,15 @@ def ranking_loss(rewards: torch.Tensor, chosen: torch.Tensor, rejected: torch.Te
               and the prompt it belongs to (0 .. G-1, every prompt with at least one pair)
     Returns:  the scalar mean over prompts of each prompt's mean Bradley-Terry loss over its pairs.
     """
+    if not len(group):
+        raise ValueError("ranking_loss got no pairs: every batch element needs at least one labelled pair")
     per_pair = losses.bradley_terry_loss(rewards[chosen], rewards[rejected])
     n_groups = int(group.max()) + 1
     sums = per_pair.new_zeros(n_groups).index_add(0, group, per_pair)
     counts = per_pair.new_zeros(n_groups).index_add(0, group, torch.ones_like(per_pair))
+    if (counts == 0).any():
+        raise ValueError(f"prompts {(counts == 0).nonzero().flatten().tolist()[:5]} of the batch have no pair: "
+                         "number the prompts 0 .. G-1 with at least one pair each")
     return (sums / counts).mean()
 
 
@@ -136,7 +161,10 @@ def pairwise_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tenso
       noise_ceiling      mean of max(p, 1 - p): the expected accuracy of the gold scorer itself,
                          the best any predictor can expect against these labels
       gold_agreement     share of pairs with unequal gold scores that the model orders as gold does
+                         (a tie of the model orders nothing: it counts as not agreeing)
     """
+    if temperature < 0:
+        raise ValueError(f"the labeller's temperature must be >= 0, got {temperature}")
     right = (chosen_rewards > rejected_rewards).float() + 0.5 * (chosen_rewards == rejected_rewards).float()
     diff = (gold_chosen - gold_rejected).double()
     p = torch.sigmoid(diff / temperature) if temperature > 0 else (diff > 0).double() + 0.5 * (diff == 0).double()
@@ -189,27 +217,31 @@ def evaluate_reward_model(reward_model, tokenizer, *, n_prompts: int = 300, resp
 def normalise(reward_model, policy, tokenizer, *, n: int = 256, max_new_tokens: int = 32, seed: int = 0) -> dict:
     """Scale `reward_model` so the policy's own samples (T = 1, on train-split notes prompts)
     score mean 0 and std 1, as InstructGPT did with its reference policy. Scores the rollouts'
-    own token ids, exactly what `signals.RewardModelSignal` will see. Returns the raw mean and std."""
+    own token ids, exactly what `signals.RewardModelSignal` will see. Returns the raw mean and
+    std, and the tokens the sampling and scoring ran through each model."""
     prompts = [e.prompt for e in get_task(PREFERENCE_DOMAIN).sample(n, split="train", seed=seed + 53)]
     ro = generate(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed + 53)
     reward_model.set_normalisation(0.0, 1.0)
     device = next(reward_model.parameters()).device
     raw = reward_model(ro.input_ids.to(device), ro.attention_mask.to(device)).float()
     mean, std = float(raw.mean()), float(raw.std()) if len(raw) > 1 else 1.0
+    tokens = int(ro.attention_mask.sum())
     if not std > 1e-6:
         raise ValueError(f"the reward model scores all {len(raw)} policy samples alike ({mean:.4g}): it "
                          "cannot be normalised; train it longer or check its data")
     reward_model.set_normalisation(mean, std)
-    return {"raw_mean": mean, "raw_std": std, "samples": len(raw)}
+    return {"raw_mean": mean, "raw_std": std, "samples": len(raw), "forward_tokens": tokens}
 
 
 def train_reward_model(model, tokenizer, config: RewardModelConfig, *, reference_policy=None,
-                       device: str = "cpu", progress: bool = True, max_new_tokens: int = 32) -> StageResult:
+                       device: str = "cpu", progress: bool = True, eval_prompts: int = 0) -> StageResult:
     """Train a reward model on `config.n_prompts` labelled rankings of notes responses.
 
     `model`: a `RewardModel`, or a causal LM to wrap in one (a fresh zero head). With a
     `reference_policy` (the SFT model PPO will start from), the scores are then normalised on its
-    samples (`normalise`). The held-out metrics (`evaluate_reward_model`) are in `info["eval"]`.
+    samples (`normalise`). FLOPs (training, and the normalisation's sampling and scoring) are in
+    `info["flops"]`; with `eval_prompts` > 0, the held-out metrics (`evaluate_reward_model`) in
+    `info["eval"]`.
     """
     rm = model if isinstance(model, RewardModel) else RewardModel(model)
     examples = get_task(PREFERENCE_DOMAIN).sample(config.n_prompts, split="train", seed=config.seed)
@@ -221,19 +253,24 @@ def train_reward_model(model, tokenizer, config: RewardModelConfig, *, reference
         rewards = model(batch["input_ids"], batch["attention_mask"])
         loss = ranking_loss(rewards, batch["chosen"], batch["rejected"], batch["group"])
         margin = rewards[batch["chosen"]] - rewards[batch["rejected"]]
-        return loss, {"pair_accuracy": (margin > 0).float().mean(), "margin": margin.mean()}
+        right = (margin > 0).float() + 0.5 * (margin == 0).float()     # a tie counts half, as in evaluation
+        return loss, {"pair_accuracy": right.mean(), "margin": margin.mean()}
 
     result = train_offline(
         rm, cycle_batches(rows, config.prompts_per_batch, lambda b: collate_rankings(b, tokenizer.pad_token_id),
                           seed=config.seed),
         step, steps=config.steps, stage="reward_model", device=device,
         optim=OptimConfig(lr=config.lr, warmup_steps=config.warmup_steps), progress=progress)
-    result.info.update(prompts=len(rows), pairs=sum(len(r["pairs"]) for r in rows),
-                       flops=6.0 * count_parameters(rm) * result.info["tokens"])
+    flops = 6.0 * count_parameters(rm) * result.info["tokens"]
+    result.info.update(prompts=len(rows), pairs=sum(len(r["pairs"]) for r in rows))
     if reference_policy is not None:
-        result.info["normalisation"] = normalise(rm, reference_policy, tokenizer, n=config.normalise_samples,
-                                                 max_new_tokens=max_new_tokens, seed=config.seed)
-    result.info["eval"] = evaluate_reward_model(rm, tokenizer, n_prompts=config.eval_prompts,
-                                                responses_per_prompt=config.responses_per_prompt,
-                                                temperature=config.label_temperature, seed=config.seed)
+        norm = normalise(rm, reference_policy, tokenizer, n=config.normalise_samples,
+                         max_new_tokens=config.normalise_tokens, seed=config.seed)
+        flops += 2.0 * (count_parameters(reference_policy) + count_parameters(rm)) * norm["forward_tokens"]
+        result.info["normalisation"] = norm
+    result.info["flops"] = flops
+    if eval_prompts:
+        result.info["eval"] = evaluate_reward_model(rm, tokenizer, n_prompts=eval_prompts,
+                                                    responses_per_prompt=config.responses_per_prompt,
+                                                    temperature=config.label_temperature, seed=config.seed)
     return result
