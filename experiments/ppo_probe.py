@@ -23,20 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minimopd.profiles import get_profile  # noqa: E402
 from minimopd.recipes_pref import (demonstrations_artifact, evaluate_notes, ppo_artifact,  # noqa: E402
-                                   reward_model_artifact, reward_model_eval)
+                                   reward_model_artifact, reward_model_eval, windows)
 
 KEYS = ("reward", "accuracy", "kl_ref", "length", "truncated", "entropy", "value_loss")
 
 
 def trajectory(history, points: int = 10) -> list[dict]:
-    """Means over `points` consecutive windows of the run."""
-    k = max(1, len(history) // points)
-    rows = []
-    for i in range(0, len(history), k):
-        part = history[i:i + k]
-        rows.append({"steps": f"{part[0]['step']}-{part[-1]['step']}",
-                     **{key: round(sum(r[key] for r in part) / len(part), 3) for key in KEYS if key in part[0]}})
-    return rows
+    """`recipes_pref.windows` of the run, rounded, with the steps as one column."""
+    return [{"steps": f"{w['first']}-{w['last']}", **{k: round(w[k], 3) for k in KEYS if k in w}}
+            for w in windows(history, keys=KEYS, points=points)]
 
 
 def main(argv=None):

@@ -154,6 +154,29 @@ def accuracy_figure(evals: dict, *, title: str = "Accuracy on held-out test item
     return responsive(fig, title=title, height=380)
 
 
+def overoptimisation_figure(runs: dict[str, list[dict]], *, points: int = 10,
+                            title: str = "Proxy and gold reward against KL to the SFT model") -> go.Figure:
+    """Gao et al.'s picture: for each PPO run ({label: history}, e.g. one per KL coefficient) the
+    reward model's score (proxy) and the hidden gold score against the KL to the reference,
+    each point the mean over a tenth of the run (`recipes_pref.windows`). Two subplots side by
+    side; a run's proxy keeps climbing while its gold turns down where the policy exploits the
+    reward model."""
+    from .recipes_pref import windows
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("proxy: reward-model score", "gold score"))
+    for i, (label, hist) in enumerate(runs.items()):
+        w = windows(hist, points=points)
+        color = PALETTE[i % len(PALETTE)]
+        text = [f"steps {r['first']}-{r['last']}" for r in w]
+        for col, key in ((1, "reward"), (2, "accuracy")):
+            fig.add_trace(go.Scatter(x=[r["kl_ref"] for r in w], y=[r[key] for r in w], mode="lines+markers",
+                                     name=label, legendgroup=label, showlegend=col == 1, text=text,
+                                     line=dict(color=color),
+                                     hovertemplate="KL %{x:.3f}<br>%{y:.3f}<br>%{text}<extra>" + label + "</extra>"),
+                          1, col)
+            fig.update_xaxes(title_text="KL to the SFT model (nats per token)", row=1, col=col)
+    return responsive(fig, title=title, height=360)
+
+
 def pass_at_k_figure(diagnoses: dict, *, domains=None,
                      title: str = "pass@k on held-out items (before / after a stage)") -> go.Figure:
     """pass@k against k (log scale), one subplot per domain, one line per (model, level):

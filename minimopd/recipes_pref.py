@@ -109,22 +109,29 @@ def ppo_artifact(parent: Artifact, reward_model: Artifact, profile: Profile, see
                            reference=True, progress=progress)
 
 
-def proxy_gold_rows(result: RecipeResult, stages) -> list[dict]:
-    """Per online stage, over its first and last 10% of steps, on its own samples (T = 1): the
-    proxy (the signal's reward: the reward model's normalised score, or -1 for a note cut off by
-    the token budget), the gold score, the KL to the reference and the share cut off."""
-    rows = []
-    for stage in stages:
-        h = result.histories[stage]
-        k = max(1, len(h) // 10)
+def windows(history: list[dict], keys=("reward", "accuracy", "kl_ref"), points: int = 10) -> list[dict]:
+    """A PPO history as `points` consecutive windows of steps: each window's first and last step
+    and the mean of each key over it (the noise of one batch averaged away, the trend kept)."""
+    k = max(1, len(history) // points)
+    out = []
+    for i in range(0, len(history), k):
+        part = history[i:i + k]
+        out.append({"first": part[0]["step"], "last": part[-1]["step"],
+                    **{key: sum(r[key] for r in part) / len(part) for key in keys}})
+    return out
 
-        def mean(key, part):
-            return round(sum(r[key] for r in part) / len(part), 3)
-        rows.append({"stage": stage, "proxy (start)": mean("reward", h[:k]), "proxy (end)": mean("reward", h[-k:]),
-                     "gold (start)": mean("accuracy", h[:k]), "gold (end)": mean("accuracy", h[-k:]),
-                     "KL to SFT (end, nats/token)": mean("kl_ref", h[-k:]),
-                     "cut off (end)": mean("truncated", h[-k:])})
-    return rows
+
+def gold_peak(history: list[dict], points: int = 10) -> dict:
+    """Where the gold score of a PPO run (`accuracy`, on its own samples) peaked, over `windows`:
+    the peak window's gold, proxy and KL, and the last window's, so a table can show whether
+    gold peaked and fell while the proxy kept rising (Gao et al.'s over-optimisation)."""
+    w = windows(history, points=points)
+    best = max(w, key=lambda r: r["accuracy"])
+    last = w[-1]
+    return {"gold at start": round(w[0]["accuracy"], 3), "gold peak": round(best["accuracy"], 3),
+            "peak at steps": f"{best['first']}-{best['last']}", "KL at the peak": round(best["kl_ref"], 3),
+            "gold at end": round(last["accuracy"], 3), "proxy at peak": round(best["reward"], 3),
+            "proxy at end": round(last["reward"], 3), "KL at end": round(last["kl_ref"], 3)}
 
 
 def recipe_instructgpt(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
@@ -149,7 +156,7 @@ def recipe_instructgpt(profile: Profile, seed: int = 0, progress: bool = True) -
     result.tables["reward model: held-out pairwise accuracy"] = [reward_model_eval(rm, profile, seed)]
     ppo = ppo_artifact(sft, rm, profile, seed, progress=progress)
     result.record("ppo", ppo, evaluate_notes(ppo, profile, seed))
-    result.tables["proxy and gold reward during PPO"] = proxy_gold_rows(result, ["ppo"])
+    result.tables["proxy and gold reward during PPO"] = [{"stage": "ppo", **gold_peak(ppo.history)}]
     return result
 
 

@@ -98,9 +98,32 @@ def test_instructgpt_recipe_sft_reward_model_ppo(smoke_run):
     assert all({"reward", "accuracy", "kl_ref", "value_loss", "unfinished"} <= set(r) for r in h)
     assert h[0]["kl_ref"] == pytest.approx(0.0, abs=1e-4)      # the first batch is sampled from the reference
     (row,) = res.tables["proxy and gold reward during PPO"]
-    k = max(1, len(h) // 10)
-    assert row["gold (end)"] == pytest.approx(sum(r["accuracy"] for r in h[-k:]) / k, abs=1e-3)
-    assert row["proxy (start)"] == pytest.approx(sum(r["reward"] for r in h[:k]) / k, abs=1e-3)
+    assert row["gold at end"] == pytest.approx(h[-1]["accuracy"], abs=1e-3)   # 3 steps: one per window
+    assert row["gold peak"] == pytest.approx(max(r["accuracy"] for r in h), abs=1e-3)
+
+
+def test_windows_and_gold_peak_find_where_gold_turned():
+    from minimopd.recipes_pref import gold_peak, windows
+    gold = [0.5, 0.6, 0.7, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0]
+    h = [{"step": i, "reward": 0.1 * i, "accuracy": g, "kl_ref": 0.01 * i} for i, g in enumerate(gold)]
+    w = windows(h, points=4)                               # 12 steps in windows of 3
+    assert [(r["first"], r["last"]) for r in w] == [(0, 2), (3, 5), (6, 8), (9, 11)]
+    assert w[1]["accuracy"] == pytest.approx(0.7) and w[1]["kl_ref"] == pytest.approx(0.04)
+    peak = gold_peak(h, points=4)
+    assert peak["peak at steps"] == "3-5" and peak["gold peak"] == 0.7 and peak["KL at the peak"] == 0.04
+    assert peak["gold at end"] == 0.1 and peak["proxy at end"] == 1.0 and peak["proxy at peak"] == 0.4
+
+
+def test_overoptimisation_figure_draws_proxy_and_gold_of_every_run_against_kl():
+    from minimopd.plots import overoptimisation_figure
+    from minimopd.recipes_pref import windows
+    runs = {f"beta {b}": [{"step": i, "reward": i * (1 + b), "accuracy": 0.5 - b * i, "kl_ref": i / (1 + b)}
+                          for i in range(20)] for b in (0.0, 0.1)}
+    fig = overoptimisation_figure(runs)
+    assert len(fig.data) == 4 and [t.name for t in fig.data] == ["beta 0.0"] * 2 + ["beta 0.1"] * 2
+    w = windows(runs["beta 0.1"])
+    assert list(fig.data[3].x) == [r["kl_ref"] for r in w] and list(fig.data[3].y) == [r["accuracy"] for r in w]
+    assert list(fig.data[2].y) == [r["reward"] for r in w]
 
 
 def test_demonstrations_are_ordinary_notes_of_train_prompts():
