@@ -109,3 +109,21 @@ def test_mopd_recipe_gives_the_quoted_rows():
         assert cells[1:5] == [rows[d][stage] for d in ("add", "sort", "reverse", "count")], (stage, cells)
         recovery = _row(results, f"`{stage}`" + (" (reverse KL)" if stage == "mopd" else ""))
         assert recovery[1:5] == [f"{float(rows[d][f'{stage} recovery']):.2f}" for d in ("add", "sort", "reverse", "count")]
+
+
+def test_mopd_over_three_seeds_gives_the_quoted_claim(capsys):
+    """RESULTS.md's MOPD claim: the lead over mixed RL on each seed (300 items per level), the
+    means over seeds and the gap recovery, from the committed lineage results."""
+    spec = importlib.util.spec_from_file_location("mopd_seeds", ROOT / "experiments" / "mopd_seeds.py")
+    mopd_seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mopd_seeds)
+    mopd_seeds.main([*map(str, sorted(V3.glob("lineage_mopd_eval300_s?.json"))),
+                     "--selection-flops", "5.56e12", "5.56e12", "5.54e12"])
+    out = capsys.readouterr().out
+    for row in ("| 0 | 0.646 | 0.703 | 0.791 | 0.666 | +0.037 | 3.4 | 2.71e+13 | 2.94e+13 |",
+                "| 1 | 0.831 | 0.905 | 0.907 | 0.877 | +0.028 | 3.8 | 2.71e+13 | 3.35e+13 |",
+                "| 2 | 0.790 | 0.870 | 0.871 | 0.831 | +0.039 | 4.7 | 2.71e+13 | 3.08e+13 |",
+                "| mopd | 0.930 ± 0.031 | 0.822 ± 0.132 | 0.903 ± 0.119 | 0.649 ± 0.356 | 0.826 ± 0.108 |",
+                "| `mopd` | 0.279 ± 0.343 | 0.100 ± 0.157 | 0.651 ± 0.202 | 0.473 ± 0.444 | 0.376 ± 0.098 |",
+                "| `mixed_rl` | 0.397 ± 0.184 | 0.209 ± 0.187 | 0.243 ± 0.099 | 0.252 ± 0.313 | 0.275 ± 0.135 |"):
+        assert row in out, (row, out)
