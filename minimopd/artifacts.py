@@ -9,6 +9,8 @@ starts base -> SFT reuses them and a teacher run never reuses a verifier run.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import warnings
 from dataclasses import dataclass, field, replace
 
@@ -21,6 +23,7 @@ from .profiles import Profile, get_profile
 from .signals import VerifierSignal
 from .stages.online import OnlineConfig, train_online
 from .stages.pretrain import PretrainConfig, pretrain
+from .stages.dpo import DPOConfig, train_dpo
 from .stages.sft import SFTConfig, sft_dataset, train_sft
 from .tokenizer import build_tokenizer
 
@@ -132,6 +135,21 @@ def sft_on_pairs(parent: Artifact, pairs, cfg: SFTConfig, profile: Profile, *, n
         res.info["flops"] = 6.0 * count_parameters(res.model) * res.info["tokens"]
         return res.model, parent.tokenizer, res
     key = stage_key(name, config=cfg, parent=parent.path.name, data=sorted(pairs)[:50], n=len(pairs), **extra)
+    return cached_stage(key, build, device=profile.device)
+
+
+def dpo_on_pairs(parent: Artifact, pairs: list[dict], cfg: DPOConfig, profile: Profile, *, name: str,
+                 progress: bool = True, **extra) -> Artifact:
+    """DPO of `parent` on preference pairs (dicts with prompt, chosen, rejected), the parent
+    itself the frozen reference; cached under the config, the parent and the pairs."""
+    def build():
+        res = train_dpo(fork(parent), parent.tokenizer, pairs, cfg, reference=parent.model, device=profile.device,
+                        progress=progress)
+        res.info["parent"] = parent.path.name
+        return res.model, parent.tokenizer, res
+    data = json.dumps(sorted((p["prompt"], p["chosen"], p["rejected"]) for p in pairs))
+    key = stage_key(name, config=cfg, parent=parent.path.name, pairs=hashlib.sha256(data.encode()).hexdigest(),
+                    n=len(pairs), **extra)
     return cached_stage(key, build, device=profile.device)
 
 

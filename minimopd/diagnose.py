@@ -168,6 +168,11 @@ def _pass_rates(model, tokenizer, examples, *, samples, max_new_tokens, temperat
     return rates, {"tokens_generated": generated, "forward_tokens": forward}
 
 
+def _keep(examples, rates, low: float, high: float) -> list:
+    """The examples whose pass rate lies strictly between `low` and `high`: the learnable ones."""
+    return [e for e, r in zip(examples, rates) if low < r < high]
+
+
 def learnable_examples(model, tokenizer, examples, *, samples: int = 8, max_new_tokens: int = 32,
                        temperature: float = 1.0, chat: bool = True, seed: int = 0, batch_prompts: int = 64,
                        low: float = 0.0, high: float = 1.0):
@@ -176,8 +181,7 @@ def learnable_examples(model, tokenizer, examples, *, samples: int = 8, max_new_
     selection from the diagnosis. Returns (kept examples, pass rates of all examples)."""
     rates, _ = _pass_rates(model, tokenizer, examples, samples=samples, max_new_tokens=max_new_tokens,
                            temperature=temperature, chat=chat, seed=seed, batch_prompts=batch_prompts)
-    kept = [e for e, r in zip(examples, rates) if low < r < high]
-    return kept, rates
+    return _keep(examples, rates, low, high), rates
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ def select_prompts(model, tokenizer, cfg, selection: PromptSelection, *, seed: i
     rates, cost = _pass_rates(model, tokenizer, candidates, samples=selection.samples,
                               max_new_tokens=cfg.max_new_tokens, temperature=1.0, chat=cfg.chat, seed=seed,
                               batch_prompts=64)
-    kept = [e for e, r in zip(candidates, rates) if selection.low < r < selection.high]
+    kept = _keep(candidates, rates, selection.low, selection.high)
     info = {"candidates": len(candidates), "kept": len(kept), "kept_fraction": len(kept) / len(candidates),
             "mean_pass_rate": sum(rates) / len(rates), **cost,
             "flops": 2.0 * count_parameters(model) * cost["forward_tokens"],

@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 FAMILIES = ("RLHF", "preference", "RLVR/reasoning", "specialists+distillation")
 FAMILY_COLORS = {"RLHF": "#3b5ba5", "preference": "#c08a00",
                  "RLVR/reasoning": "#c0392b", "specialists+distillation": "#1e8449"}
-MINIATURES = ("instructgpt", "llama_rs", "tulu3", "r1_zero", "r1", "opd", "deepseek_v32", "mimo_v2_flash",
+MINIATURES = ("instructgpt", "llama2", "llama3", "olmo3_delta", "tulu3", "r1_zero", "r1", "opd", "deepseek_v32", "mimo_v2_flash",
               "kimi_k25", "glm5", "deepseek_v4", "nemotron3_ultra", "mai_thinking1")
 
 
@@ -104,11 +104,11 @@ RECIPES: tuple[Recipe, ...] = (
            "Fixed the three-step RLHF template: imitate human demonstrations, fit a reward model to human "
            "rankings, then optimise the policy against it with PPO.", "instructgpt"),
     Recipe("Llama 2", "Meta", "2023-07", ("SFT", "reward model", "rejection sampling", "PPO"), "RLHF",
-           "Ran RLHF as several rounds, each a rejection-sampling pass followed by PPO, and split the reward into "
-           "two models, one for helpfulness and one for safety.", "llama_rs"),
+           "Ran RLHF in rounds: rejection sampling alone for the first four (RLHF-V1 to V4), then PPO on top of "
+           "the last of them (V5); the reward was split into two models, helpfulness and safety.", "llama2"),
     Recipe("Llama 3", "Meta", "2024-07", ("reward model", "rejection sampling", "SFT", "DPO"), "preference",
            "No online RL at all: in each of six rounds the reward model only picks the best of K samples for SFT, "
-           "DPO follows, and the best checkpoints seed the next round.", "llama_rs"),
+           "DPO follows, and the best checkpoints seed the next round.", "llama3"),
     Recipe("Tülu 3", "Ai2", "2024-11", ("SFT", "DPO", "RLVR"), "preference",
            "A fully open three-stage recipe on curated prompts (SFT, then DPO, then RL on verifiable rewards); "
            "the paper coined the name RLVR.", "tulu3"),
@@ -127,7 +127,7 @@ RECIPES: tuple[Recipe, ...] = (
            "RL (74.4 vs 67.6) with about a tenth of the GPU hours (1,800 vs 17,920).", "opd"),
     Recipe("OLMo 3", "Ai2", "2025-12", ("SFT", "DPO", "RLVR"), "preference",
            "Added reasoning to the Tülu 3 shape instead of rebuilding around RL; DPO pairs come from a stronger "
-           "and a weaker model of the same family (delta learning).", "tulu3"),
+           "and a weaker model of the same family (delta learning).", "olmo3_delta"),
     Recipe("DeepSeek V3.2", "DeepSeek", "2025-12", ("specialist RL", "distillation SFT", "GRPO"),
            "specialists+distillation",
            "Six specialists trained with RL are merged by SFT on their outputs, followed by one mixed-domain GRPO run.",

@@ -69,6 +69,7 @@ __all__ = [
     "token_logprobs",
     "token_entropy",
     "sft_loss",
+    "sequence_logps",
     "bradley_terry_loss",
     "ppo_clip_loss",
     "truncated_is_loss",
@@ -155,6 +156,24 @@ def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         (B,) losses; 0 for an example with no masked tokens.
     """
     return -masked_mean(logprobs, mask, dim=1)
+
+
+def sequence_logps(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each response as a whole: the sum of its tokens' log-probs.
+
+        log pi(y | x) = sum_t mask[b, t] * logprobs[b, t]
+
+    DPO compares these sums between the policy and the reference (a mean would change the
+    objective: IPO as trl computes it divides by the length; see ``dpo_loss``).
+
+    Args:
+        logprobs: (B, T) token-aligned log-probs (``token_logprobs``).
+        mask: (B, T) 1 on the response's tokens (its end-of-turn token included).
+
+    Returns:
+        (B,) sums; 0 for a row with no masked tokens.
+    """
+    return masked_sum(_as_float(logprobs), mask, dim=1)
 
 
 def bradley_terry_loss(

@@ -163,7 +163,12 @@ def tidy_notebooks(dirs=EXECUTED_DIRS, *, check: bool = False) -> list[str]:
     for path in sorted(p for d in dirs for p in glob.glob(os.path.join(d, "*.ipynb"))):
         with open(path, encoding="utf-8") as f:
             current = f.read()
-        text = render(tidy(nbformat.reads(current, as_version=4)))
+        text = current
+        for _ in range(4):   # to a fixed point: merging the streams around a dropped empty one can merge more
+            again = render(tidy(nbformat.reads(text, as_version=4)))
+            if again == text:
+                break
+            text = again
         if text != current:
             out.append(path)
             if not check:

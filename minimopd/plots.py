@@ -177,6 +177,32 @@ def overoptimisation_figure(runs: dict[str, list[dict]], *, points: int = 10,
     return responsive(fig, title=title, height=360)
 
 
+def reward_vs_gold_figure(scores, gold, *, bins: int = 10,
+                          title: str = "Reward-model score against the hidden gold score") -> go.Figure:
+    """A reward model's view of held-out responses: each response's score (y) against its gold
+    score (x), faded, and the mean score of each gold bin as a line. A good reward model's line
+    rises steadily; where it flattens, the model cannot tell those responses apart."""
+    scores, gold = [float(s) for s in scores], [float(g) for g in gold]
+    if len(scores) != len(gold) or not scores:
+        raise ValueError(f"reward_vs_gold_figure needs one gold score per reward score, got {len(scores)} scores "
+                         f"and {len(gold)} gold scores")
+    edges = [i / bins for i in range(bins + 1)]
+    centres, means = [], []
+    for lo, hi in zip(edges, edges[1:]):
+        inside = [s for s, g in zip(scores, gold) if lo <= g < hi or (hi == 1.0 and g == 1.0)]
+        if inside:
+            centres.append((lo + hi) / 2)
+            means.append(sum(inside) / len(inside))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=gold, y=scores, mode="markers", name="responses", opacity=0.25,
+                             marker=dict(size=4, color=PALETTE[0])))
+    fig.add_trace(go.Scatter(x=centres, y=means, mode="lines+markers", name="mean per gold bin",
+                             line=dict(color=PALETTE[1], width=3)))
+    fig.update_xaxes(title_text="gold score (hidden labeller)")
+    fig.update_yaxes(title_text="reward-model score (normalised)")
+    return responsive(fig, title=title, height=380)
+
+
 def pass_at_k_figure(diagnoses: dict, *, domains=None,
                      title: str = "pass@k on held-out items (before / after a stage)") -> go.Figure:
     """pass@k against k (log scale), one subplot per domain, one line per (model, level):

@@ -40,6 +40,8 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
               **{f"specialist_{d}_rl{v}": 2 for d in VERIFIABLE_DOMAINS for v in ("", ":climb")},
               **{f"glm5_rl_{d}": 1 for d in VERIFIABLE_DOMAINS},
               "specialist_count:at0.1": 1, "specialist_count:at0.2": 1, "sft_notes": 2, "reward_model": 3, "ppo": 2,
+              "rs_round1": 1, "rs_round2": 1, "llama2_ppo": 2, "llama3_rs1": 1, "llama3_dpo1": 1, "llama3_rs2": 1,
+              "llama3_dpo2": 1, "sft_weak": 1, "dpo_delta": 1, "dpo_ranked": 1,
               **{f"progressive_{m}_{a}_{i}": 1 for m in ("opd_full", "opd_forward") for a in ("final", "progressive")
                  for i in (1, 2, 3)}},
     "cpu": {"overhead": 60, "base": 830, "sft": 1200, "sft:reasoning": 1690, "rlvr": 1630,
@@ -56,8 +58,12 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             # 1,128 s measured, the same work as mopd_forward)
             "mopd": 662, "mopd_forward": 662, "mixed_rl": 504,
             # the instructgpt recipe's stages, seed 0 (2-core AMD EPYC, two threads; RESULTS.md "Reward
-            # model and PPO"): PPO ran 60 of its 300 steps in 362 s, so it is counted as 5x that
-            "sft_notes": 160, "reward_model": 190, "ppo": 5 * 362},
+            # model and PPO"; the recipe's 150 PPO steps: experiments/overoptimisation.py, 1,015 s)
+            "sft_notes": 160, "reward_model": 190, "ppo": 1015,
+            # the llama3 and olmo3_delta recipes, seed 0 (runs of RESULTS.md "Learning from preferences";
+            # their sampling runs outside the stages, in the recipe: about a minute per round)
+            "sft_weak": 50, "dpo_delta": 34, "dpo_ranked": 40, "llama3_rs1": 13, "llama3_dpo1": 38,
+            "llama3_rs2": 12, "llama3_dpo2": 37, "rs_round1": 13, "rs_round2": 12, "llama2_ppo": 1015},
 }
 
 

@@ -6,7 +6,8 @@
 A recipe is a function `(profile, seed, progress) -> RecipeResult`; `register_recipe` adds one.
 The stages recipes are built from (base, SFT, online with any signal, SFT on pairs) live in
 `artifacts.py` and go through the stage cache, so recipes that share a prefix train it once.
-The preference recipes (InstructGPT) are in `recipes_pref.py`, the RLVR / R1 ones in
+The preference recipes are in `recipes_pref.py` (InstructGPT) and `recipes_llama.py` (Llama 2,
+Llama 3, OLMo 3's delta learning), the RLVR / R1 ones in
 `recipes_rl.py`, the distillation ones in `recipes_opd.py`, the 2025-2026 frontier recipes in
 `recipes_frontier.py`.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import progress as progress_display
-from . import recipes_frontier, recipes_opd, recipes_pref, recipes_progressive, recipes_rl
+from . import recipes_frontier, recipes_llama, recipes_opd, recipes_pref, recipes_progressive, recipes_rl
 from .cache import ensure_writable
 from .artifacts import (Artifact, RecipeResult, base_artifact, base_model, online_artifact,  # noqa: F401
                         sft_artifact, sft_model)
@@ -32,11 +33,13 @@ def recipe_sft(profile: Profile, seed: int = 0, progress: bool = True) -> Recipe
     return result
 
 
-RECIPES: dict[str, Callable[..., RecipeResult]] = {"sft": recipe_sft, **recipes_pref.RECIPES, **recipes_rl.RECIPES,
+RECIPES: dict[str, Callable[..., RecipeResult]] = {"sft": recipe_sft, **recipes_pref.RECIPES,
+                                                   **recipes_llama.RECIPES, **recipes_rl.RECIPES,
                                                    **recipes_opd.RECIPES, **recipes_progressive.RECIPES,
                                                    **recipes_frontier.RECIPES}
 # The cached stages each recipe builds, in order (progress shows "stage k/n" and the time left).
 RECIPE_STAGES: dict[str, tuple[str, ...]] = {"sft": ("base", "sft"), **recipes_pref.RECIPE_STAGES,
+                                             **recipes_llama.RECIPE_STAGES,
                                              **recipes_rl.RECIPE_STAGES,
                                              **recipes_opd.RECIPE_STAGES, **recipes_progressive.RECIPE_STAGES,
                                              **recipes_frontier.RECIPE_STAGES}

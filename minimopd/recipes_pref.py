@@ -35,6 +35,7 @@ from .tasks import PREFERENCE_DOMAIN, get_task, sample_responses
 
 PPO_KL_BETA = 0.02        # InstructGPT's per-token KL coefficient
 PPO_EPOCHS, PPO_MINIBATCHES = 4, 4
+PPO_LR_SCALE = 0.2        # PPO's step size as a fraction of the profile's RL learning rate
 UNFINISHED_REWARD = -1.0  # a response that never ends (Huang et al. 2024)
 
 
@@ -92,11 +93,18 @@ def reward_model_eval(reward_model: Artifact, profile: Profile, seed: int) -> di
 
 def ppo_config(profile: Profile, seed: int, **overrides) -> OnlineConfig:
     """PPO on notes prompts: the GRPO stages' completions per step, one per prompt (PPO needs no
-    groups), InstructGPT's KL coefficient, 4 epochs of 4 minibatches over each batch."""
+    groups), InstructGPT's KL coefficient, 4 epochs of 4 minibatches over each batch, half the
+    profile's RL steps at a fifth of its RL learning rate.
+
+    The step size and length are measured, not copied (RESULTS.md, "Reward model and PPO"): 16
+    updates per batch at the GRPO stages' lr (5e-5 on `cpu`) over-optimised the reward model
+    within 10 steps with no gold gain first; at 1e-5 gold rose for 30-35 steps, then stalled
+    while the proxy kept climbing."""
     base = OnlineConfig.from_profile(profile, seed=seed, domains=(PREFERENCE_DOMAIN,), difficulty=None,
                                      prompts_per_step=profile.rl_prompts * profile.rl_group_size, group_size=1,
                                      max_new_tokens=notes_tokens(profile), kl_beta=PPO_KL_BETA,
-                                     epochs=PPO_EPOCHS, minibatches=PPO_MINIBATCHES)
+                                     epochs=PPO_EPOCHS, minibatches=PPO_MINIBATCHES,
+                                     steps=max(2, profile.rl_steps // 2), lr=profile.rl_lr * PPO_LR_SCALE)
     return replace(preset("ppo", base), **overrides)
 
 

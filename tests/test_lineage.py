@@ -14,7 +14,7 @@ from minimopd.lineage import (FAMILIES, MINIATURES, RECIPES, STAGE_GLOSSARY, STA
 REQUIRED = ["InstructGPT", "Llama 2", "Llama 3", "Tülu 3", "OLMo 3", "DeepSeek R1-Zero", "DeepSeek R1",
             "DeepSeek V3.2", "MiMo-V2-Flash", "DeepSeek V4", "Nemotron 3 Ultra", "MAI-Thinking-1", "Kimi K2.5",
             "GLM-5"]
-ALLOWED_MINIATURES = {"instructgpt", "llama_rs", "tulu3", "r1_zero", "r1", "opd", "deepseek_v32", "mimo_v2_flash",
+ALLOWED_MINIATURES = {"instructgpt", "llama2", "llama3", "olmo3_delta", "tulu3", "r1_zero", "r1", "opd", "deepseek_v32", "mimo_v2_flash",
                       "kimi_k25", "glm5", "deepseek_v4", "nemotron3_ultra", "mai_thinking1"}
 
 

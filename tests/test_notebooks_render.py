@@ -37,6 +37,21 @@ def test_tidy_embeds_plotly_once_replaces_widgets_and_collapses_bars():
     assert notebooks.render(notebooks.tidy(tidy)) == notebooks.render(tidy)    # idempotent
 
 
+def test_tidy_notebooks_reaches_a_fixed_point(tmp_path):
+    """stdout, a bar's frames saved as separate stderr outputs ending in a bare newline, stdout:
+    one pass of `tidy` leaves the newline between the two stdout streams, the next merges them;
+    `build-labs` must write what its own `--check` then accepts."""
+    out = [nbformat.from_dict({"output_type": "stream", "name": n, "text": t})
+           for n, t in (("stdout", "a\n"), ("stderr", "\rbar: 0%"), ("stderr", "\n"), ("stdout", "b\n"))]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=out)]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(path))
+    assert notebooks.tidy_notebooks([str(tmp_path)]) == [str(path)]
+    assert notebooks.tidy_notebooks([str(tmp_path)], check=True) == []
+    assert [o.text for o in nbformat.read(str(path), as_version=4).cells[0].outputs] == ["a\nb\n"]
+
+
 def test_committed_notebooks_are_tidy():
     untidy = notebooks.tidy_notebooks([str(ROOT / "course"), str(ROOT / "solutions")], check=True)
     assert untidy == [], f"run `minimopd build-labs` to tidy {untidy}"

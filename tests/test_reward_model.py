@@ -154,3 +154,15 @@ def test_no_preference_stage_is_keyed_by_the_evaluation_size():
         p = get_profile(name)
         assert RewardModelConfig.from_profile(p) == RewardModelConfig.from_profile(p.replace(eval_per_level=7))
         assert ppo_config(p, 0).cache_dict() == ppo_config(p.replace(eval_per_level=7), 0).cache_dict()
+
+
+def test_reward_vs_gold_figure_draws_each_response_and_the_mean_of_each_gold_bin():
+    from minimopd.plots import reward_vs_gold_figure
+    gold = [0.05, 0.08, 0.5, 0.55, 1.0]
+    scores = [-1.0, -3.0, 0.0, 1.0, 2.0]
+    fig = reward_vs_gold_figure(scores, gold, bins=4)
+    points, means = fig.data
+    assert list(points.x) == gold and list(points.y) == scores
+    assert list(means.x) == [0.125, 0.625, 0.875] and list(means.y) == [-2.0, 0.5, 2.0]   # 1.0 joins the last bin
+    with pytest.raises(ValueError, match="one gold score per reward score"):
+        reward_vs_gold_figure([1.0], [0.5, 0.6])

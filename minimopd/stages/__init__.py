@@ -1,2 +1,3 @@
-"""One file per stage of the lineage: pretrain, sft (and, as the course grows, reward_model, dpo,
-rejection, online). Offline stages share `common.train_offline`."""
+"""One file per stage of the lineage: pretrain, sft, reward_model, dpo and online (every RL and
+on-policy distillation method is a setting of the one online loop). Offline stages share
+`common.train_offline`; rejection sampling is SFT on best-of-K samples (`comparisons.best_of_k`)."""

@@ -109,18 +109,26 @@ def collate_rankings(rows, pad_id: int) -> dict[str, torch.Tensor]:
     Returns `input_ids`, `attention_mask` (R, T) for the R responses of the batch, and for its
     P pairs `chosen`, `rejected` (P,) row indices into them and `group` (P,), the batch element
     (prompt) each pair belongs to."""
-    seqs, chosen, rejected, group = [], [], [], []
-    for g, row in enumerate(rows):
-        offset = len(seqs)
-        seqs += [(ids, [1] * len(ids)) for ids in row["ids"]]
-        for c, r in row["pairs"]:
+    seqs = [(ids, [1] * len(ids)) for row in rows for ids in row["ids"]]
+    chosen, rejected, group = pair_index([(len(row["ids"]), row["pairs"]) for row in rows])
+    batch = collate(seqs, pad_id)
+    del batch["loss_mask"]
+    return {**batch, "chosen": chosen, "rejected": rejected, "group": group}
+
+
+def pair_index(rankings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rankings laid end to end: for `(K, pairs)` of each prompt (K responses, `(chosen,
+    rejected)` index pairs into them), the (P,) rows of every pair's chosen and rejected response
+    in the concatenation of all responses, and the prompt `group` of each pair."""
+    chosen, rejected, group, offset = [], [], [], 0
+    for g, (k, pairs) in enumerate(rankings):
+        for c, r in pairs:
             chosen.append(offset + c)
             rejected.append(offset + r)
             group.append(g)
-    batch = collate(seqs, pad_id)
-    del batch["loss_mask"]
-    return {**batch, "chosen": torch.tensor(chosen), "rejected": torch.tensor(rejected),
-            "group": torch.tensor(group)}
+        offset += k
+    return torch.tensor(chosen, dtype=torch.long), torch.tensor(rejected, dtype=torch.long), \
+        torch.tensor(group, dtype=torch.long)
 
 
 def ranking_loss(rewards: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor,
@@ -200,17 +208,9 @@ def evaluate_reward_model(reward_model, tokenizer, *, n_prompts: int = 300, resp
                                    temperature=temperature)
     prompts = [r["prompt"] for r in rankings for _ in r["responses"]]
     scores = score_texts(reward_model, tokenizer, prompts, [t for r in rankings for t in r["responses"]])
-    chosen, rejected, g_c, g_r = [], [], [], []
-    offset = 0
-    for r in rankings:
-        for c, j in r["pairs"]:
-            chosen.append(offset + c)
-            rejected.append(offset + j)
-            g_c.append(r["gold"][c])
-            g_r.append(r["gold"][j])
-        offset += len(r["responses"])
-    chosen, rejected = torch.tensor(chosen), torch.tensor(rejected)
-    return pairwise_metrics(scores[chosen], scores[rejected], torch.tensor(g_c), torch.tensor(g_r), temperature)
+    chosen, rejected, _ = pair_index([(len(r["responses"]), r["pairs"]) for r in rankings])
+    gold = torch.tensor([g for r in rankings for g in r["gold"]])
+    return pairwise_metrics(scores[chosen], scores[rejected], gold[chosen], gold[rejected], temperature)
 
 
 @torch.no_grad()
@@ -234,15 +234,18 @@ def normalise(reward_model, policy, tokenizer, *, n: int = 256, max_new_tokens: 
 
 
 def train_reward_model(model, tokenizer, config: RewardModelConfig, *, reference_policy=None,
-                       device: str = "cpu", progress: bool = True, eval_prompts: int = 0) -> StageResult:
+                       device: str = "cpu", progress: bool = True, eval_prompts: int = 0,
+                       loss_fn=None) -> StageResult:
     """Train a reward model on `config.n_prompts` labelled rankings of notes responses.
 
     `model`: a `RewardModel`, or a causal LM to wrap in one (a fresh zero head). With a
     `reference_policy` (the SFT model PPO will start from), the scores are then normalised on its
     samples (`normalise`). FLOPs (training, and the normalisation's sampling and scoring) are in
     `info["flops"]`; with `eval_prompts` > 0, the held-out metrics (`evaluate_reward_model`) in
-    `info["eval"]`.
+    `info["eval"]`. `loss_fn(rewards, chosen, rejected, group)` replaces `ranking_loss` (Lab 02
+    trains with the student's).
     """
+    loss_fn = loss_fn or ranking_loss
     rm = model if isinstance(model, RewardModel) else RewardModel(model)
     examples = get_task(PREFERENCE_DOMAIN).sample(config.n_prompts, split="train", seed=config.seed)
     rankings = preference_rankings(examples, responses_per_prompt=config.responses_per_prompt, seed=config.seed,
@@ -251,7 +254,7 @@ def train_reward_model(model, tokenizer, config: RewardModelConfig, *, reference
 
     def step(model, batch):
         rewards = model(batch["input_ids"], batch["attention_mask"])
-        loss = ranking_loss(rewards, batch["chosen"], batch["rejected"], batch["group"])
+        loss = loss_fn(rewards, batch["chosen"], batch["rejected"], batch["group"])
         margin = rewards[batch["chosen"]] - rewards[batch["rejected"]]
         right = (margin > 0).float() + 0.5 * (margin == 0).float()     # a tie counts half, as in evaluation
         return loss, {"pair_accuracy": right.mean(), "margin": margin.mean()}

@@ -1,0 +1,211 @@
+"""DPO and the data of the preference recipes after InstructGPT: sequence log-probs (value and
+gradient against a loop), the DPO step against a reference computed once, the pair layout, bad
+pairs, a tiny model that learns its pairs; best-of-K, reward-ranked and delta pairs; the KL and
+gold of a policy on its own samples; the llama2 / llama3 / olmo3_delta recipes on smoke."""
+import copy
+import math
+
+import pytest
+import torch
+
+from minimopd import losses
+from minimopd.comparisons import Scored, best_of_k, delta_pairs, drift, ranked_pairs
+from minimopd.models import sequence_logprobs
+from minimopd.stages.dpo import DPOConfig, attach_reference, collate_pairs, dpo_step, pair_rows, train_dpo
+from minimopd.tasks import get_task, preference_pairs
+
+NOTES = "Write a note to Ana about tea."
+
+
+# --------------------------------------------------------------------------- sequence log-probs
+
+def test_sequence_logps_is_the_masked_sum_of_token_logprobs_value_and_gradient():
+    g = torch.Generator().manual_seed(0)
+    lp = torch.randn(3, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 0]], dtype=torch.float64)
+    got = losses.sequence_logps(lp, mask)
+    want = [sum(lp[b, t].item() for t in range(7) if mask[b, t]) for b in range(3)]
+    assert got.tolist() == pytest.approx(want, rel=1e-12) and got[2].item() == 0.0
+    got.sum().backward()
+    assert torch.equal(lp.grad, mask)                           # d/d lp = 1 on the response, 0 elsewhere
+    assert torch.autograd.gradcheck(lambda x: losses.sequence_logps(x, mask), (lp.detach().requires_grad_(),))
+
+
+# --------------------------------------------------------------------------- pairs and the DPO step
+
+@pytest.fixture(scope="module")
+def pairs():
+    return preference_pairs(get_task("notes").sample(24, seed=3), seed=3)
+
+
+def test_pair_rows_and_collate_put_chosen_first_and_mark_only_responses(tok, pairs):
+    rows = pair_rows(tok, pairs[:3])
+    batch = collate_pairs(rows, tok.pad_token_id)
+    assert batch["input_ids"].shape[0] == 6 and "ref_chosen" not in batch
+    for i, p in enumerate(pairs[:3]):
+        for row, text in ((i, p["chosen"]), (3 + i, p["rejected"])):
+            ids = batch["input_ids"][row][batch["loss_mask"][row].bool()].tolist()
+            assert ids[-1] == tok.eos_token_id and tok.decode(ids[:-1]) == tok.decode(tok(text, add_special_tokens=False)["input_ids"])
+    for r, ref in zip(rows, [(-1.0, -2.0), (-3.0, -4.0), (-5.0, -6.0)]):
+        r["ref"] = ref
+    batch = collate_pairs(rows, tok.pad_token_id)
+    assert batch["ref_chosen"].tolist() == [-1.0, -3.0, -5.0] and batch["ref_rejected"].tolist() == [-2.0, -4.0, -6.0]
+
+
+def test_bad_pairs_are_clear_errors(tok):
+    with pytest.raises(ValueError, match="no preference pairs"):
+        pair_rows(tok, [])
+    with pytest.raises(ValueError, match="same response"):
+        pair_rows(tok, [{"prompt": NOTES, "chosen": "Hi Ana.", "rejected": "Hi Ana."}])
+    with pytest.raises(ValueError, match=r"lacks \['rejected'\]"):
+        pair_rows(tok, [{"prompt": NOTES, "chosen": "Hi Ana."}])
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        pair_rows(tok, [{"prompt": NOTES, "chosen": "Hi Ana. " * 40, "rejected": "Bye."}], context=64)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        DPOConfig(beta=0)
+    with pytest.raises(ValueError, match="loss_type"):
+        DPOConfig(loss_type="hinge")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        DPOConfig(label_smoothing=0.5)
+    with pytest.raises(ValueError, match="only applies to loss_type='sigmoid'"):
+        DPOConfig(loss_type="ipo", label_smoothing=0.1)
+
+
+def test_dpo_step_equals_the_loss_of_a_loop_over_pairs(tok, tiny_model, pairs):
+    """The step's loss is the mean over pairs of -log sigma(beta h), h built from each response's
+    summed log-probs under the policy and the (precomputed) reference, each scored alone."""
+    policy = copy.deepcopy(tiny_model)
+    with torch.no_grad():                                       # a policy that differs from the reference
+        for p in policy.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    rows = pair_rows(tok, pairs[:4])
+    attach_reference(tiny_model, rows, tok.pad_token_id, batch_size=3)
+    cfg = DPOConfig(beta=0.3)
+    loss, metrics = dpo_step(policy, collate_pairs(rows, tok.pad_token_id), cfg)
+
+    def alone(model, ids, mask):
+        ids_t = torch.tensor([ids])
+        lp = sequence_logprobs(model, ids_t, torch.ones_like(ids_t))
+        return float((lp[0] * torch.tensor(mask, dtype=lp.dtype)).sum().detach())
+
+    per_pair, margins = [], []
+    for r in rows:
+        h_c = alone(policy, *r["chosen"]) - alone(tiny_model, *r["chosen"])
+        h_r = alone(policy, *r["rejected"]) - alone(tiny_model, *r["rejected"])
+        assert r["ref"][0] == pytest.approx(alone(tiny_model, *r["chosen"]), abs=1e-4)
+        per_pair.append(math.log1p(math.exp(-0.3 * (h_c - h_r))))
+        margins.append(0.3 * (h_c - h_r))
+    assert loss.item() == pytest.approx(sum(per_pair) / 4, abs=1e-5)
+    assert metrics["reward_margin"].item() == pytest.approx(sum(margins) / 4, abs=1e-5)
+    assert metrics["reward_accuracy"].item() == sum(m > 0 for m in margins) / 4
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
+
+
+def test_dpo_at_the_reference_is_log2_with_a_tie_and_ipo_is_its_square(tok, tiny_model, pairs):
+    rows = pair_rows(tok, pairs[:4])
+    attach_reference(tiny_model, rows, tok.pad_token_id)
+    batch = collate_pairs(rows, tok.pad_token_id)
+    loss, m = dpo_step(tiny_model, batch, DPOConfig(beta=0.1))
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-5) and m["reward_accuracy"].item() == 0.5
+    ipo, _ = dpo_step(tiny_model, batch, DPOConfig(beta=0.1, loss_type="ipo"))
+    assert ipo.item() == pytest.approx((1 / (2 * 0.1)) ** 2, rel=1e-4)
+
+
+def test_train_dpo_learns_its_pairs_and_leaves_the_reference_alone(tok, tiny_model, pairs):
+    """A tiny model trained on labelled notes pairs orders them by its implicit reward (0.5, all
+    ties, at the start), and the reference it was measured against stays as it was."""
+    model = copy.deepcopy(tiny_model)
+    reference = copy.deepcopy(tiny_model)
+    before = [p.clone() for p in reference.parameters()]
+    res = train_dpo(model, tok, pairs, DPOConfig(steps=30, batch_size=16, lr=3e-3, beta=0.5), reference=reference,
+                    progress=False)
+    assert abs(res.history[0]["reward_margin"]) < 1e-5            # the first step: the policy is the reference
+    rows = pair_rows(tok, pairs)
+    attach_reference(reference, rows, tok.pad_token_id)
+    _, m = dpo_step(res.model, collate_pairs(rows, tok.pad_token_id), DPOConfig(beta=0.5))
+    assert m["reward_accuracy"].item() > 0.8
+    assert all(torch.equal(a, b) for a, b in zip(before, reference.parameters()))
+    assert res.info["pairs"] == len(pairs) and res.info["flops"] > 0 and res.info["ref_tokens"] > 0
+
+
+def test_train_dpo_rejects_a_reference_with_another_vocabulary(tok, tiny_model, pairs):
+    other = copy.deepcopy(tiny_model)
+    other.resize_token_embeddings(tiny_model.config.vocab_size + 8)
+    with pytest.raises(ValueError, match="same tokenizer"):
+        train_dpo(copy.deepcopy(tiny_model), tok, pairs[:2], DPOConfig(steps=1), reference=other, progress=False)
+
+
+# --------------------------------------------------------------------------- pairs from samples
+
+def _scored(proxy=True):
+    return Scored(prompts=["p0", "p1", "p2"],
+                  texts=[["a", "b", "c"], ["d", "d", "e"], ["f", "g", "h"]],
+                  gold=[[0.1, 0.9, 0.5], [0.3, 0.3, 0.2], [0.0, 0.4, 0.8]],
+                  finished=[[True, True, False], [True, True, True], [False, False, False]],
+                  proxy=[[0.2, 1.5, float("-inf")], [0.7, 0.7, 0.1], [float("-inf")] * 3] if proxy else None)
+
+
+def test_best_of_k_keeps_the_reward_models_best_finished_sample():
+    pairs, stats = best_of_k(_scored())
+    assert pairs == [("p0", "b"), ("p1", "d")]                  # p2 never finished
+    assert stats["gold_kept"] == pytest.approx((0.9 + 0.3) / 2)
+    assert stats["gold_all"] == pytest.approx(sum([0.1, 0.9, 0.5, 0.3, 0.3, 0.2, 0.0, 0.4, 0.8]) / 9)
+    with pytest.raises(ValueError, match="reward_model=rm"):
+        best_of_k(_scored(proxy=False))
+
+
+def test_ranked_pairs_take_best_against_worst_and_skip_what_cannot_be_a_pair():
+    pairs, stats = ranked_pairs(_scored())
+    # p0's unfinished "c" is never paired: best "b" against the worst finished "a"; p2 never finished
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("b", "a"), ("d", "e")]
+    assert stats["gold_agrees"] == 1.0 and stats["pairs"] == 2
+    pairs, _ = ranked_pairs(_scored(), min_margin=1.0)
+    assert [p["prompt"] for p in pairs] == ["p0"]                   # 1.5 - 0.2 > 1; 0.7 - 0.1 is not
+
+
+def test_delta_pairs_pair_strong_with_weak_on_the_same_prompts():
+    strong = Scored(prompts=["p0", "p1", "p2"], texts=[["x", "y"], ["z", "w"], ["u", "v"]],
+                    gold=[[0.5, 0.9], [0.7, 0.1], [0.6, 0.6]], finished=[[False, True], [True, True], [True, True]])
+    weak = Scored(prompts=["p0", "p1", "p2"], texts=[["q"], ["z"], ["t"]], gold=[[0.2], [0.7], [0.3]],
+                  finished=[[True], [True], [False]])
+    pairs, stats = delta_pairs(strong, weak)      # p1: the same text; p2: the weak sample never ended
+    assert pairs == [{"prompt": "p0", "chosen": "y", "rejected": "q", "gold_chosen": 0.9, "gold_rejected": 0.2}]
+    assert stats["pairs"] == 1 and stats["prompts"] == 3
+    with pytest.raises(ValueError, match="different prompts"):
+        delta_pairs(strong, Scored(prompts=["p1", "p0"], texts=[["q"], ["z"]], gold=[[0], [0]], finished=[[1], [1]]))
+
+
+def test_drift_is_zero_against_itself_and_positive_against_another_model(tok, tiny_model, sft_tiny):
+    """A fine-tuned policy's samples are far likelier under itself than under the model it
+    started from: the KL estimate on its own samples is large; against itself it is 0."""
+    examples = get_task("add").sample(8, seed=0, difficulty="easy")
+    same = drift(sft_tiny, sft_tiny, tok, examples, max_new_tokens=8)
+    assert same["kl_ref"] == pytest.approx(0.0, abs=1e-5) and 0 < same["length"] <= 8
+    assert 0.0 <= same["gold"] <= 1.0 and same["unfinished"] == 0.0
+    assert drift(sft_tiny, tiny_model, tok, examples, max_new_tokens=8)["kl_ref"] > 1.0
+
+
+# --------------------------------------------------------------------------- the recipes
+
+@pytest.mark.parametrize("name", ["llama2", "llama3", "olmo3_delta"])
+def test_preference_recipes_build_their_stages_in_order(name, smoke_run):
+    from minimopd.recipes import RECIPE_STAGES
+    run = smoke_run(name)
+    assert [k.rsplit("-", 1)[0] for k in run.keys] == list(RECIPE_STAGES[name])
+    assert {r["domain"] for ev in run.result.evals.values() for r in ev.rows} == {"notes"}
+
+
+def test_llama_recipes_tabulate_rounds_and_dpo_models_on_the_gold_kl_plane(smoke_run):
+    l2 = smoke_run("llama2").result
+    assert [r["round"] for r in l2.tables["rejection sampling rounds"]] == [1, 2]
+    assert l2.info["ppo"]["parent"] == l2.info["rs_round2"]["path"].rsplit("/", 1)[-1]
+    l3 = smoke_run("llama3").result
+    rows = l3.tables["DPO rounds: pairs, and the model on its own samples"]
+    assert [r["round"] for r in rows] == [1, 2] and all(r["KL to reference"] >= -0.05 for r in rows)
+    assert l3.info["dpo_round2"]["parent"] == l3.info["rs_round2"]["path"].rsplit("/", 1)[-1]
+    olmo = smoke_run("olmo3_delta").result
+    rows = olmo.tables["delta pairs vs reward-ranked pairs"]
+    assert [r["stage"] for r in rows] == ["dpo_delta", "dpo_ranked"] and all(r["pairs"] > 0 for r in rows)
+    sft = olmo.info["sft"]["path"].rsplit("/", 1)[-1]
+    assert olmo.info["dpo_delta"]["parent"] == sft == olmo.info["dpo_ranked"]["parent"]
