@@ -60,10 +60,11 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             # the instructgpt recipe's stages, seed 0 (2-core AMD EPYC, two threads; RESULTS.md "Reward
             # model and PPO"; the recipe's 150 PPO steps: experiments/overoptimisation.py, 1,015 s)
             "sft_notes": 160, "reward_model": 190, "ppo": 1015,
-            # the llama3 and olmo3_delta recipes, seed 0 (runs of RESULTS.md "Learning from preferences";
+            # the llama2, llama3 and olmo3_delta recipes, seed 0 (RESULTS.md "Learning from preferences"; llama2_ppo
+            # as the instructgpt PPO, its run having been paused;
             # their sampling runs outside the stages, in the recipe: about a minute per round)
             "sft_weak": 50, "dpo_delta": 34, "dpo_ranked": 40, "llama3_rs1": 13, "llama3_dpo1": 38,
-            "llama3_rs2": 12, "llama3_dpo2": 37, "rs_round1": 13, "rs_round2": 12, "llama2_ppo": 1015},
+            "llama3_rs2": 12, "llama3_dpo2": 37, "rs_round1": 12, "rs_round2": 12, "llama2_ppo": 1015},
 }
 
 
