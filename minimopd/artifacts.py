@@ -138,6 +138,13 @@ def sft_on_pairs(parent: Artifact, pairs, cfg: SFTConfig, profile: Profile, *, n
     return cached_stage(key, build, device=profile.device)
 
 
+def pairs_digest(pairs) -> str:
+    """A SHA-256 of a data set of pairs (tuples, or preference dicts with prompt, chosen and
+    rejected), in any order: part of the key of a stage trained on data drawn at run time."""
+    rows = [(p["prompt"], p["chosen"], p["rejected"]) if isinstance(p, dict) else tuple(p) for p in pairs]
+    return hashlib.sha256(json.dumps(sorted(rows)).encode()).hexdigest()
+
+
 def dpo_on_pairs(parent: Artifact, pairs: list[dict], cfg: DPOConfig, profile: Profile, *, name: str,
                  progress: bool = True, **extra) -> Artifact:
     """DPO of `parent` on preference pairs (dicts with prompt, chosen, rejected), the parent
@@ -147,9 +154,7 @@ def dpo_on_pairs(parent: Artifact, pairs: list[dict], cfg: DPOConfig, profile: P
                         progress=progress)
         res.info["parent"] = parent.path.name
         return res.model, parent.tokenizer, res
-    data = json.dumps(sorted((p["prompt"], p["chosen"], p["rejected"]) for p in pairs))
-    key = stage_key(name, config=cfg, parent=parent.path.name, pairs=hashlib.sha256(data.encode()).hexdigest(),
-                    n=len(pairs), **extra)
+    key = stage_key(name, config=cfg, parent=parent.path.name, pairs=pairs_digest(pairs), n=len(pairs), **extra)
     return cached_stage(key, build, device=profile.device)
 
 

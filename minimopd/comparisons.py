@@ -22,7 +22,8 @@ from typing import Sequence
 
 import torch
 
-from .models import count_parameters
+from .kl import kl_estimate
+from .models import count_parameters, sequence_logprobs
 from .rollout import generate
 from .tasks import get_task
 
@@ -166,8 +167,6 @@ def drift(policy, reference, tokenizer, examples: Sequence, *, max_new_tokens: i
     per-token KL to `reference`, estimated as PPO's history logs it (`kl_ref`: the k1 estimate
     log pi - log ref, averaged over the sampled tokens), so a DPO or rejection-sampling model can
     be placed on PPO's gold-against-KL curve. Also the mean length and the unfinished share."""
-    from .losses import kl_estimate
-    from .models import sequence_logprobs
     device = next(reference.parameters()).device
     gold, kl_sum, tokens, unfinished = [], 0.0, 0.0, 0
     for start in range(0, len(examples), chunk):

@@ -15,10 +15,7 @@ the notes SFT model and its reward model (`recipes_pref`), all measured on the h
 """
 from __future__ import annotations
 
-import hashlib
-import json
-
-from .artifacts import RecipeResult, base_artifact, dpo_on_pairs, sft_artifact, sft_on_pairs
+from .artifacts import RecipeResult, base_artifact, dpo_on_pairs, pairs_digest, sft_artifact, sft_on_pairs
 from .cache import Artifact
 from .comparisons import Scored, best_of_k, delta_pairs, drift, ranked_pairs, sample_scored
 from .profiles import Profile
@@ -73,9 +70,8 @@ def rejection_round(policy: Artifact, rm: Artifact, profile: Profile, seed: int,
     batch = profile.sft_batch_size
     cfg = SFTConfig(steps=max(10, round(2 * len(pairs) / batch)), batch_size=batch, lr=profile.sft_lr,
                     n_examples=len(pairs), domains=(PREFERENCE_DOMAIN,), seed=seed)
-    digest = hashlib.sha256(json.dumps(sorted(pairs)).encode()).hexdigest()
     art = sft_on_pairs(policy, pairs, cfg, profile, name=name, progress=progress, reward_model=rm.path.name,
-                       pairs_digest=digest)
+                       pairs_digest=pairs_digest(pairs))
     return art, {"round": round_, "gold of samples": round(stats["gold_all"], 3),
                  "gold of kept": round(stats["gold_kept"], 3), "kept": stats["kept"],
                  "sampling FLOPs": f"{scored.cost['flops']:.2e}"}

@@ -157,7 +157,7 @@ GAE_WRONG = (
 )
 
 
-def _gae_shift_check(case, expected, got):
+def _gae_outside_mask(case, expected, got):
     adv, _ = got
     if isinstance(adv, torch.Tensor) and adv.shape == expected[0].shape:
         outside = adv * (case.args[2] == 0).to(adv.dtype)
@@ -266,7 +266,7 @@ LABS["lab03"] = [
                    hint="r_t = -beta (log pi - log ref) on every response token (0 elsewhere), plus the score "
                         "on the last response token"),
     GradedFunction("gae", "minimopd.advantages.gae", _gae_cases, points=4, wrong=GAE_WRONG,
-                   output_names=("advantages", "returns"), diagnose=_gae_shift_check,
+                   output_names=("advantages", "returns"), diagnose=_gae_outside_mask,
                    library=("minimopd.advantages.gae", "minimopd.losses.gae"),
                    hint="walk t from the end: delta_t = r_t + gamma V_{t+1} - V_t (V after the response = 0), "
                         "A_t = delta_t + gamma lambda A_{t+1}, R_t = A_t + V_t; 0 outside the mask"),

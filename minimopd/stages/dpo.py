@@ -37,6 +37,7 @@ from ..data import build_sft_example, collate
 from ..models import count_parameters, sequence_logprobs
 from ..profiles import Profile, get_profile
 from .common import OptimConfig, StageResult, cycle_batches, train_offline
+from .reward_model import pair_right
 
 
 @dataclass
@@ -147,8 +148,7 @@ def dpo_step(model, batch, config: DPOConfig):
     per_pair, r_c, r_r = losses.dpo_loss(seq[:n], seq[n:], batch["ref_chosen"], batch["ref_rejected"],
                                          beta=config.beta, loss_type=config.loss_type,
                                          label_smoothing=config.label_smoothing)
-    right = (r_c > r_r).float() + 0.5 * (r_c == r_r).float()
-    return per_pair.mean(), {"reward_accuracy": right.mean(), "reward_margin": (r_c - r_r).mean(),
+    return per_pair.mean(), {"reward_accuracy": pair_right(r_c, r_r).mean(), "reward_margin": (r_c - r_r).mean(),
                              "chosen_reward": r_c.mean(), "rejected_reward": r_r.mean(),
                              "logp_chosen": seq[:n].detach().mean(), "logp_rejected": seq[n:].detach().mean()}
 

@@ -152,6 +152,13 @@ def ranking_loss(rewards: torch.Tensor, chosen: torch.Tensor, rejected: torch.Te
     return (sums / counts).mean()
 
 
+def pair_right(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
+    """(P,) float: 1 where a pair's chosen response scores higher than its rejected one, 1/2 on a
+    tie (the model picks neither side), 0 where it scores lower. Its mean is the pairwise
+    accuracy of a reward model, or of DPO's implicit reward."""
+    return (chosen_rewards > rejected_rewards).float() + 0.5 * (chosen_rewards == rejected_rewards).float()
+
+
 def pairwise_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
                      gold_chosen: torch.Tensor, gold_rejected: torch.Tensor, temperature: float) -> dict:
     """How well a reward model predicts a noisy labeller, and the best any model could do.
@@ -173,7 +180,7 @@ def pairwise_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tenso
     """
     if temperature < 0:
         raise ValueError(f"the labeller's temperature must be >= 0, got {temperature}")
-    right = (chosen_rewards > rejected_rewards).float() + 0.5 * (chosen_rewards == rejected_rewards).float()
+    right = pair_right(chosen_rewards, rejected_rewards)
     diff = (gold_chosen - gold_rejected).double()
     p = torch.sigmoid(diff / temperature) if temperature > 0 else (diff > 0).double() + 0.5 * (diff == 0).double()
     right = right.double()
@@ -255,9 +262,8 @@ def train_reward_model(model, tokenizer, config: RewardModelConfig, *, reference
     def step(model, batch):
         rewards = model(batch["input_ids"], batch["attention_mask"])
         loss = loss_fn(rewards, batch["chosen"], batch["rejected"], batch["group"])
-        margin = rewards[batch["chosen"]] - rewards[batch["rejected"]]
-        right = (margin > 0).float() + 0.5 * (margin == 0).float()     # a tie counts half, as in evaluation
-        return loss, {"pair_accuracy": right.mean(), "margin": margin.mean()}
+        chosen, rejected = rewards[batch["chosen"]], rewards[batch["rejected"]]
+        return loss, {"pair_accuracy": pair_right(chosen, rejected).mean(), "margin": (chosen - rejected).mean()}
 
     result = train_offline(
         rm, cycle_batches(rows, config.prompts_per_batch, lambda b: collate_rankings(b, tokenizer.pad_token_id),
