@@ -37,8 +37,8 @@ def knobs(fn, **controls):
     """Controls that call `fn(**values)` again, into an output area below them, whenever one moves.
 
     Each keyword names an argument of `fn`: a list gives a dropdown, a (low, high) pair of ints a
-    slider, a (low, high, step) triple of floats a float slider, an ipywidgets widget is used as
-    it is; the start value is `fn`'s default for that argument. Nothing is drawn until a knob
+    slider, a (low, high, step) triple of floats a float slider, `bool` a checkbox, an ipywidgets
+    widget is used as it is; the start value is `fn`'s default for that argument. Nothing is drawn until a knob
     moves: call `fn()` once before, for the static output a saved notebook keeps (a run without a
     browser, like nbconvert's or nbgrader's, never waits on widget output).
 
@@ -60,6 +60,8 @@ def knobs(fn, **controls):
         start = {} if default is inspect.Parameter.empty else {"value": default}
         if isinstance(spec, widgets.Widget):
             made[name] = spec
+        elif spec is bool:
+            made[name] = widgets.Checkbox(description=name, **start)
         elif isinstance(spec, list):
             made[name] = widgets.Dropdown(options=spec, description=name, **start)
         elif isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(v, int) for v in spec):
@@ -68,7 +70,8 @@ def knobs(fn, **controls):
             made[name] = widgets.FloatSlider(min=spec[0], max=spec[1], step=spec[2], description=name, **start)
         else:
             raise TypeError(f"knobs: {name}={spec!r} is not a control; give a list (dropdown), (low, high) "
-                            "ints (slider), (low, high, step) floats (float slider) or an ipywidgets widget")
+                            "ints (slider), (low, high, step) floats (float slider), bool (checkbox) or an ipywidgets "
+                            "widget")
     out = widgets.Output()
 
     def redraw(_change=None):
@@ -201,6 +204,37 @@ def reward_vs_gold_figure(scores, gold, *, bins: int = 10,
     fig.update_xaxes(title_text="gold score (hidden labeller)")
     fig.update_yaxes(title_text="reward-model score (normalised)")
     return responsive(fig, title=title, height=380)
+
+
+def gold_kl_figure(models: dict[str, dict], baseline: dict, curves: dict[str, list[dict]] | None = None, *,
+                   points: int = 15,
+                   title: str = "Gold reward gained against KL to the SFT model") -> go.Figure:
+    """Preference methods on one plane: each model ({label: `recipes_llama.place` row}) at its KL to
+    the reference (x) and its gold gain over `baseline` (the reference's own row, y), both measured
+    on the models' own samples of the same held-out prompts. `curves` ({label: PPO history}) adds
+    a run's path through training, each point a window of steps (`recipes_pref.windows`), as its
+    gain over its first window: a history measures gold on the training prompts, so gains, not
+    levels, compare. Hover shows each model's gold level and sample length."""
+    from .recipes_pref import windows
+    fig = go.Figure()
+    for i, (label, hist) in enumerate((curves or {}).items()):
+        w = windows(hist, points=points)
+        fig.add_trace(go.Scatter(x=[r["kl_ref"] for r in w], y=[r["accuracy"] - w[0]["accuracy"] for r in w],
+                                 mode="lines", name=label, line=dict(color=PALETTE[-1 - i % 2], dash="dot"),
+                                 text=[f"steps {r['first']}-{r['last']}" for r in w],
+                                 hovertemplate="KL %{x:.3f}<br>gain %{y:+.3f}<br>%{text}<extra>" + label + "</extra>"))
+    for i, (label, row) in enumerate(models.items()):
+        gain = row["gold (T=1)"] - baseline["gold (T=1)"]
+        fig.add_trace(go.Scatter(x=[row["KL to reference"]], y=[gain], mode="markers", name=label,
+                                 marker=dict(size=11, color=PALETTE[i % (len(PALETTE) - 2)],
+                                             symbol=("circle", "diamond", "square")[i // (len(PALETTE) - 2) % 3]),
+                                 customdata=[[row["gold (T=1)"], row.get("length", float("nan"))]],
+                                 hovertemplate="KL %{x:.3f}<br>gain %{y:+.3f}<br>gold %{customdata[0]:.3f}<br>"
+                                               "length %{customdata[1]:.1f}<extra>" + label + "</extra>"))
+    fig.add_hline(y=0, line=dict(color="#999", width=1))
+    fig.update_xaxes(title_text="KL to the SFT model (nats per token, on the model's own samples)", rangemode="tozero")
+    fig.update_yaxes(title_text="gold gain over the SFT model (T = 1)")
+    return responsive(fig, title=title, height=400)
 
 
 def pass_at_k_figure(diagnoses: dict, *, domains=None,

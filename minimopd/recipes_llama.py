@@ -49,11 +49,13 @@ def scored_prompts(art: Artifact, rm: Artifact | None, profile: Profile, seed: i
                          reward_model=rm.model if rm is not None else None)
 
 
-def place(art: Artifact, reference: Artifact, profile: Profile, seed: int) -> dict:
-    """`comparisons.drift` of `art` against `reference` on 3 x the profile's items per level of
-    held-out notes prompts, rounded."""
+def place(art, reference: Artifact, profile: Profile, seed: int) -> dict:
+    """`comparisons.drift` of `art` (an `Artifact`, or a `StageResult` trained outside the cache,
+    as Lab 04's) against `reference` on 3 x the profile's items per level of held-out notes
+    prompts, rounded. Both use `reference`'s tokenizer."""
     examples = get_task(PREFERENCE_DOMAIN).sample(3 * profile.eval_per_level, split="test", seed=seed + 41)
-    d = drift(art.model, reference.model, art.tokenizer, examples, max_new_tokens=notes_tokens(profile), seed=seed)
+    d = drift(art.model, reference.model, reference.tokenizer, examples, max_new_tokens=notes_tokens(profile),
+              seed=seed)
     return {"gold (T=1)": round(d["gold"], 3), "KL to reference": round(d["kl_ref"], 3),
             "length": round(d["length"], 1), "unfinished": round(d["unfinished"], 3)}
 

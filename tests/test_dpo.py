@@ -129,6 +129,38 @@ def test_train_dpo_learns_its_pairs_and_leaves_the_reference_alone(tok, tiny_mod
     assert res.info["pairs"] == len(pairs) and res.info["flops"] > 0 and res.info["ref_tokens"] > 0
 
 
+def test_lab_hooks_replace_the_log_probs_and_the_loss_and_check_the_shape(tok, tiny_model, pairs):
+    """Lab 04 trains with its own sequence log-probs and loss: given the library's own functions
+    the step is the same; a loss without one value per pair is a clear error."""
+    policy = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    rows = pair_rows(tok, pairs[:4])
+    attach_reference(tiny_model, rows, tok.pad_token_id)
+    batch = collate_pairs(rows, tok.pad_token_id)
+    cfg = DPOConfig(beta=0.3)
+    want, m_want = dpo_step(policy, batch, cfg)
+    calls = []
+
+    def logps_fn(logits, ids, mask):
+        calls.append(logits.shape)
+        return losses.sequence_logps(losses.token_logprobs(logits, ids), mask)
+
+    got, m_got = dpo_step(policy, batch, cfg, logps_fn=logps_fn,
+                          loss_fn=lambda pc, pr, rc, rr: losses.dpo_loss(pc, pr, rc, rr, beta=0.3)[0])
+    assert calls == [(8, batch["input_ids"].shape[1], tiny_model.config.vocab_size)]
+    at_ref = dpo_step(tiny_model, batch, cfg, logps_fn=logps_fn)[1]
+    assert at_ref["reward_accuracy"].item() == 0.5              # float noise of two ways to sum: still a tie
+    assert got.item() == pytest.approx(want.item(), abs=1e-6)
+    assert m_got["reward_margin"].item() == pytest.approx(m_want["reward_margin"].item(), abs=1e-6)
+    ipo, _ = dpo_step(policy, batch, cfg, loss_fn=lambda pc, pr, rc, rr: ((pc - rc) - (pr - rr) - 5.0) ** 2)
+    assert ipo.item() == pytest.approx(dpo_step(policy, batch, DPOConfig(beta=0.1, loss_type="ipo"))[0].item(),
+                                       rel=1e-5)
+    with pytest.raises(ValueError, match="one loss per pair"):
+        dpo_step(policy, batch, cfg, loss_fn=lambda pc, pr, rc, rr: (pc - pr).mean())
+
+
 def test_train_dpo_rejects_a_reference_with_another_vocabulary(tok, tiny_model, pairs):
     other = copy.deepcopy(tiny_model)
     other.resize_token_embeddings(tiny_model.config.vocab_size + 8)
@@ -209,3 +241,19 @@ def test_llama_recipes_tabulate_rounds_and_dpo_models_on_the_gold_kl_plane(smoke
     assert [r["stage"] for r in rows] == ["dpo_delta", "dpo_ranked"] and all(r["pairs"] > 0 for r in rows)
     sft = olmo.info["sft"]["path"].rsplit("/", 1)[-1]
     assert olmo.info["dpo_delta"]["parent"] == sft == olmo.info["dpo_ranked"]["parent"]
+
+
+def test_gold_kl_figure_places_models_by_gain_over_the_baseline_and_ppo_by_gain_over_its_start():
+    from minimopd.plots import gold_kl_figure
+    from minimopd.recipes_pref import windows
+    baseline = {"gold (T=1)": 0.6, "KL to reference": 0.0, "length": 60.0}
+    models = {"dpo": {"gold (T=1)": 0.7, "KL to reference": 0.006, "length": 61.0},
+              "ppo": {"gold (T=1)": 0.55, "KL to reference": 0.17, "length": 50.0}}
+    hist = [{"step": i, "reward": 0.1 * i, "accuracy": 0.68 + 0.01 * i, "kl_ref": 0.01 * i} for i in range(30)]
+    fig = gold_kl_figure(models, baseline, {"ppo path": hist})
+    path, dpo, ppo = fig.data
+    w = windows(hist, points=15)
+    assert path.name == "ppo path" and list(path.x) == [r["kl_ref"] for r in w]
+    assert list(path.y) == pytest.approx([r["accuracy"] - w[0]["accuracy"] for r in w]) and path.y[0] == 0
+    assert (dpo.x[0], dpo.y[0]) == pytest.approx((0.006, 0.1)) and (ppo.x[0], ppo.y[0]) == pytest.approx((0.17, -0.05))
+    assert dpo.customdata[0][0] == 0.7 and len(gold_kl_figure(models, baseline).data) == 2

@@ -1,4 +1,4 @@
-"""The lab 02 (reward model) and lab 03 (PPO) graders: an independent straightforward solution gets
+"""The lab 02 (reward model), lab 03 (PPO) and lab 04 (DPO) graders: an independent straightforward solution gets
 full marks, and the registry adds up. (The references and stubs: tests/test_grading_rl.py; every
 wrong version is checked alive and named in tests/test_grading.py.)"""
 import pytest
@@ -10,7 +10,8 @@ from minimopd.grading import LABS, check
 
 LAB02 = [gf.name for gf in LABS["lab02"]]
 LAB03 = [gf.name for gf in LABS["lab03"]]
-GRADED = [("lab02", n) for n in LAB02] + [("lab03", n) for n in LAB03]
+LAB04 = [gf.name for gf in LABS["lab04"]]
+GRADED = [("lab02", n) for n in LAB02] + [("lab03", n) for n in LAB03] + [("lab04", n) for n in LAB04]
 
 
 def bradley_terry_loss(chosen_rewards, rejected_rewards):
@@ -74,7 +75,29 @@ def value_loss(values, old_values, returns, clip=0.2):
     return 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2)
 
 
-SOLUTIONS = {"bradley_terry_loss": bradley_terry_loss, "ranking_loss": ranking_loss,
+def sequence_logps(logits, input_ids, mask):
+    out = []
+    for b in range(logits.shape[0]):
+        total = logits.new_zeros(())
+        for t in range(1, logits.shape[1]):
+            if mask[b, t]:
+                total = total + torch.log_softmax(logits[b, t - 1], -1)[input_ids[b, t]]
+        out.append(total)
+    return torch.stack(out)
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, label_smoothing=0.0):
+    logits = beta * ((policy_chosen - policy_rejected) - (ref_chosen - ref_rejected))
+    return -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+
+
+def ipo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)
+    return (h - 1 / (2 * beta)) ** 2
+
+
+SOLUTIONS = {"sequence_logps": sequence_logps, "dpo_loss": dpo_loss, "ipo_loss": ipo_loss,
+             "bradley_terry_loss": bradley_terry_loss, "ranking_loss": ranking_loss,
              "pairwise_accuracy": pairwise_accuracy, "noise_ceiling": noise_ceiling,
              "kl_penalized_rewards": kl_penalized_rewards, "gae": gae, "ppo_clip_loss": ppo_clip_loss,
              "value_loss": value_loss}
@@ -83,7 +106,9 @@ SOLUTIONS = {"bradley_terry_loss": bradley_terry_loss, "ranking_loss": ranking_l
 def test_registry():
     assert LAB02 == ["bradley_terry_loss", "ranking_loss", "pairwise_accuracy", "noise_ceiling"]
     assert LAB03 == ["kl_penalized_rewards", "gae", "ppo_clip_loss", "value_loss"]
-    assert sum(gf.points for gf in LABS["lab02"]) == 10 and sum(gf.points for gf in LABS["lab03"]) == 10
+    assert LAB04 == ["sequence_logps", "dpo_loss", "ipo_loss"]
+    for lab in ("lab02", "lab03", "lab04"):
+        assert sum(gf.points for gf in LABS[lab]) == 10, lab
 
 
 @pytest.mark.parametrize("lab,name", GRADED)
@@ -103,3 +128,22 @@ def test_unstable_bradley_terry_gets_the_logsigmoid_hint(capsys):
         check("bradley_terry_loss", unstable, lab="lab02")
     out = capsys.readouterr().out
     assert "large gaps, both ways ... FAILED" in out and "underflows to -inf" in out
+
+
+def test_length_normalised_sequence_logps_gets_the_sum_hint(capsys):
+    def mean_logps(logits, input_ids, mask):
+        lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        return (lp * mask[:, 1:]).sum(1) / mask[:, 1:].sum(1).clamp(min=1)
+
+    with pytest.raises(AssertionError):
+        check("sequence_logps", mean_logps, lab="lab04")
+    assert "SUM of the response's token log-probs" in capsys.readouterr().out
+
+
+def test_ipo_with_beta_inside_gets_the_target_hint(capsys):
+    def scaled(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+        return (beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)) - 0.5) ** 2
+
+    with pytest.raises(AssertionError):
+        check("ipo_loss", scaled, lab="lab04")
+    assert "without beta" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The lab02 (reward model), lab03 (PPO), lab05 (GRPO), lab06 (R1), lab07 (on-policy distillation), lab08 (MOPD) and lab09 (support overlap) autograders: the references pass, every classic bug is caught
+"""The lab02 (reward model), lab03 (PPO), lab04 (DPO), lab05 (GRPO), lab06 (R1), lab07 (on-policy distillation), lab08 (MOPD) and lab09 (support overlap) autograders: the references pass, every classic bug is caught
 with feedback that names it."""
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ LAB06 = [gf.name for gf in LABS["lab06"]]
 LAB07 = [gf.name for gf in LABS["lab07"]]
 LAB08 = [gf.name for gf in LABS["lab08"]]
 LAB09 = [gf.name for gf in LABS["lab09"]]
-GRADED = [(lab, gf.name) for lab in ("lab02", "lab03", "lab05", "lab06", "lab07", "lab08", "lab09") for gf in LABS[lab]]
+GRADED = [(lab, gf.name) for lab in ("lab02", "lab03", "lab04", "lab05", "lab06", "lab07", "lab08", "lab09") for gf in LABS[lab]]
 
 
 def test_registries():

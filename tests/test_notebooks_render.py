@@ -94,22 +94,23 @@ def test_history_against_compute():
 
 def test_knobs_redraw_on_change_only():
     """`plots.knobs`: one control per named argument (list -> dropdown, int pair -> slider, float
-    triple -> float slider), started at the function's defaults; the function runs only when a
+    triple -> float slider, bool -> checkbox), started at the function's defaults; the function runs only when a
     knob moves (a non-interactive notebook run never waits on widget output)."""
     import ipywidgets as widgets
 
     from minimopd.plots import knobs
     calls = []
 
-    def show(domain="sort", n=3, temperature=0.5, other=None):
-        calls.append((domain, n, temperature))
+    def show(domain="sort", n=3, temperature=0.5, other=None, path=True):
+        calls.append((domain, n, temperature, path))
 
-    box = knobs(show, domain=["add", "sort"], n=(1, 9), temperature=(0.0, 1.5, 0.1))
+    box = knobs(show, domain=["add", "sort"], n=(1, 9), temperature=(0.0, 1.5, 0.1), path=bool)
     controls = [w for row in box.children[:-1] for w in row.children]
-    assert [type(w).__name__ for w in controls] == ["Dropdown", "IntSlider", "FloatSlider"]
-    assert [w.value for w in controls] == ["sort", 3, 0.5] and calls == []
+    assert [type(w).__name__ for w in controls] == ["Dropdown", "IntSlider", "FloatSlider", "Checkbox"]
+    assert [w.value for w in controls] == ["sort", 3, 0.5, True] and calls == []
     controls[1].value = 7
-    assert calls == [("sort", 7, 0.5)]
+    controls[3].value = False
+    assert calls == [("sort", 7, 0.5, True), ("sort", 7, 0.5, False)]
     assert isinstance(box.children[-1], widgets.Output)
     with pytest.raises(TypeError, match="has no argument"):
         knobs(show, colour=["red"])

@@ -166,3 +166,10 @@ def test_reward_vs_gold_figure_draws_each_response_and_the_mean_of_each_gold_bin
     assert list(means.x) == [0.125, 0.625, 0.875] and list(means.y) == [-2.0, 0.5, 2.0]   # 1.0 joins the last bin
     with pytest.raises(ValueError, match="one gold score per reward score"):
         reward_vs_gold_figure([1.0], [0.5, 0.6])
+
+
+def test_pair_right_counts_a_tie_half_and_a_gap_within_the_tolerance_as_a_tie():
+    from minimopd.stages.reward_model import pair_right
+    c, r = torch.tensor([1.0, 0.0, 2.0, 5.0]), torch.tensor([1.0, 1.0, 2.0 + 1e-6, 4.0])
+    assert pair_right(c, r).tolist() == [0.5, 0.0, 0.0, 1.0]
+    assert pair_right(c, r, tie=1e-4).tolist() == [0.5, 0.0, 0.5, 1.0]

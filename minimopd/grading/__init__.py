@@ -46,7 +46,7 @@ from .compare import TOLERANCES, compare_values
 from .engine import HIDDEN_SEEDS, LABS, NOT_IMPLEMENTED, VISIBLE_SEEDS, Case, GradedFunction, check, find
 from .report import FunctionGrade, GradeReport, grade_notebook, lab_of, main
 from .student import execute_notebook
-from . import lab01, lab02, lab03, lab05, lab06, lab07, lab08, lab09  # noqa: E402,F401  (each registers its lab in LABS)
+from . import lab01, lab02, lab03, lab04, lab05, lab06, lab07, lab08, lab09  # noqa: E402,F401  (each registers its lab in LABS)
 
 __all__ = ["HIDDEN_SEEDS", "LABS", "NOT_IMPLEMENTED", "TOLERANCES", "VISIBLE_SEEDS", "Case",
            "FunctionGrade", "GradedFunction", "GradeReport", "check", "compare_values",

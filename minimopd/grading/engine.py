@@ -333,11 +333,12 @@ def _rng(seed: int) -> tuple[random.Random, torch.Generator]:
     return random.Random(seed), torch.Generator().manual_seed(seed)
 
 
-def _response_mask(r: random.Random, B: int, T: int, *, min_len: int = 1) -> torch.Tensor:
-    """(B, T) float masks shaped like SFT batches: prompt zeros, response ones, padding zeros."""
+def _response_mask(r: random.Random, B: int, T: int, *, min_len: int = 1, first: int = 0) -> torch.Tensor:
+    """(B, T) float masks shaped like SFT batches: prompt zeros, response ones, padding zeros; no
+    response starts before column `first` (1 for chat examples, which open with a prompt token)."""
     mask = torch.zeros(B, T)
     for b in range(B):
-        start = r.randint(0, T - min_len)
+        start = r.randint(first, T - min_len)
         end = r.randint(start + min_len, T)
         mask[b, start:end] = 1.0
     return mask

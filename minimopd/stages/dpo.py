@@ -34,10 +34,14 @@ import torch
 
 from .. import losses
 from ..data import build_sft_example, collate
-from ..models import count_parameters, sequence_logprobs
+from ..models import count_parameters, forward_logits, sequence_logprobs
 from ..profiles import Profile, get_profile
 from .common import OptimConfig, StageResult, cycle_batches, train_offline
 from .reward_model import pair_right
+
+
+TIE_NATS = 1e-4    # log-ratio margins h closer to 0 than this are ties: float32 sums of a response's
+                   # log-probs computed two ways (as Lab 04's and the library's are) differ by ~1e-5
 
 
 @dataclass
@@ -138,26 +142,42 @@ def attach_reference(reference, rows, pad_id: int, *, batch_size: int = 64) -> i
     return tokens
 
 
-def dpo_step(model, batch, config: DPOConfig):
+def dpo_step(model, batch, config: DPOConfig, *, logps_fn=None, loss_fn=None):
     """One DPO loss on a batch of `collate_pairs` (with reference log-probs): the mean of
     `losses.dpo_loss` over its pairs, and its metrics: the implicit rewards of chosen and
-    rejected responses, their margin, the reward accuracy (a tie counts half) and the policy's
-    log-probs of both (DPO can lower both while it widens the gap)."""
-    seq = _sequence_logps(model, batch)
+    rejected responses, their margin, the reward accuracy (a tie, |h| <= `TIE_NATS`, counts half)
+    and the policy's log-probs of both (DPO can lower both while it widens the gap).
+
+    Lab 04's hooks: `logps_fn(logits (2B, T, V), input_ids, loss_mask) -> (2B,)` replaces the
+    sequence log-probs and `loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected) ->
+    (B,)` the per-pair loss (beta and the loss type are then the caller's); the implicit-reward
+    metrics stay the library's, at `config.beta`."""
+    if logps_fn is None:
+        seq = _sequence_logps(model, batch)
+    else:
+        seq = logps_fn(forward_logits(model, batch["input_ids"], batch["attention_mask"]), batch["input_ids"],
+                       batch["loss_mask"])
     n = seq.shape[0] // 2
-    per_pair, r_c, r_r = losses.dpo_loss(seq[:n], seq[n:], batch["ref_chosen"], batch["ref_rejected"],
-                                         beta=config.beta, loss_type=config.loss_type,
+    ref_c, ref_r = batch["ref_chosen"], batch["ref_rejected"]
+    per_pair, r_c, r_r = losses.dpo_loss(seq[:n], seq[n:], ref_c, ref_r, beta=config.beta, loss_type=config.loss_type,
                                          label_smoothing=config.label_smoothing)
-    return per_pair.mean(), {"reward_accuracy": pair_right(r_c, r_r).mean(), "reward_margin": (r_c - r_r).mean(),
+    if loss_fn is not None:
+        per_pair = loss_fn(seq[:n], seq[n:], ref_c, ref_r)
+        if per_pair.shape != r_c.shape:
+            raise ValueError(f"train_dpo's loss_fn returned shape {tuple(per_pair.shape)}: it must return one loss "
+                             f"per pair, shape ({n},)")
+    return per_pair.mean(), {"reward_accuracy": pair_right(r_c, r_r, tie=config.beta * TIE_NATS).mean(), "reward_margin": (r_c - r_r).mean(),
                              "chosen_reward": r_c.mean(), "rejected_reward": r_r.mean(),
                              "logp_chosen": seq[:n].detach().mean(), "logp_rejected": seq[n:].detach().mean()}
 
 
 def train_dpo(model, tokenizer, pairs, config: DPOConfig, *, reference=None, device: str = "cpu",
-              progress: bool = True) -> StageResult:
+              progress: bool = True, logps_fn=None, loss_fn=None) -> StageResult:
     """Train `model` by DPO on `pairs` (dicts with prompt, chosen, rejected). `reference`
     (default: a frozen copy of `model` as it is now) must share the tokenizer. FLOPs (training:
-    6 x params x tokens; the reference's one pass: 2 x params x tokens) are in `info["flops"]`."""
+    6 x params x tokens; the reference's one pass: 2 x params x tokens) are in `info["flops"]`.
+    `logps_fn` and `loss_fn` replace the library's sequence log-probs and loss in training (Lab
+    04; see `dpo_step`); the reference's log-probs are always the library's."""
     reference = reference if reference is not None else copy.deepcopy(model)
     if reference.config.vocab_size != model.config.vocab_size:
         raise ValueError(f"the DPO reference has a vocabulary of {reference.config.vocab_size} tokens and the "
@@ -168,7 +188,7 @@ def train_dpo(model, tokenizer, pairs, config: DPOConfig, *, reference=None, dev
     result = train_offline(
         model, cycle_batches(rows, min(config.batch_size, len(rows)),
                              lambda b: collate_pairs(b, tokenizer.pad_token_id), seed=config.seed),
-        lambda m, b: dpo_step(m, b, config), steps=config.steps, stage="dpo", device=device,
+        lambda m, b: dpo_step(m, b, config, logps_fn=logps_fn, loss_fn=loss_fn), steps=config.steps, stage="dpo", device=device,
         optim=OptimConfig(lr=config.lr, warmup_steps=config.warmup_steps), progress=progress)
     params = count_parameters(model)
     result.info.update(pairs=len(rows), epochs=config.steps * min(config.batch_size, len(rows)) / len(rows),

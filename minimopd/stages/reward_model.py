@@ -152,11 +152,12 @@ def ranking_loss(rewards: torch.Tensor, chosen: torch.Tensor, rejected: torch.Te
     return (sums / counts).mean()
 
 
-def pair_right(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
+def pair_right(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, tie: float = 0.0) -> torch.Tensor:
     """(P,) float: 1 where a pair's chosen response scores higher than its rejected one, 1/2 on a
-    tie (the model picks neither side), 0 where it scores lower. Its mean is the pairwise
-    accuracy of a reward model, or of DPO's implicit reward."""
-    return (chosen_rewards > rejected_rewards).float() + 0.5 * (chosen_rewards == rejected_rewards).float()
+    tie (the model picks neither side; scores within `tie` of each other), 0 where it scores
+    lower. Its mean is the pairwise accuracy of a reward model, or of DPO's implicit reward."""
+    gap = chosen_rewards - rejected_rewards
+    return (gap > tie).float() + 0.5 * (gap.abs() <= tie).float()
 
 
 def pairwise_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
