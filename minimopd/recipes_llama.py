@@ -15,6 +15,8 @@ the notes SFT model and its reward model (`recipes_pref`), all measured on the h
 """
 from __future__ import annotations
 
+import torch
+
 from .artifacts import RecipeResult, base_artifact, dpo_on_pairs, pairs_digest, sft_artifact, sft_on_pairs
 from .cache import Artifact
 from .comparisons import Scored, best_of_k, delta_pairs, drift, ranked_pairs, sample_scored
@@ -50,11 +52,11 @@ def scored_prompts(art: Artifact, rm: Artifact | None, profile: Profile, seed: i
 
 
 def place(art, reference: Artifact, profile: Profile, seed: int) -> dict:
-    """`comparisons.drift` of `art` (an `Artifact`, or a `StageResult` trained outside the cache,
-    as Lab 04's) against `reference` on 3 x the profile's items per level of held-out notes
-    prompts, rounded. Both use `reference`'s tokenizer."""
+    """`comparisons.drift` of `art` (an `Artifact`, a `StageResult` trained outside the cache as
+    Lab 04's, or a model such as a `RecipeResult`'s) against `reference` on 3 x the profile's
+    items per level of held-out notes prompts, rounded. Both use `reference`'s tokenizer."""
     examples = get_task(PREFERENCE_DOMAIN).sample(3 * profile.eval_per_level, split="test", seed=seed + 41)
-    d = drift(art.model, reference.model, reference.tokenizer, examples, max_new_tokens=notes_tokens(profile),
+    d = drift(art if isinstance(art, torch.nn.Module) else art.model, reference.model, reference.tokenizer, examples, max_new_tokens=notes_tokens(profile),
               seed=seed)
     return {"gold (T=1)": round(d["gold"], 3), "KL to reference": round(d["kl_ref"], 3),
             "length": round(d["length"], 1), "unfinished": round(d["unfinished"], 3)}

@@ -241,6 +241,13 @@ def test_llama_recipes_tabulate_rounds_and_dpo_models_on_the_gold_kl_plane(smoke
     assert [r["stage"] for r in rows] == ["dpo_delta", "dpo_ranked"] and all(r["pairs"] > 0 for r in rows)
     sft = olmo.info["sft"]["path"].rsplit("/", 1)[-1]
     assert olmo.info["dpo_delta"]["parent"] == sft == olmo.info["dpo_ranked"]["parent"]
+    # `place` reads an artifact or a recipe's model alike: the table's row is the model's
+    from minimopd import get_profile
+    from minimopd.recipes_llama import place
+    from minimopd.recipes_pref import demonstrations_artifact
+    reference = demonstrations_artifact(get_profile("smoke"), seed=0, progress=False)
+    row = place(olmo.models["dpo_ranked"], reference, get_profile("smoke"), 0)
+    assert row == {k: rows[1][k] for k in row}
 
 
 def test_gold_kl_figure_places_models_by_gain_over_the_baseline_and_ppo_by_gain_over_its_start():
