@@ -221,6 +221,41 @@ class RewardModel(_WithHead):
         return {"norm_mean": self.norm_mean.detach().cpu(), "norm_std": self.norm_std.detach().cpu()}
 
 
+class GatedRewardModel(torch.nn.Module):
+    """Llama 2's two reward models as one scorer: the safety model's score where it is below
+    `threshold`, the helpfulness model's elsewhere,
+
+        R(x, y) = R_s(x, y) if R_s(x, y) < threshold else R_h(x, y).
+
+    Llama 2 gated on the safety score (0.15 on its sigmoid scale) and also used R_s on prompts
+    tagged as unsafe; here every prompt is a notes prompt and both models are normalised (mean 0,
+    std 1 on the reference policy's samples), so `threshold` is in standard deviations. Reads
+    like a `RewardModel`: `(input_ids, attention_mask) -> (B,)`, `config` the helpfulness model's."""
+    kind = "reward"
+
+    def __init__(self, helpful: RewardModel, safety: RewardModel, threshold: float):
+        super().__init__()
+        for role, m in (("helpfulness", helpful), ("safety", safety)):
+            if not isinstance(m, RewardModel):
+                raise TypeError(f"GatedRewardModel's {role} model must be a RewardModel, got {type(m).__name__}")
+        if helpful.config.vocab_size != safety.config.vocab_size:
+            raise ValueError(f"the helpfulness and safety reward models have vocabularies of "
+                             f"{helpful.config.vocab_size} and {safety.config.vocab_size} tokens: build both from "
+                             "models with the same tokenizer")
+        self.helpful, self.safety, self.threshold = helpful, safety, float(threshold)
+
+    @property
+    def config(self):
+        return self.helpful.config
+
+    def get_input_embeddings(self):
+        return self.helpful.get_input_embeddings()
+
+    def forward(self, input_ids, attention_mask) -> torch.Tensor:
+        safe = self.safety(input_ids, attention_mask)
+        return torch.where(safe < self.threshold, safe, self.helpful(input_ids, attention_mask))
+
+
 def unwrap(model):
     """The causal LM inside a `PolicyWithValue` / `RewardModel`, or `model` itself."""
     return model.lm if isinstance(model, _WithHead) else model

@@ -39,7 +39,8 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
               **{f"specialist_{d}{v}": 5 for d in VERIFIABLE_DOMAINS for v in (":from_rlvr", ":round2")},
               **{f"specialist_{d}_rl{v}": 2 for d in VERIFIABLE_DOMAINS for v in ("", ":climb")},
               **{f"glm5_rl_{d}": 1 for d in VERIFIABLE_DOMAINS},
-              "specialist_count:at0.1": 1, "specialist_count:at0.2": 1, "sft_notes": 2, "reward_model": 3, "ppo": 2,
+              "specialist_count:at0.1": 1, "specialist_count:at0.2": 1, "sft_notes": 2, "reward_model": 3,
+              "safety_reward_model": 3, "ppo": 2,
               "rs_round1": 1, "rs_round2": 1, "llama2_ppo": 2, "llama3_rs1": 1, "llama3_dpo1": 1, "llama3_rs2": 1,
               "llama3_dpo2": 1, "sft_weak": 1, "dpo_delta": 1, "dpo_ranked": 1,
               **{f"progressive_{m}_{a}_{i}": 1 for m in ("opd_full", "opd_forward") for a in ("final", "progressive")

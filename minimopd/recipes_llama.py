@@ -21,7 +21,8 @@ from .artifacts import RecipeResult, base_artifact, dpo_on_pairs, pairs_digest, 
 from .cache import Artifact
 from .comparisons import Scored, best_of_k, delta_pairs, drift, ranked_pairs, sample_scored
 from .profiles import Profile
-from .recipes_pref import demonstrations_artifact, evaluate_notes, gold_peak, ppo_artifact, reward_model_artifact
+from .recipes_pref import (GatedJudge, demonstrations_artifact, evaluate_notes, gold_peak, judge_key, ppo_artifact,
+                           reward_model_artifact, reward_model_eval)
 from .stages.dpo import DPOConfig
 from .stages.reward_model import notes_tokens
 from .stages.sft import SFTConfig, sft_dataset
@@ -74,7 +75,7 @@ def rejection_round(policy: Artifact, rm: Artifact, profile: Profile, seed: int,
     batch = profile.sft_batch_size
     cfg = SFTConfig(steps=max(10, round(2 * len(pairs) / batch)), batch_size=batch, lr=profile.sft_lr,
                     n_examples=len(pairs), domains=(PREFERENCE_DOMAIN,), seed=seed)
-    art = sft_on_pairs(policy, pairs, cfg, profile, name=name, progress=progress, reward_model=rm.path.name,
+    art = sft_on_pairs(policy, pairs, cfg, profile, name=name, progress=progress, reward_model=judge_key(rm),
                        pairs_digest=pairs_digest(pairs))
     return art, {"round": round_, "gold of samples": round(stats["gold_all"], 3),
                  "gold of kept": round(stats["gold_kept"], 3), "kept": stats["kept"],
@@ -112,26 +113,37 @@ def _start(profile: Profile, seed: int, progress: bool):
 
 
 def recipe_llama2(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
-    """Llama 2-Chat in miniature: SFT -> reward model -> two rounds of rejection sampling -> PPO.
+    """Llama 2-Chat in miniature: SFT -> two reward models -> two rounds of rejection sampling -> PPO.
 
-    Kept from the paper: rejection sampling (best of K samples by the reward model, then SFT on
-    them) before PPO, each round sampling from the latest model; PPO with the reward model and a
-    per-token KL penalty. Changed: one reward model (Llama 2 trained a helpfulness and a safety
-    model and switched between them per prompt); K = 4 (Llama 2: up to 10 or more); each round
-    fine-tunes the latest model on its own round's samples (Llama 2 kept the best sample of all
-    rounds so far); PPO's frozen reference is the model it starts from; 2 rounds (Llama 2: 4
-    before PPO)."""
+    Kept from the paper: two reward models, helpfulness and safety, each trained on its own
+    labeller's comparisons, combined by Llama 2's gate (the safety score where it is below a
+    threshold, the helpfulness score elsewhere; `models.GatedRewardModel`); rejection sampling
+    (best of K samples by that score, then SFT on them) before PPO, each round sampling from the
+    latest model; PPO against the gated score with a per-token KL penalty. Changed: the safety
+    labeller judges restraint (no gushing, repeats, non-words or rambling:
+    `tasks.preference.restraint_score`, the faults the gold scorer punishes) instead of harm, and
+    every prompt goes through the gate (Llama 2 also sent prompts tagged unsafe to the safety
+    model); the threshold is -1 standard deviation of the SFT samples' safety scores (Llama 2:
+    0.15 on a sigmoid scale); K = 4 (Llama 2: up to 10 or more); each round fine-tunes the latest
+    model on its own round's samples (Llama 2 kept the best sample of all rounds so far); PPO's
+    frozen reference is the model it starts from; 2 rounds (Llama 2: 4 before PPO)."""
     result = RecipeResult("llama2", profile.name, seed)
     sft, rm = _start(profile, seed, progress)
+    safety = reward_model_artifact(profile, seed=seed, parent=sft, progress=progress, criterion="restraint")
+    judge = GatedJudge(rm, safety)
     result.record("sft", sft, evaluate_notes(sft, profile, seed))
     result.record("reward_model", rm)
+    result.record("safety_reward_model", safety)
+    result.tables["reward models on held-out labelled pairs"] = [
+        {"reward model": name, **reward_model_eval(art, profile, seed, criterion)}
+        for name, art, criterion in (("helpfulness (gold)", rm, "gold"), ("safety (restraint)", safety, "restraint"))]
     policy, rows = sft, []
     for r in (1, 2):
-        policy, row = rejection_round(policy, rm, profile, seed, r, name=f"rs_round{r}", progress=progress)
+        policy, row = rejection_round(policy, judge, profile, seed, r, name=f"rs_round{r}", progress=progress)
         result.record(f"rs_round{r}", policy, evaluate_notes(policy, profile, seed))
         rows.append({**row, "greedy gold after": round(result.evals[f"rs_round{r}"].accuracy(), 3)})
     result.tables["rejection sampling rounds"] = rows
-    ppo = ppo_artifact(policy, rm, profile, seed, name="llama2_ppo", progress=progress)
+    ppo = ppo_artifact(policy, judge, profile, seed, name="llama2_ppo", progress=progress)
     result.record("ppo", ppo, evaluate_notes(ppo, profile, seed))
     result.tables["proxy and gold reward during PPO"] = [{"stage": "ppo", **gold_peak(ppo.history)}]
     return result
@@ -203,7 +215,8 @@ def recipe_olmo3_delta(profile: Profile, seed: int = 0, progress: bool = True) -
 
 RECIPES = {"llama2": recipe_llama2, "llama3": recipe_llama3, "olmo3_delta": recipe_olmo3_delta}
 RECIPE_STAGES = {
-    "llama2": ("base", "sft", "sft_notes", "reward_model", "rs_round1", "rs_round2", "llama2_ppo"),
+    "llama2": ("base", "sft", "sft_notes", "reward_model", "safety_reward_model", "rs_round1", "rs_round2",
+               "llama2_ppo"),
     "llama3": ("base", "sft", "sft_notes", "reward_model", "llama3_rs1", "llama3_dpo1", "llama3_rs2", "llama3_dpo2"),
     "olmo3_delta": ("base", "sft", "sft_notes", "reward_model", "sft_weak", "dpo_delta", "dpo_ranked"),
 }

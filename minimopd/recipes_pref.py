@@ -20,12 +20,13 @@ histories) next to the reward model's score ("reward", the proxy).
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 from .artifacts import RecipeResult, fork, online_artifact, sft_artifact, sft_on_pairs
 from .cache import Artifact, cached_stage, stage_key
 from .evaluation import evaluate
-from .models import RewardModel
+from .models import GatedRewardModel, RewardModel
 from .profiles import Profile, get_profile
 from .signals import RewardModelSignal
 from .stages.online import OnlineConfig, preset
@@ -67,7 +68,8 @@ def reward_model_artifact(profile: Profile | str | None = None, *, seed: int = 0
                           progress: bool = True, **overrides) -> Artifact:
     """The reward model grown from `parent` (default: the profile's notes SFT model,
     `demonstrations_artifact`) and normalised on its samples, cached. `reward_model_eval` gives
-    its held-out accuracy."""
+    its held-out accuracy. `criterion="restraint"` trains `llama2`'s safety reward model (its
+    own stage, `safety_reward_model`) on the second labeller's comparisons."""
     prof = get_profile(profile)
     parent = parent or demonstrations_artifact(prof, seed=seed, progress=progress)
     cfg = RewardModelConfig.from_profile(prof, seed=seed, **overrides)
@@ -77,18 +79,46 @@ def reward_model_artifact(profile: Profile | str | None = None, *, seed: int = 0
                                  device=prof.device, progress=progress)
         res.info["parent"] = parent.path.name
         return res.model, parent.tokenizer, res
-    return cached_stage(stage_key("reward_model", config=cfg, parent=parent.path.name), build, device=prof.device)
+    name = "reward_model" if cfg.criterion == "gold" else "safety_reward_model"
+    return cached_stage(stage_key(name, config=cfg, parent=parent.path.name), build, device=prof.device)
 
 
-def reward_model_eval(reward_model: Artifact, profile: Profile, seed: int) -> dict:
+def reward_model_eval(reward_model: Artifact, profile: Profile, seed: int, criterion: str = "gold") -> dict:
     """The reward model's held-out pairwise accuracy, the labels' noise ceiling and its agreement
-    with gold (`stages.reward_model.pairwise_metrics`) on 3 x the profile's items per level of
-    test prompts, K responses each, rounded for a table. Evaluation only: not part of any key."""
-    cfg = RewardModelConfig.from_profile(profile, seed=seed)
+    with its labeller's hidden score (`stages.reward_model.pairwise_metrics`) on 3 x the profile's
+    items per level of test prompts, K responses each, rounded for a table. Evaluation only: not
+    part of any key."""
+    cfg = RewardModelConfig.from_profile(profile, seed=seed, criterion=criterion)
     ev = evaluate_reward_model(reward_model.model, reward_model.tokenizer, n_prompts=3 * profile.eval_per_level,
                                responses_per_prompt=cfg.responses_per_prompt, temperature=cfg.label_temperature,
-                               seed=seed)
+                               seed=seed, criterion=criterion)
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in ev.items()}
+
+
+SAFETY_THRESHOLD = -1.0   # `llama2`: below this safety score (in std of the SFT samples' scores) it replaces helpfulness
+
+
+@dataclass(frozen=True)
+class GatedJudge:
+    """Llama 2's two reward models where a recipe takes one: `model` is their
+    `models.GatedRewardModel` (the safety score below `threshold`, the helpfulness score
+    elsewhere), `key` names both and the threshold in the cache keys of what they select or train."""
+    helpful: Artifact
+    safety: Artifact
+    threshold: float = SAFETY_THRESHOLD
+
+    @cached_property
+    def model(self) -> GatedRewardModel:
+        return GatedRewardModel(self.helpful.model, self.safety.model, self.threshold)
+
+    @property
+    def key(self) -> str:
+        return f"{self.helpful.path.name}+{self.safety.path.name}<{self.threshold:g}"
+
+
+def judge_key(judge: Artifact | GatedJudge) -> str:
+    """The cache-key name of a reward model artifact or a `GatedJudge`."""
+    return judge.key if isinstance(judge, GatedJudge) else judge.path.name
 
 
 def ppo_config(profile: Profile, seed: int, **overrides) -> OnlineConfig:
@@ -108,11 +138,11 @@ def ppo_config(profile: Profile, seed: int, **overrides) -> OnlineConfig:
     return replace(preset("ppo", base), **overrides)
 
 
-def ppo_artifact(parent: Artifact, reward_model: Artifact, profile: Profile, seed: int, *, name: str = "ppo",
-                 progress: bool = True, **overrides) -> Artifact:
-    """PPO of `parent` against `reward_model` (cached); `overrides` change `ppo_config`'s settings
-    (`kl_beta=0`, `kl_target=6.0`, `steps=...`)."""
-    signal = RewardModelSignal(reward_model.model, key=reward_model.path.name, unfinished_reward=UNFINISHED_REWARD)
+def ppo_artifact(parent: Artifact, reward_model: Artifact | GatedJudge, profile: Profile, seed: int, *,
+                 name: str = "ppo", progress: bool = True, **overrides) -> Artifact:
+    """PPO of `parent` against `reward_model` (an artifact, or Llama 2's `GatedJudge`; cached);
+    `overrides` change `ppo_config`'s settings (`kl_beta=0`, `kl_target=6.0`, `steps=...`)."""
+    signal = RewardModelSignal(reward_model.model, key=judge_key(reward_model), unfinished_reward=UNFINISHED_REWARD)
     return online_artifact(parent, profile, ppo_config(profile, seed, **overrides), name=name, signal=signal,
                            reference=True, progress=progress)
 

@@ -173,3 +173,60 @@ def test_pair_right_counts_a_tie_half_and_a_gap_within_the_tolerance_as_a_tie():
     c, r = torch.tensor([1.0, 0.0, 2.0, 5.0]), torch.tensor([1.0, 1.0, 2.0 + 1e-6, 4.0])
     assert pair_right(c, r).tolist() == [0.5, 0.0, 0.0, 1.0]
     assert pair_right(c, r, tie=1e-4).tolist() == [0.5, 0.0, 0.5, 1.0]
+
+
+# --------------------------------------------------------------------------- Llama 2's second reward model
+
+def test_restraint_is_the_gold_scorers_faults_and_labels_its_own_rankings():
+    from minimopd.tasks import CRITERIA, restraint_score
+    p = "Write a note to Ana about tea."
+    assert restraint_score(p, "Hi Ana, lovely tea. So glad!") == 1.0             # two warm words, no fault
+    assert restraint_score(p, "Hi there.") == 1.0                                # restraint is not helpfulness
+    assert restraint_score(p, "So glad, lovely, great, nice, kind!") == pytest.approx(0.6)   # 2 warm words too many
+    assert restraint_score(p, "Ana, tea tea, xqzt.") == pytest.approx(1 - 0.2 - 0.3)          # a repeat, a non-word
+    assert restraint_score(p, "") == 0.0 and set(CRITERIA) == {"gold", "restraint"}
+    exs = get_task("notes").sample(5, seed=4)
+    gold = preference_rankings(exs, seed=2)
+    safe = preference_rankings(exs, seed=2, criterion="restraint")
+    assert [r["responses"] for r in safe] == [r["responses"] for r in gold]      # same notes, another judge
+    assert all(r["gold"] == [restraint_score(r["prompt"], t) for t in r["responses"]] for r in safe)
+    pairs = preference_pairs(exs, seed=2, criterion="restraint")
+    assert len(pairs) == sum(len(r["pairs"]) for r in safe)
+    assert all(p["gold_chosen"] == restraint_score(p["prompt"], p["chosen"]) for p in pairs)
+    with pytest.raises(ValueError, match="unknown labelling criterion 'kindness'"):
+        preference_rankings(exs, criterion="kindness")
+    with pytest.raises(ValueError, match="criterion='kindness'"):
+        RewardModelConfig(criterion="kindness")
+
+
+def test_the_criterion_keys_a_reward_model_only_when_it_is_not_gold():
+    from minimopd.cache import stage_key
+    cfg = RewardModelConfig(steps=7)
+    assert "criterion" not in cfg.cache_dict()                      # keys cached before criteria existed hold
+    assert stage_key("reward_model", config=cfg) != stage_key("reward_model", config=RewardModelConfig(
+        steps=7, criterion="restraint"))
+
+
+def test_gated_reward_model_takes_the_safety_score_below_the_threshold(tok, tiny_model):
+    from minimopd.models import GatedRewardModel
+    from minimopd.signals import RewardModelSignal
+    torch.manual_seed(0)
+    helpful, safety = RewardModel(copy.deepcopy(tiny_model)), RewardModel(copy.deepcopy(tiny_model))
+    with torch.no_grad():
+        safety.head.proj.weight.normal_(0, 1.0)
+        helpful.head.proj.weight.normal_(0, 1.0)
+    ids = torch.randint(5, len(tok), (6, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    h, s = helpful(ids, mask), safety(ids, mask)
+    threshold = float(s.median())
+    gate = GatedRewardModel(helpful, safety, threshold)
+    want = [si if si < threshold else hi for hi, si in zip(h.tolist(), s.tolist())]
+    assert gate(ids, mask).tolist() == pytest.approx(want)
+    assert 0 < sum(si < threshold for si in s.tolist()) < 6                  # both branches are used
+    assert gate.config is helpful.config and RewardModelSignal(gate, key="k").spec()["model"] == "k"
+    with pytest.raises(TypeError, match="safety model must be a RewardModel"):
+        GatedRewardModel(helpful, tiny_model, 0.0)
+    other = copy.deepcopy(tiny_model)
+    other.resize_token_embeddings(tiny_model.config.vocab_size + 8)
+    with pytest.raises(ValueError, match="same tokenizer"):
+        GatedRewardModel(helpful, RewardModel(other), 0.0)

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..models import count_parameters
+from ..models import GatedRewardModel, RewardModel, count_parameters
 from ..rewards import accuracy_reward
 from ..tasks import format_ok
 from ..tokenizer import check_compatible
@@ -75,9 +75,9 @@ class RewardModelSignal:
             raise ValueError(f"unfinished_reward must be a finite number or None, got {unfinished_reward}")
         if placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
-        if not hasattr(reward_model, "set_normalisation"):
+        if not isinstance(reward_model, (RewardModel, GatedRewardModel)):
             raise TypeError(f"RewardModelSignal needs a minimopd.models.RewardModel (a scalar head on "
-                            f"a causal LM), got {type(reward_model).__name__}")
+                            f"a causal LM) or a GatedRewardModel, got {type(reward_model).__name__}")
         self.model, self.placement = reward_model.eval(), placement
         self.key, self.unfinished_reward = key, unfinished_reward
         self.verifier = VerifierSignal()

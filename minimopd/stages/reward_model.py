@@ -27,7 +27,7 @@ beat the mean of max(p, 1 - p) over the pairs (`pairwise_metrics`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -36,7 +36,7 @@ from ..data import build_sft_example, collate
 from ..models import RewardModel, count_parameters
 from ..profiles import Profile, get_profile
 from ..rollout import generate
-from ..tasks import PREFERENCE_DOMAIN, get_task, preference_rankings
+from ..tasks import CRITERIA, PREFERENCE_DOMAIN, get_task, preference_rankings
 from .common import OptimConfig, StageResult, cycle_batches, train_offline
 
 
@@ -54,6 +54,19 @@ class RewardModelConfig:
     normalise_samples: int = 256       # reference-policy samples that set the mean-0 / std-1 scale
     normalise_tokens: int = 128        # their token budget: the one PPO samples notes with
     seed: int = 0
+    criterion: str = "gold"            # what the labeller compares by (`tasks.CRITERIA`)
+
+    def __post_init__(self):
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"RewardModelConfig.criterion={self.criterion!r}: choose one of {', '.join(CRITERIA)}")
+
+    def cache_dict(self) -> dict:
+        """The settings that key a reward model: all of them, the criterion only when it is not
+        gold (reward models cached before there were criteria keep their keys)."""
+        d = asdict(self)
+        if d["criterion"] == "gold":
+            del d["criterion"]
+        return d
 
     @property
     def n_prompts(self) -> int:
@@ -208,12 +221,12 @@ def score_texts(reward_model, tokenizer, prompts, responses, *, batch_size: int 
 
 
 def evaluate_reward_model(reward_model, tokenizer, *, n_prompts: int = 300, responses_per_prompt: int = 4,
-                          temperature: float = 0.1, seed: int = 0) -> dict:
+                          temperature: float = 0.1, seed: int = 0, criterion: str = "gold") -> dict:
     """`pairwise_metrics` on held-out (test-split) notes prompts, with fresh labels drawn by the
-    same labeller from the same kind of responses as the training data."""
+    same labeller (`criterion`) from the same kind of responses as the training data."""
     examples = get_task(PREFERENCE_DOMAIN).sample(n_prompts, split="test", seed=seed + 31)
     rankings = preference_rankings(examples, responses_per_prompt=responses_per_prompt, seed=seed + 31,
-                                   temperature=temperature)
+                                   temperature=temperature, criterion=criterion)
     prompts = [r["prompt"] for r in rankings for _ in r["responses"]]
     scores = score_texts(reward_model, tokenizer, prompts, [t for r in rankings for t in r["responses"]])
     chosen, rejected, _ = pair_index([(len(r["responses"]), r["pairs"]) for r in rankings])
@@ -257,7 +270,7 @@ def train_reward_model(model, tokenizer, config: RewardModelConfig, *, reference
     rm = model if isinstance(model, RewardModel) else RewardModel(model)
     examples = get_task(PREFERENCE_DOMAIN).sample(config.n_prompts, split="train", seed=config.seed)
     rankings = preference_rankings(examples, responses_per_prompt=config.responses_per_prompt, seed=config.seed,
-                                   temperature=config.label_temperature)
+                                   temperature=config.label_temperature, criterion=config.criterion)
     rows = ranking_rows(tokenizer, rankings, context=rm.config.max_position_embeddings)
 
     def step(model, batch):
@@ -282,5 +295,6 @@ def train_reward_model(model, tokenizer, config: RewardModelConfig, *, reference
     if eval_prompts:
         result.info["eval"] = evaluate_reward_model(rm, tokenizer, n_prompts=eval_prompts,
                                                     responses_per_prompt=config.responses_per_prompt,
-                                                    temperature=config.label_temperature, seed=config.seed)
+                                                    temperature=config.label_temperature, seed=config.seed,
+                                                    criterion=config.criterion)
     return result

@@ -24,8 +24,8 @@ from .base import (ANSWER_CLOSE, ANSWER_OPEN, DIFFICULTIES, END_MARKER, PREFEREN
                    VERIFIABLE_DOMAINS, Example, FunctionTask, Task, UnknownTaskError, check_text,
                    extract_answer, format_ok, get_task, list_tasks, normalize_answer,
                    register_task, split_of, unregister_task)
-from .preference import (NotesTask, gold_breakdown, gold_score, label_pair, preference_pairs,
-                         preference_rankings, sample_responses)
+from .preference import (CRITERIA, NotesTask, gold_breakdown, gold_score, label_pair, preference_pairs,
+                         preference_rankings, restraint_score, sample_responses)
 from .verifiable import AddTask, CountTask, ReverseTask, SortTask
 
 for _task in (AddTask(), SortTask(), ReverseTask(), CountTask(), NotesTask()):

@@ -137,6 +137,31 @@ def gold_score(prompt: str, completion: str) -> float:
     return gold_breakdown(prompt, completion)["score"]
 
 
+def restraint_score(prompt: str, completion: str) -> float:
+    """A second hidden criterion in [0, 1], Llama 2's safety reward in miniature: not what makes a
+    note good, but the faults the gold scorer punishes. 1 for a note with at most three warm
+    words, no repeated content word, no non-word and at most 14 words; each warm word past three
+    costs 0.2, each repeat 0.2, each non-word 0.3, each word past 14 0.05. An empty note scores 0.
+    A polite one-liner that names nobody scores 1: restraint is necessary, not sufficient."""
+    b = gold_breakdown(prompt, completion)
+    if not b["n_words"]:
+        return 0.0
+    faults = (0.2 * max(0, b["warm_words"] - 3) + 0.2 * b["repeats"] + 0.3 * b["garbage"]
+              + 0.05 * max(0, b["n_words"] - 14))
+    return max(0.0, 1.0 - faults)
+
+
+# The labeller's criteria: what `label_pair` compares by. "gold" is the helpfulness labeller of
+# every recipe; "restraint" the second one of `llama2` (a safety-like reward model).
+CRITERIA = {"gold": gold_score, "restraint": restraint_score}
+
+
+def _criterion(name: str):
+    if name not in CRITERIA:
+        raise ValueError(f"unknown labelling criterion {name!r}; choose one of {', '.join(CRITERIA)}")
+    return CRITERIA[name]
+
+
 def _stable_int(*parts) -> int:
     return int.from_bytes(hashlib.md5("/".join(map(str, parts)).encode()).digest()[:8], "big")
 
@@ -193,14 +218,17 @@ def sample_responses(example, n: int, *, seed: int = 0) -> list[str]:
     return out
 
 
-def label_pair(prompt: str, a: str, b: str, rng: random.Random, temperature: float = 0.1) -> dict:
+def label_pair(prompt: str, a: str, b: str, rng: random.Random, temperature: float = 0.1,
+               criterion: str = "gold") -> dict:
     """Have the simulated human compare responses `a` and `b` to `prompt`, with Bradley-Terry
-    noise: a is preferred with probability sigmoid((gold(a) - gold(b)) / temperature).
-    `temperature=0` is a noiseless labeler (ties broken by `rng`). Returns a dict with keys
-    prompt, chosen, rejected, gold_chosen, gold_rejected."""
+    noise: a is preferred with probability sigmoid((gold(a) - gold(b)) / temperature), gold being
+    the hidden score of `criterion` (`CRITERIA`). `temperature=0` is a noiseless labeler (ties
+    broken by `rng`). Returns a dict with keys prompt, chosen, rejected, gold_chosen,
+    gold_rejected (the criterion's scores)."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    ga, gb = gold_score(prompt, a), gold_score(prompt, b)
+    score = _criterion(criterion)
+    ga, gb = score(prompt, a), score(prompt, b)
     if temperature == 0 or ga == gb:
         p_a = 0.5 if ga == gb else float(ga > gb)
     else:
@@ -213,17 +241,19 @@ def label_pair(prompt: str, a: str, b: str, rng: random.Random, temperature: flo
 
 
 def preference_rankings(examples, *, responses_per_prompt: int = 4, seed: int = 0,
-                        temperature: float = 0.1) -> list[dict]:
+                        temperature: float = 0.1, criterion: str = "gold") -> list[dict]:
     """The labelled comparisons of each prompt, kept together, InstructGPT style: for each
     example sample `responses_per_prompt` (K) responses and have the labeler compare every pair
     of distinct ones (`label_pair`). One dict per example: `prompt` (plain text, no chat markup),
     `responses` (K texts), `gold` (their K hidden gold scores, for evaluation only) and `pairs`
     (up to K(K-1)/2 `(chosen, rejected)` index pairs into `responses`). A reward model trained on
     all pairs of a prompt in one batch element sees each response once per epoch instead of
-    K - 1 times. Deterministic in seed."""
+    K - 1 times. `criterion` is what the labeller compares by (`CRITERIA`); `gold` then holds
+    that criterion's scores. Deterministic in seed."""
     if responses_per_prompt < 2:
         raise ValueError("responses_per_prompt must be at least 2 to form a pair")
-    rng = random.Random(f"notes-pairs/{seed}/{temperature}")
+    score = _criterion(criterion)
+    rng = random.Random(f"notes-pairs/{seed}/{temperature}" + ("" if criterion == "gold" else f"/{criterion}"))
     rankings = []
     for i, example in enumerate(examples):
         prompt = _prompt_of(example)
@@ -231,22 +261,22 @@ def preference_rankings(examples, *, responses_per_prompt: int = 4, seed: int = 
         pairs = []
         for a, b in itertools.combinations(range(len(responses)), 2):
             if responses[a] != responses[b]:
-                label = label_pair(prompt, responses[a], responses[b], rng, temperature)
+                label = label_pair(prompt, responses[a], responses[b], rng, temperature, criterion)
                 pairs.append((a, b) if label["chosen"] == responses[a] else (b, a))
         rankings.append({"prompt": prompt, "responses": responses,
-                         "gold": [gold_score(prompt, r) for r in responses], "pairs": pairs})
+                         "gold": [score(prompt, r) for r in responses], "pairs": pairs})
     return rankings
 
 
 def preference_pairs(examples, *, responses_per_prompt: int = 4, seed: int = 0,
-                     temperature: float = 0.1) -> list[dict]:
+                     temperature: float = 0.1, criterion: str = "gold") -> list[dict]:
     """A pairwise preference data set: `preference_rankings` flattened to one dict per labelled
     pair (so K responses per prompt give up to K*(K-1)/2 pairs). Keys: prompt, chosen, rejected,
     gold_chosen, gold_rejected; `prompt` is the plain prompt text (no chat markup)."""
     return [{"prompt": r["prompt"], "chosen": r["responses"][c], "rejected": r["responses"][j],
              "gold_chosen": r["gold"][c], "gold_rejected": r["gold"][j]}
             for r in preference_rankings(examples, responses_per_prompt=responses_per_prompt, seed=seed,
-                                         temperature=temperature)
+                                         temperature=temperature, criterion=criterion)
             for c, j in r["pairs"]]
 
 
