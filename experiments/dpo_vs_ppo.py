@@ -4,9 +4,12 @@ ones, from the same notes SFT model and reward model.
     python experiments/dpo_vs_ppo.py --profile cpu --seed 0 --betas 0.05 0.1 0.3 \
         --json experiments/results/v3/dpo_vs_ppo_s0.json
 
-Draws two pair sets once: the SFT model's K = 4 samples per prompt ranked by the reward model
-(best against worst; `recipes_llama.dpo_round`'s data) and delta pairs (the shared SFT model's
-sample against its weak sibling's; `recipe_olmo3_delta`'s data). Trains DPO on each at every
+Draws the pair sets once: the SFT model's K = 4 samples per prompt ranked by the reward model
+(`ranked`: best against worst; `recipes_llama.dpo_round`'s data), delta pairs (`delta`: the
+shared SFT model's sample against its weak sibling's; `recipe_olmo3_delta`'s data) and on-policy
+delta pairs (`delta_onpolicy`: the notes SFT model's own sample, the policy DPO trains, against the
+weak sibling's: the chosen side is in the policy's own template). `--weak-fraction` stops the
+weak sibling's SFT run at another share of its steps (default `recipes_llama.WEAK_FRACTION`). Trains DPO on each at every
 `--betas` value (`artifacts.dpo_on_pairs`, cached) and places every model on the gold-against-KL
 plane with its own samples (`recipes_llama.place`). PPO's run of the `instructgpt` recipe (cached
 by `experiments/overoptimisation.py` or the recipe) gives the curve: its gold at the DPO model's
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minimopd.artifacts import dpo_on_pairs, sft_artifact  # noqa: E402
 from minimopd.comparisons import delta_pairs, ranked_pairs  # noqa: E402
 from minimopd.profiles import get_profile  # noqa: E402
-from minimopd.recipes_llama import scored_prompts, place, weak_sibling_artifact  # noqa: E402
+from minimopd.recipes_llama import WEAK_FRACTION, place, scored_prompts, weak_sibling_artifact  # noqa: E402
 from minimopd.recipes_pref import (PPO_KL_BETA, demonstrations_artifact, evaluate_notes, ppo_artifact, ppo_config,  # noqa: E402
                                    reward_model_artifact, windows)
 from minimopd.stages.dpo import DPOConfig  # noqa: E402
@@ -50,7 +53,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--betas", type=float, nargs="+", default=[0.05, 0.1, 0.3])
     p.add_argument("--lrs", type=float, nargs="+", default=None, help="DPO learning rates (default: the profile's)")
-    p.add_argument("--pairs", nargs="+", default=["ranked", "delta"], choices=["ranked", "delta"])
+    p.add_argument("--pairs", nargs="+", default=["ranked", "delta"], choices=["ranked", "delta", "delta_onpolicy"])
+    p.add_argument("--weak-fraction", type=float, default=WEAK_FRACTION,
+                   help="the weak sibling: the shared SFT run stopped at this share of its steps")
     p.add_argument("--ppo-betas", type=float, nargs="*", default=[0.1, 0.02, 0.0],
                    help="PPO runs (the recipe's, at these KL coefficients; cached by overoptimisation.py) to place")
     p.add_argument("--json", default=None)
@@ -59,10 +64,12 @@ def main(argv=None):
     sft = demonstrations_artifact(prof, seed=seed)
     rm = reward_model_artifact(prof, seed=seed, parent=sft)
     curve = windows(ppo_artifact(sft, rm, prof, seed).history, points=15)      # the recipe's run (beta 0.02)
+    weak = lambda: scored_prompts(weak_sibling_artifact(prof, seed, fraction=args.weak_fraction), None, prof, seed, 30,
+                                  samples=1)
     draw = {"ranked": lambda: ranked_pairs(scored_prompts(sft, rm, prof, seed, 31)),
             "delta": lambda: delta_pairs(scored_prompts(sft_artifact(prof, seed=seed), None, prof, seed, 30, samples=1),
-                                         scored_prompts(weak_sibling_artifact(prof, seed), None, prof, seed, 30,
-                                                        samples=1))}
+                                         weak()),
+            "delta_onpolicy": lambda: delta_pairs(scored_prompts(sft, None, prof, seed, 30, samples=1), weak())}
     sets = {name: draw[name]() for name in args.pairs}
     base = place(sft, sft, prof, seed)
     rows = [{"model": "sft", "pairs": "", "beta": "", "lr": "", **base,
@@ -80,7 +87,7 @@ def main(argv=None):
         print(f"{name} pairs: {st}")
         for beta, lr in [(b, lr) for b in args.betas for lr in (args.lrs or [None])]:
             cfg = DPOConfig.from_profile(prof, seed=seed, beta=beta, **({} if lr is None else {"lr": lr}))
-            art = dpo_on_pairs(sft, pairs, cfg, prof, name=f"dpo_{name}")
+            art = dpo_on_pairs(sft, pairs, cfg, prof, name=f"dpo_{name}")    # keyed on the pairs themselves
             where = place(art, sft, prof, seed)
             g = gain_at_kl(curve, where["KL to reference"])
             rows.append({"model": f"dpo ({name})", "pairs": len(pairs), "beta": beta, "lr": cfg.lr, **where,

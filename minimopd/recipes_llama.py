@@ -97,14 +97,17 @@ def _pairs_row(stats: dict) -> dict:
             "gold rejected": round(stats["gold_rejected"], 3), "gold agrees": round(stats["gold_agrees"], 3)}
 
 
-def weak_sibling_artifact(profile: Profile, seed: int, progress: bool = True) -> Artifact:
-    """The weaker model of delta learning: the shared SFT run stopped at `WEAK_FRACTION` of its
-    steps (the same data, architecture and schedule; less training), cached."""
+def weak_sibling_artifact(profile: Profile, seed: int, progress: bool = True, *,
+                          fraction: float = WEAK_FRACTION) -> Artifact:
+    """The weaker model of delta learning: the shared SFT run stopped at `fraction` of its steps
+    (the same data, architecture and schedule; less training), cached."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the weak sibling stops the SFT run part-way: fraction must be in (0, 1), got {fraction}")
     base = base_artifact(profile, seed=seed, progress=progress)
     cfg = SFTConfig.from_profile(profile, seed=seed)
     pairs = sft_dataset(cfg.domains, cfg.n_examples, seed=seed)
     return sft_on_pairs(base, pairs, cfg, profile, name="sft_weak", progress=progress,
-                        stop_at=max(1, int(cfg.steps * WEAK_FRACTION)))
+                        stop_at=max(1, int(cfg.steps * fraction)))
 
 
 def _start(profile: Profile, seed: int, progress: bool):

@@ -264,3 +264,21 @@ def test_gold_kl_figure_places_models_by_gain_over_the_baseline_and_ppo_by_gain_
     assert list(path.y) == pytest.approx([r["accuracy"] - w[0]["accuracy"] for r in w]) and path.y[0] == 0
     assert (dpo.x[0], dpo.y[0]) == pytest.approx((0.006, 0.1)) and (ppo.x[0], ppo.y[0]) == pytest.approx((0.17, -0.05))
     assert dpo.customdata[0][0] == 0.7 and len(gold_kl_figure(models, baseline).data) == 2
+
+
+def test_dpo_vs_ppo_draws_on_policy_delta_pairs_against_a_weaker_sibling(capsys):
+    """`experiments/dpo_vs_ppo.py --pairs delta_onpolicy --weak-fraction F`: the chosen side is the
+    notes SFT model's own sample, the rejected its weak sibling's (the SFT run stopped at F)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "experiments" / "dpo_vs_ppo.py"
+    spec = importlib.util.spec_from_file_location("dpo_vs_ppo", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(["--profile", "smoke", "--pairs", "delta_onpolicy", "--betas", "0.1", "--ppo-betas",
+              "--weak-fraction", "0.3"])
+    out = capsys.readouterr().out
+    assert "delta_onpolicy pairs: {'prompts': 32" in out and "| dpo (delta_onpolicy) |" in out
+    from minimopd.recipes_llama import weak_sibling_artifact
+    with pytest.raises(ValueError, match="fraction must be in"):
+        weak_sibling_artifact("smoke", 0, fraction=1.0)
