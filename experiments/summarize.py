@@ -4,6 +4,7 @@
     python experiments/summarize.py rl   rl_A_s0.json rl_A_s1.json rl_A_s2.json
     python experiments/summarize.py opd  opd_modes_count_s0.json opd_modes_count_s1.json
     python experiments/summarize.py grid opd_grid_*.json
+    python experiments/summarize.py pref overoptimisation_s0.json overoptimisation_s1.json
 
 `cal` reads `experiments/calibrate.py --json` files and prints, per domain and level, greedy /
 T=1 / pass@8 / learnable fraction as mean ± sample standard deviation over the files, plus the
@@ -18,6 +19,10 @@ run's), mean ± spread over the seeds of that cell (`--by-seed`: one row per see
 `rl` reads `experiments/rl_probe.py --json` files and prints the change (after - before) of
 greedy and T=1 accuracy per domain and level, mean ± spread over files, and the issue's RLVR
 target on the average over domains.
+`pref` reads `experiments/overoptimisation.py --json` files and prints the reward model's
+held-out accuracy against its noise ceiling, and per KL coefficient PPO's gold gain at its peak,
+what it kept by the end, the KL there and the greedy gold gain over the SFT model, mean ± spread
+over the files (seeds).
 """
 from __future__ import annotations
 
@@ -135,15 +140,35 @@ def grid(files, by_seed=False):
               f"{statistics.fmean(x['flops'] for x in xs):.2e} |")
 
 
+def pref(files):
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    print(f"reward model and PPO over {len(runs)} seed(s) ({', '.join(str(r['seed']) for r in runs)}): mean ± std\n")
+    rm = [r["reward_model"] for r in runs]
+    print(f"| reward model | accuracy {fmt([m['accuracy'] for m in rm])} | expected "
+          f"{fmt([m['expected_accuracy'] for m in rm])} | ceiling {fmt([m['noise_ceiling'] for m in rm])} | "
+          f"below the ceiling {fmt([m['noise_ceiling'] - m['expected_accuracy'] for m in rm])} | agrees with gold "
+          f"{fmt([m['gold_agreement'] for m in rm])} |")
+    print("\n| beta | seeds | gold gain at the peak | KL at the peak | gold at end - peak | KL at end | "
+          "greedy gold - SFT's |\n|---|---|---|---|---|---|---|")
+    betas = list(dict.fromkeys(row["run"] for r in runs for row in r["rows"]))
+    for beta in betas:
+        rows = [(r, row) for r in runs for row in r["rows"] if row["run"] == beta]
+        print(f"| {beta} | {len(rows)} | {fmt([x['gold peak'] - x['gold at start'] for _, x in rows], True)} | "
+              f"{fmt([x['KL at the peak'] for _, x in rows])} | "
+              f"{fmt([x['gold at end'] - x['gold peak'] for _, x in rows], True)} | "
+              f"{fmt([x['KL at end'] for _, x in rows])} | "
+              f"{fmt([x['greedy gold (held-out)'] - r['sft_greedy_gold'] for r, x in rows], True)} |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("kind", choices=["cal", "rl", "opd", "grid"])
+    p.add_argument("kind", choices=["cal", "rl", "opd", "grid", "pref"])
     p.add_argument("files", nargs="+")
     p.add_argument("--form", default="reasoning", choices=["answer", "reasoning"])
     p.add_argument("--by-seed", action="store_true", help="grid: one row per seed instead of mean ± spread")
     args = p.parse_args(argv)
     {"cal": lambda: cal(args.files, args.form), "rl": lambda: rl(args.files), "opd": lambda: opd(args.files),
-     "grid": lambda: grid(args.files, args.by_seed)}[args.kind]()
+     "grid": lambda: grid(args.files, args.by_seed), "pref": lambda: pref(args.files)}[args.kind]()
 
 
 if __name__ == "__main__":

@@ -129,3 +129,13 @@ def test_mopd_over_three_seeds_gives_the_quoted_claim(capsys):
                 "| `mopd` | 0.279 ± 0.343 | 0.100 ± 0.157 | 0.651 ± 0.202 | 0.473 ± 0.444 | 0.376 ± 0.098 |",
                 "| `mixed_rl` | 0.397 ± 0.184 | 0.209 ± 0.187 | 0.243 ± 0.099 | 0.252 ± 0.313 | 0.275 ± 0.135 |"):
         assert row in out, (row, out)
+
+
+def test_preference_claims_over_seeds_give_the_quoted_rows(capsys):
+    """RESULTS.md "Over seeds": the reward model against its ceiling and PPO at beta 0.02 / 0.1."""
+    summarize.main(["pref", *map(str, sorted(V3.glob("overoptimisation_s?.json")))])
+    out = capsys.readouterr().out
+    assert "| expected 0.808 ± 0.000 | ceiling 0.858 ± 0.003 | below the ceiling 0.050 ± 0.003 |" in out
+    assert ("| beta 0.02 | 2 | +0.068 ± 0.011 | 0.060 ± 0.013 | -0.140 ± 0.013 | 0.167 ± 0.018 | "
+            "-0.051 ± 0.069 |") in out
+    assert "| beta 0.1 | 2 | +0.091 ± 0.018 | 0.035 ± 0.011 | -0.015 ± 0.018 | 0.037 ± 0.005 | +0.131 ± 0.065 |" in out
