@@ -65,7 +65,9 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             # as the instructgpt PPO, its run having been paused;
             # their sampling runs outside the stages, in the recipe: about a minute per round)
             "sft_weak": 50, "dpo_delta": 34, "dpo_ranked": 40, "llama3_rs1": 13, "llama3_dpo1": 38,
-            "llama3_rs2": 12, "llama3_dpo2": 37, "rs_round1": 12, "rs_round2": 12, "llama2_ppo": 1015},
+            "llama3_rs2": 12, "llama3_dpo2": 37, "rs_round1": 12, "rs_round2": 12, "llama2_ppo": 1015,
+            # llama2's safety reward model (`minimopd lineage --recipes llama2`, seed 0, beside short tests)
+            "safety_reward_model": 200},
 }
 
 
