@@ -63,7 +63,7 @@ def place(art, reference: Artifact, profile: Profile, seed: int) -> dict:
             "length": round(d["length"], 1), "unfinished": round(d["unfinished"], 3)}
 
 
-def rejection_round(policy: Artifact, rm: Artifact, profile: Profile, seed: int, round_: int, *,
+def rejection_round(policy: Artifact, rm: Artifact | GatedJudge, profile: Profile, seed: int, round_: int, *,
                     name: str, scored: Scored | None = None, progress: bool = True) -> tuple[Artifact, dict]:
     """One round of Llama 2's rejection sampling: `policy`'s best-of-K samples by the reward
     model (`scored`, or K samples of `round_prompts` prompts drawn here), then SFT of `policy` on

@@ -166,7 +166,8 @@ def dpo_step(model, batch, config: DPOConfig, *, logps_fn=None, loss_fn=None):
         if per_pair.shape != r_c.shape:
             raise ValueError(f"train_dpo's loss_fn returned shape {tuple(per_pair.shape)}: it must return one loss "
                              f"per pair, shape ({n},)")
-    return per_pair.mean(), {"reward_accuracy": pair_right(r_c, r_r, tie=config.beta * TIE_NATS).mean(), "reward_margin": (r_c - r_r).mean(),
+    accuracy = pair_right(r_c, r_r, tie=config.beta * TIE_NATS).mean()
+    return per_pair.mean(), {"reward_accuracy": accuracy, "reward_margin": (r_c - r_r).mean(),
                              "chosen_reward": r_c.mean(), "rejected_reward": r_r.mean(),
                              "logp_chosen": seq[:n].detach().mean(), "logp_rejected": seq[n:].detach().mean()}
 
@@ -188,7 +189,8 @@ def train_dpo(model, tokenizer, pairs, config: DPOConfig, *, reference=None, dev
     result = train_offline(
         model, cycle_batches(rows, min(config.batch_size, len(rows)),
                              lambda b: collate_pairs(b, tokenizer.pad_token_id), seed=config.seed),
-        lambda m, b: dpo_step(m, b, config, logps_fn=logps_fn, loss_fn=loss_fn), steps=config.steps, stage="dpo", device=device,
+        lambda m, b: dpo_step(m, b, config, logps_fn=logps_fn, loss_fn=loss_fn), steps=config.steps, stage="dpo",
+        device=device,
         optim=OptimConfig(lr=config.lr, warmup_steps=config.warmup_steps), progress=progress)
     params = count_parameters(model)
     result.info.update(pairs=len(rows), epochs=config.steps * min(config.batch_size, len(rows)) / len(rows),
