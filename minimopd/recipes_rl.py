@@ -78,13 +78,20 @@ def recipe_grpo_vs_drgrpo(profile: Profile, seed: int = 0, progress: bool = True
     less per token than a short one, and wrong answers drift longer; Dr.GRPO's constant
     normaliser (and no std scaling) removes that bias. Watch `length_wrong` in both histories."""
     result = RecipeResult("grpo_vs_drgrpo", profile.name, seed)
-    cold = cold_start_artifact(profile, seed, progress)
     for algo in ("grpo", "dr_grpo"):
-        cfg = preset(algo, reasoning_config(profile, seed=seed))
-        art = online_artifact(cold, profile, cfg, name=algo, signal=verifier("r1"), progress=progress)
+        art = grpo_vs_drgrpo_arm(profile, seed, algo, progress)
         result.record(algo, art, evaluate(art.model, art.tokenizer, profile=profile, seed=seed,
                                           reasoning=True))
     return result
+
+
+def grpo_vs_drgrpo_arm(profile: Profile, seed: int, algo: str, progress: bool = True):
+    """One arm of `grpo_vs_drgrpo` (`algo` "grpo" or "dr_grpo") from the seed's cold start,
+    cached. The arms are independent, so a device run trains them in separate processes
+    (`experiments/device/stage.py`) and the recipe then finds both in the cache."""
+    cold = cold_start_artifact(profile, seed, progress)
+    cfg = preset(algo, reasoning_config(profile, seed=seed))
+    return online_artifact(cold, profile, cfg, name=algo, signal=verifier("r1"), progress=progress)
 
 
 def recipe_r1_zero(profile: Profile, seed: int = 0, progress: bool = True) -> RecipeResult:
