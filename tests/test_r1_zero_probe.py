@@ -1,0 +1,31 @@
+"""experiments/r1_zero_probe.py: the R1-Zero attempts of RESULTS.md (a more tagged base, prompt
+selection) run through the recipe's own stages and report both models."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("r1_zero_probe", ROOT / "experiments" / "r1_zero_probe.py")
+probe = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(probe)
+
+
+def test_probe_with_selection_trains_a_stage_of_its_own(smoke_run, tmp_path, capsys):
+    recipe = smoke_run("r1_zero").result
+    out = tmp_path / "p.json"
+    assert probe.main(["--profile", "smoke", "--n", "2", "--select", "16", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    # the profile's own tagged share: the recipe's base, but a different RL stage (selection is in its key)
+    assert got["base"] == Path(recipe.info["base"]["path"]).name
+    assert got["r1_zero"] != Path(recipe.info["r1_zero"]["path"]).name
+    assert got["selection"]["selection_candidates"] == 16
+    assert {r["n"] for r in got["eval_r1_zero"]} == {2}
+    assert set(got["curves"]) == {"reward", "accuracy", "format_rate", "length", "entropy"}
+    assert "--- r1_zero" in capsys.readouterr().out
+
+
+def test_probe_rejects_a_tagged_share_outside_0_1():
+    with pytest.raises(SystemExit, match="tagged-fraction.*got 1.5"):
+        probe.main(["--profile", "smoke", "--tagged-fraction", "1.5"])
