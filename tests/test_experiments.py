@@ -135,7 +135,7 @@ def test_preference_claims_over_seeds_give_the_quoted_rows(capsys):
     """RESULTS.md "Over seeds": the reward model against its ceiling and PPO at beta 0.02 / 0.1."""
     summarize.main(["pref", *map(str, sorted(V3.glob("overoptimisation_s?.json")))])
     out = capsys.readouterr().out
-    assert "| expected 0.808 ± 0.000 | ceiling 0.858 ± 0.003 | below the ceiling 0.050 ± 0.003 |" in out
-    assert ("| beta 0.02 | 2 | +0.068 ± 0.011 | 0.060 ± 0.013 | -0.140 ± 0.013 | 0.167 ± 0.018 | "
-            "-0.051 ± 0.069 |") in out
-    assert "| beta 0.1 | 2 | +0.091 ± 0.018 | 0.035 ± 0.011 | -0.015 ± 0.018 | 0.037 ± 0.005 | +0.131 ± 0.065 |" in out
+    assert "| expected 0.805 ± 0.005 | ceiling 0.857 ± 0.002 | below the ceiling 0.052 ± 0.004 |" in out
+    assert ("| beta 0.02 | 3 | +0.052 ± 0.029 | 0.065 ± 0.013 | -0.124 ± 0.030 | 0.175 ± 0.019 | "
+            "-0.007 ± 0.091 |") in out
+    assert "| beta 0.1 | 3 | +0.091 ± 0.013 | 0.033 ± 0.008 | -0.012 ± 0.013 | 0.033 ± 0.007 | +0.115 ± 0.054 |" in out
