@@ -5,6 +5,7 @@
     python experiments/summarize.py opd  opd_modes_count_s0.json opd_modes_count_s1.json
     python experiments/summarize.py grid opd_grid_*.json
     python experiments/summarize.py pref overoptimisation_s0.json overoptimisation_s1.json
+    python experiments/summarize.py dpo  dpo_vs_ppo_s0.json dpo_vs_ppo_s1.json
 
 `cal` reads `experiments/calibrate.py --json` files and prints, per domain and level, greedy /
 T=1 / pass@8 / learnable fraction as mean ± sample standard deviation over the files, plus the
@@ -23,6 +24,9 @@ target on the average over domains.
 held-out accuracy against its noise ceiling, and per KL coefficient PPO's gold gain at its peak,
 what it kept by the end, the KL there and the greedy gold gain over the SFT model, mean ± spread
 over the files (seeds).
+`dpo` reads `experiments/dpo_vs_ppo.py --json` files and prints, per model (PPO at each KL
+coefficient, DPO per pair set and beta), the gold gain on its own samples over the SFT model's,
+the KL to the reference and the greedy gold change, mean ± spread over the seeds that ran it.
 """
 from __future__ import annotations
 
@@ -160,15 +164,36 @@ def pref(files):
               f"{fmt([x['greedy gold (held-out)'] - r['sft_greedy_gold'] for r, x in rows], True)} |")
 
 
+def dpo(files):
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    print(f"DPO and PPO on the gold-against-KL plane over {len(runs)} seed(s) "
+          f"({', '.join(str(r['seed']) for r in runs)}): mean ± std\n")
+    print("| model | pairs | beta | lr | seeds | gold gain (T=1) | KL to reference | greedy gold - SFT's |\n"
+          "|---|---|---|---|---|---|---|---|")
+    cells: dict = {}
+    for r in runs:
+        sft = next(row for row in r["rows"] if row["model"] == "sft")
+        for row in r["rows"]:
+            if row["model"] != "sft":
+                kind = row["model"].split("(")[-1].rstrip(")") if "(" in row["model"] else ""
+                cells.setdefault((row["model"].split(" ")[0].rstrip(","), kind, row["beta"], row["lr"]),
+                                 []).append((row, sft))
+    for (model, pairs, beta, lr), rows in cells.items():
+        print(f"| {model} | {pairs} | {beta} | {lr} | {len(rows)} | {fmt([x['gain'] for x, _ in rows], True)} | "
+              f"{fmt([x['KL to reference'] for x, _ in rows])} | "
+              f"{fmt([x['greedy gold'] - s['greedy gold'] for x, s in rows], True)} |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("kind", choices=["cal", "rl", "opd", "grid", "pref"])
+    p.add_argument("kind", choices=["cal", "rl", "opd", "grid", "pref", "dpo"])
     p.add_argument("files", nargs="+")
     p.add_argument("--form", default="reasoning", choices=["answer", "reasoning"])
     p.add_argument("--by-seed", action="store_true", help="grid: one row per seed instead of mean ± spread")
     args = p.parse_args(argv)
     {"cal": lambda: cal(args.files, args.form), "rl": lambda: rl(args.files), "opd": lambda: opd(args.files),
-     "grid": lambda: grid(args.files, args.by_seed), "pref": lambda: pref(args.files)}[args.kind]()
+     "grid": lambda: grid(args.files, args.by_seed), "pref": lambda: pref(args.files),
+     "dpo": lambda: dpo(args.files)}[args.kind]()
 
 
 if __name__ == "__main__":

@@ -139,3 +139,12 @@ def test_preference_claims_over_seeds_give_the_quoted_rows(capsys):
     assert ("| beta 0.02 | 3 | +0.052 ± 0.029 | 0.065 ± 0.013 | -0.124 ± 0.030 | 0.175 ± 0.019 | "
             "-0.007 ± 0.091 |") in out
     assert "| beta 0.1 | 3 | +0.091 ± 0.013 | 0.033 ± 0.008 | -0.012 ± 0.013 | 0.033 ± 0.007 | +0.115 ± 0.054 |" in out
+
+
+def test_dpo_against_ppo_over_seeds_gives_the_quoted_rows(capsys):
+    """RESULTS.md "DPO against PPO ... over three seeds": gains, KL and greedy gold per model."""
+    summarize.main(["dpo", *map(str, sorted(V3.glob("dpo_vs_ppo_s?.json")))])
+    out = capsys.readouterr().out
+    assert "| ppo |  | 0.1 | 1e-05 | 3 | +0.142 ± 0.024 | 0.035 ± 0.010 | +0.115 ± 0.054 |" in out
+    assert "| dpo | ranked | 0.1 | 2e-05 | 3 | +0.104 ± 0.026 | 0.006 ± 0.001 | +0.115 ± 0.061 |" in out
+    assert "| dpo | delta | 0.1 | 2e-05 | 3 | +0.027 ± 0.026 | 0.001 ± 0.001 | -0.057 ± 0.032 |" in out
