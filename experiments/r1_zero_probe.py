@@ -15,12 +15,12 @@ import argparse
 import json
 from pathlib import Path
 
-from minimopd.artifacts import base_artifact, online_artifact
+from minimopd.artifacts import base_artifact
 from minimopd.diagnose import PromptSelection
 from minimopd.evaluation import evaluate
 from minimopd.profiles import get_profile
-from minimopd.recipes_rl import reasoning_config, verifier
-from minimopd.stages.online import preset
+from minimopd.recipes_rl import r1_zero_stage
+from minimopd.report import window_mean
 
 
 def main(argv=None) -> int:
@@ -38,10 +38,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"--tagged-fraction is a share of corpus lines in [0, 1], got {frac}")
     extra = {} if frac == prof.pretrain_tagged_fraction else {"tagged_fraction": frac}
     base = base_artifact(prof, seed=args.seed, progress=False, **extra)
-    cfg = preset("grpo", reasoning_config(prof, seed=args.seed, steps=prof.rl_steps * 2, chat=False))
     selection = PromptSelection(candidates=args.select, samples=8) if args.select else None
-    rl = online_artifact(base, prof, cfg, name="r1_zero", signal=verifier("r1"), selection=selection,
-                         progress=False)
+    rl = r1_zero_stage(base, prof, args.seed, False, selection=selection)
     out = {"profile": prof.name, "seed": args.seed, "tagged_fraction": frac, "select": args.select,
            "base": base.path.name, "r1_zero": rl.path.name,
            "selection": {k: v for k, v in rl.info.items() if k.startswith("selection_")}}
@@ -53,10 +51,9 @@ def main(argv=None) -> int:
         print(f"--- {name} ({art.path.name}): acc {s['acc']:.3f} (easy {s['acc/easy']:.3f} / medium "
               f"{s['acc/medium']:.3f} / hard {s['acc/hard']:.3f}), format {s['format_rate']:.3f}")
         print(ev.table())
-    h, curves = rl.history, {}
-    tenth = max(1, len(h) // 10)
+    curves = {}
     for key in ("reward", "accuracy", "format_rate", "length", "entropy"):
-        curves[key] = (sum(r[key] for r in h[:tenth]) / tenth, sum(r[key] for r in h[-tenth:]) / tenth)
+        curves[key] = (window_mean(rl.history, key, True), window_mean(rl.history, key, False))
         print(f"{key}: first 10% {curves[key][0]:.3f} -> last 10% {curves[key][1]:.3f}")
     print("selection:", out["selection"] or "none")
     out["curves"] = curves

@@ -18,7 +18,7 @@ from minimopd.artifacts import RecipeResult
 from minimopd.cache import cache_root, load_artifact
 from minimopd.evaluation import evaluate
 from minimopd.profiles import get_profile
-from minimopd.report import results_markdown
+from minimopd.report import results_dict, results_markdown
 
 RAW_PROMPT_RECIPES = {"r1_zero"}   # evaluated on the bare question, as the recipe does (chat=False)
 
@@ -70,10 +70,8 @@ def main(argv=None) -> int:
     (out / "results.md").write_text(f"Stages trained by the run in `{src}` (machine: {machine}); "
                                     "re-scored here.\n\n" + md)
     (out / "results.json").write_text(json.dumps(
-        {"profile": run["profile"], "seed": run["seed"], "source": str(src), "eval_per_level": args.eval_per_level,
-         "recipes": {n: {"table": r.table(), "info": r.info, "histories": r.histories,
-                         "evals": {s: ev.rows for s, ev in r.evals.items()}}
-                     for n, r in results.items()}}, indent=1, default=str))
+        results_dict(results, profile=run["profile"], seed=run["seed"], source=str(src),
+                     eval_per_level=args.eval_per_level), indent=1, default=str))
     print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
     return 0
 

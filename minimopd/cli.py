@@ -22,7 +22,7 @@ from pathlib import Path
 def _cmd_lineage(args) -> int:
     from .profiles import get_profile
     from .recipes import RECIPES, lineage_plan, run_recipe
-    from .report import html_report, results_markdown
+    from .report import html_report, results_dict, results_markdown
 
     prof = get_profile(args.profile)
     if args.eval_per_level is not None:
@@ -58,11 +58,8 @@ def _cmd_lineage(args) -> int:
     markdown = results_markdown(results, profile=prof.name, seed=args.seed, command=command)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(markdown)
-    (out / "results.json").write_text(json.dumps(
-        {"profile": prof.name, "seed": args.seed,
-         "recipes": {n: {"table": r.table(), "info": r.info, "histories": r.histories,
-                         "evals": {s: ev.rows for s, ev in r.evals.items()}}
-                     for n, r in results.items()}}, indent=1, default=str))
+    (out / "results.json").write_text(json.dumps(results_dict(results, profile=prof.name, seed=args.seed),
+                                                 indent=1, default=str))
     try:
         report = html_report(results, out / "report.html", profile=prof.name, seed=args.seed,
                              markdown=markdown)

@@ -108,10 +108,19 @@ def recipe_r1_zero(profile: Profile, seed: int = 0, progress: bool = True) -> Re
     ev = lambda art: evaluate(art.model, art.tokenizer, profile=profile, seed=seed, reasoning=True,
                               chat=False)
     result.record("base", base, ev(base))
-    cfg = preset("grpo", reasoning_config(profile, seed=seed, steps=profile.rl_steps * 2, chat=False))
-    rl = online_artifact(base, profile, cfg, name="r1_zero", signal=verifier("r1"), progress=progress)
+    rl = r1_zero_stage(base, profile, seed, progress)
     result.record("r1_zero", rl, ev(rl))
     return result
+
+
+def r1_zero_stage(base, profile: Profile, seed: int, progress: bool = True, *,
+                  selection: PromptSelection | None = None):
+    """R1-Zero's RL stage from `base` (cached): GRPO for 2 x rl_steps on raw-text prompts with
+    R1's reward, optionally on `selection`'s learnable prompts only
+    (`experiments/r1_zero_probe.py` tries that and other bases)."""
+    cfg = preset("grpo", reasoning_config(profile, seed=seed, steps=profile.rl_steps * 2, chat=False))
+    return online_artifact(base, profile, cfg, name="r1_zero", signal=verifier("r1"), selection=selection,
+                           progress=progress)
 
 
 def cold_start_config(profile: Profile, seed: int) -> SFTConfig:

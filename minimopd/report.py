@@ -33,7 +33,8 @@ def _curve(history: list[dict], key: str, points: int = 6) -> str:
     return ", ".join(f"{rows[i]['step']}: {_fmt(rows[i][key], 2)}" for i in idx)
 
 
-def _window_mean(history, key, first: bool, frac: float = 0.1) -> float:
+def window_mean(history, key, first: bool, frac: float = 0.1) -> float:
+    """Mean of `key` over the first (or last) `frac` of a history's rows that have it, NaNs skipped."""
     vals = [r[key] for r in history if key in r and not math.isnan(r[key])]
     if not vals:
         return float("nan")
@@ -46,6 +47,15 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, "
             f"{gpu}, torch {torch.__version__}").replace("  ", " ")
+
+
+def results_dict(results: dict, *, profile: str, seed: int, **extra) -> dict:
+    """What `results.json` holds for a lineage run: per recipe its table, stage info, histories
+    and evaluation rows (`extra` adds top-level fields, e.g. where a re-scored run came from)."""
+    return {"profile": profile, "seed": seed, **extra,
+            "recipes": {n: {"table": r.table(), "info": r.info, "histories": r.histories,
+                            "evals": {s: ev.rows for s, ev in r.evals.items()}}
+                        for n, r in results.items()}}
 
 
 def results_markdown(results: dict, *, profile: str, seed: int, command: str) -> str:
@@ -80,8 +90,8 @@ def results_markdown(results: dict, *, profile: str, seed: int, command: str) ->
                 out.append(f"Training curve `{stage}` ({len(hist)} steps):  ")
                 for key in ("reward", "accuracy", "format_rate", "length", "length_wrong", "kl_ref"):
                     if any(key in r for r in hist):
-                        out.append(f"- {key}: first 10% {_fmt(_window_mean(hist, key, True), 3)}, "
-                                   f"last 10% {_fmt(_window_mean(hist, key, False), 3)}; "
+                        out.append(f"- {key}: first 10% {_fmt(window_mean(hist, key, True), 3)}, "
+                                   f"last 10% {_fmt(window_mean(hist, key, False), 3)}; "
                                    f"steps {_curve(hist, key)}  ")
                 out.append("")
         skipped = {k: v for k, v in res.info.items() if isinstance(v, dict) and "skipped" in v}

@@ -3,10 +3,11 @@ and score its stages on another machine (experiments/rescore.py): they must hit 
 own cache keys, or a device run's stages would be retrained (or silently not the ones scored)."""
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+
+from minimopd.report import results_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,10 +34,7 @@ def test_stage_script_builds_the_recipes_own_stages(smoke_run, capsys):
 
 def _as_json(result) -> dict:
     """A `RecipeResult` the way `minimopd lineage` writes it to results.json."""
-    return json.loads(json.dumps(
-        {"profile": "smoke", "seed": 0,
-         "recipes": {result.name: {"table": result.table(), "info": result.info, "histories": result.histories,
-                                   "evals": {s: ev.rows for s, ev in result.evals.items()}}}}, default=str))
+    return json.loads(json.dumps(results_dict({result.name: result}, profile="smoke", seed=0), default=str))
 
 
 def test_rescore_evaluates_exactly_the_recorded_artifacts(smoke_run, tmp_path):

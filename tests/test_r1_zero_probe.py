@@ -24,6 +24,9 @@ def test_probe_with_selection_trains_a_stage_of_its_own(smoke_run, tmp_path, cap
     assert {r["n"] for r in got["eval_r1_zero"]} == {2}
     assert set(got["curves"]) == {"reward", "accuracy", "format_rate", "length", "entropy"}
     assert "--- r1_zero" in capsys.readouterr().out
+    plain = tmp_path / "plain.json"
+    assert probe.main(["--profile", "smoke", "--n", "2", "--json", str(plain)]) == 0
+    assert json.loads(plain.read_text())["r1_zero"] == Path(recipe.info["r1_zero"]["path"]).name
 
 
 def test_probe_rejects_a_tagged_share_outside_0_1():
