@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     # `grade` parses its own options (minimopd/grading/report.py); listed here for --help
     sub.add_parser("grade", help="autograde a lab notebook (minimopd grade --help)", add_help=False)
+    # `scale` too (minimopd/scale/launch.py)
+    sub.add_parser("scale", help="a recipe's online stage on trl + N processes (minimopd scale --help)",
+                   add_help=False)
     p = sub.add_parser("build-labs", help="regenerate labs/ from solutions/")
     p.add_argument("--check", action="store_true", help="only report stale labs (exit 1 if any)")
     p = sub.add_parser("tasks", help="list registered tasks")
@@ -153,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["grade"]:
         from .grading import main as grade_main
         return grade_main(argv[1:])
+    if argv[:1] == ["scale"]:
+        from .scale.launch import main as scale_main
+        return scale_main(argv[1:])
     args = parser.parse_args(argv)
     args.argv = argv   # recorded next to the numbers it produces (results.md)
 

@@ -79,6 +79,14 @@ def _cache_kwarg(model_class) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def completion_text(tokenizer, ids, eos: int | None = None) -> str:
+    """The text of one completion's token ids: end-of-turn (`eos`, default the tokenizer's) and
+    padding dropped, the reasoning tags (special tokens, which `skip_special_tokens=True` would
+    delete) kept, so rewards can see them."""
+    drop = {tokenizer.eos_token_id if eos is None else eos, tokenizer.pad_token_id}
+    return tokenizer.decode([t for t in ids if t not in drop], skip_special_tokens=False)
+
+
 def encode_prompts(tokenizer, prompts, *, chat: bool = True):
     """Token ids of each prompt (chat-formatted unless `chat=False`) as lists of ints.
 
@@ -211,10 +219,8 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
         topk_ids = torch.cat([gen_top.new_zeros(N, P, gen_top.shape[-1]), gen_top], dim=1)
     finished = out.finished
 
-    texts = []
-    for row, m in zip(gen.tolist(), gen_mask.tolist()):
-        ids = [t for t, keep in zip(row, m) if keep and t not in (eos, pad)]
-        texts.append(tokenizer.decode(ids, skip_special_tokens=False))
+    texts = [completion_text(tokenizer, [t for t, keep in zip(row, m) if keep], eos)
+             for row, m in zip(gen.tolist(), gen_mask.tolist())]
     return Rollout(
         input_ids=input_ids, attention_mask=attention_mask, completion_mask=completion_mask,
         logprobs=logprobs, prompts=[p for p in prompts for _ in range(num_samples)], texts=texts,

@@ -1,0 +1,204 @@
+"""Routed multi-teacher on-policy distillation (MOPD) on trl's `DistillationTrainer`.
+
+trl's trainer distills from one teacher. This subclass keeps trl's engine (its sampler, batching,
+gradient accumulation, `accelerate` data parallelism, checkpointing, logging) and changes two
+things:
+
+1. a `teacher_id` dataset column routes every row to its teacher (`signals.routed.route_rows`,
+   the router of minimopd's own `RoutedTeacherSignal`), and each teacher runs once per batch on
+   its own rows; with `placement="swap"` a teacher sits on the CPU and is moved to the device
+   only for its rows, so memory is bounded by the largest teacher, not their sum;
+2. the per-token loss is minimopd's, computed by the same pure functions its online loop uses:
+
+   mode "full"     exact full-vocabulary reverse KL(p_S || p_T) at every completion position
+                   (`losses.token_reverse_kl`; DeepSeek V4), the `reverse_kl` objective;
+   mode "sampled"  the clipped policy gradient with the per-token advantage log p_T - log p_S
+                   of the sampled token (`losses.opd_advantages`, `losses.ppo_clip_loss`;
+                   Thinking Machines, Nemotron 3 Ultra), the `teacher_token` estimator with
+                   the `clipped_pg` objective.
+
+   Reduced as trl reduces its own divergence: the sum over completion tokens divided by the
+   tokens of the whole (global, accumulated) batch, i.e. minimopd's "dapo" aggregation.
+
+Positions skip left padding (`models.position_ids_from_mask`), as the sampler's do, so a row's
+log-probs do not depend on how its batch was padded.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from trl import DistillationConfig, DistillationTrainer
+
+from .. import losses
+from ..engine import window_forward
+from ..kl import token_log_softmax
+from ..signals.base import PLACEMENTS, placed
+from ..signals.routed import route_rows
+from ..tokenizer import check_compatible
+
+MODES = ("full", "sampled")
+
+
+def check_teachers(teachers: Mapping[str, torch.nn.Module], student, tokenizer) -> None:
+    """Clear errors for teachers that cannot score this student's samples: none at all, another
+    vocabulary (ids must mean the same tokens), another dtype."""
+    if not teachers:
+        raise ValueError("routed distillation needs at least one teacher: {teacher_id: model}")
+    s_vocab = student.get_input_embeddings().weight.shape[0]
+    s_dtype = next(student.parameters()).dtype
+    for name, teacher in teachers.items():
+        check_compatible(tokenizer, teacher, role=f"teacher {name!r}")
+        t_vocab = teacher.get_input_embeddings().weight.shape[0]
+        if t_vocab != s_vocab:
+            raise ValueError(f"teacher {name!r} has {t_vocab} logits per position and the student {s_vocab}: "
+                             "teachers and student must share one tokenizer (same vocabulary, same ids)")
+        t_dtype = next(teacher.parameters()).dtype
+        if t_dtype != s_dtype:
+            raise ValueError(f"teacher {name!r} is {t_dtype} and the student {s_dtype}: cast it "
+                             f"(teacher.to({s_dtype})) so both distributions have the same precision")
+
+
+def check_routes(teacher_ids: Sequence[str], teachers) -> None:
+    """Every row's teacher exists: a missing one is named with its first rows and the teachers
+    there are (`route_rows`' KeyError, raised as a ValueError before any training)."""
+    try:
+        route_rows(list(teacher_ids), teachers)
+    except KeyError as err:
+        raise ValueError(f"dataset column 'teacher_id': {err.args[0]}") from None
+
+
+def teacher_tensors(teachers: Mapping[str, torch.nn.Module], teacher_ids: Sequence[str], input_ids, attention_mask,
+                    prompt_length: int, *, mode: str, placement: str = "device") -> torch.Tensor:
+    """What the routed teachers say about a batch's completion window, W = prompt_length - 1,
+    token-aligned like every teacher tensor of minimopd (column j is about window token j; column 0,
+    the prompt's last token, is masked out by every loss):
+    mode "full": (B, T-W, V) each row's teacher log-distribution predicting each window token;
+    mode "sampled": (B, T-W) each row's teacher log-prob of the window's tokens.
+    Rows are grouped by teacher (`route_rows`); each teacher runs once, without gradient, on its
+    own rows, on the batch's device (and back to the CPU afterwards with placement "swap")."""
+    groups = route_rows(list(teacher_ids), teachers)
+    W = prompt_length - 1
+    window_ids = input_ids[:, W:]
+    out = None
+    for name in sorted(groups):
+        idx = torch.tensor(groups[name], device=input_ids.device)
+        with torch.no_grad(), placed(teachers[name], input_ids.device, placement) as teacher:
+            logits, _ = window_forward(teacher, input_ids[idx], attention_mask[idx], prompt_length)
+        full = token_log_softmax(logits.to(input_ids.device))     # token-aligned: row j predicts token j
+        part = full if mode == "full" else full.gather(-1, window_ids[idx, :, None]).squeeze(-1)
+        if out is None:
+            out = part.new_zeros((len(input_ids),) + tuple(part.shape[1:]))
+        out[idx] = part
+    return out
+
+
+def routed_token_loss(student_logits: torch.Tensor, window_ids: torch.Tensor, teacher: torch.Tensor, *,
+                      mode: str, mask: torch.Tensor, eps_low: float = 0.2, eps_high: float | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-token MOPD loss on a completion window and its per-token reverse-KL estimate.
+
+    student_logits: (B, L, V) the student's window logits (column j predicts window token j+1)
+    window_ids:     (B, L) the window's tokens (column 0: the prompt's last token)
+    teacher:        `teacher_tensors` of the same rows: (B, L, V) for "full", (B, L) for "sampled"
+    mask:           (B, L) 1 on completion tokens
+    Returns (loss (B, L), kl (B, L)), token-aligned, unreduced: "full" gives the exact reverse KL
+    as both; "sampled" the clipped policy-gradient loss with A = log p_T - log p_S (on-policy: the
+    ratio is 1, the gradient -A grad log p_S) and its single-sample KL estimate -A."""
+    if mode == "full":
+        kl = losses.token_reverse_kl(student_logits, mode="full", teacher_full_logprobs=teacher)
+        return kl, kl.detach()
+    if mode != "sampled":
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    logprobs = losses.token_logprobs(student_logits, window_ids)
+    adv = losses.opd_advantages(logprobs, teacher, mask)
+    loss, _ = losses.ppo_clip_loss(logprobs, logprobs.detach(), adv, eps_low, eps_high)
+    return loss, -adv
+
+
+class RoutedDistillationTrainer(DistillationTrainer):
+    """trl's `DistillationTrainer` with one teacher per `teacher_id` (see the module docstring).
+
+    teachers:  {teacher_id: causal LM}, sharing the student's tokenizer and dtype
+    mode:      "full" (exact reverse KL) or "sampled" (sampled-token advantage)
+    weights:   {teacher_id: w >= 0}: each row's loss times its teacher's weight (default 1)
+    placement: "swap" parks teachers on the CPU between their rows (memory bounded by the
+               largest teacher); "device" keeps them all on the training device
+    The dataset needs a `prompt` and a `teacher_id` column (`scale.data.task_dataset`)."""
+
+    def __init__(self, model, teachers: Mapping[str, torch.nn.Module], args: DistillationConfig | None = None,
+                 train_dataset=None, processing_class=None, *, mode: str = "full",
+                 weights: Mapping[str, float] | None = None, placement: str = "swap",
+                 eps_low: float = 0.2, eps_high: float | None = None, **kwargs):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
+        if train_dataset is None or "teacher_id" not in train_dataset.column_names:
+            raise ValueError("routed distillation needs a dataset with a 'teacher_id' column naming each "
+                             "row's teacher (minimopd.scale.task_dataset writes one)")
+        if isinstance(model, str):
+            raise TypeError("pass the student as a model (minimopd.load_model(path)[0]), not a path")
+        check_teachers(teachers, model, processing_class)
+        check_routes(train_dataset["teacher_id"], teachers)
+        weights = dict(weights or {})
+        bad = {k: w for k, w in weights.items() if k not in teachers or not (math.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"weights {bad}: each must name a teacher ({', '.join(sorted(teachers))}) "
+                             "and be a finite number >= 0")
+        self.teachers = {name: t.eval() for name, t in teachers.items()}
+        for t in self.teachers.values():
+            t.requires_grad_(False)
+        self.mode, self.placement, self.weights = mode, placement, weights
+        self.eps_low, self.eps_high = eps_low, eps_high
+        super().__init__(model=model, teacher_model=None, args=args, train_dataset=train_dataset,
+                         processing_class=processing_class, **kwargs)
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["prompt", "teacher_id"]
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        output["teacher_id"] = [x["teacher_id"] for x in inputs]
+        return output
+
+    def routed_loss(self, student, inputs) -> dict[str, torch.Tensor]:
+        """The per-token quantities of a generated batch's completion window (`inputs` as
+        `_generate_and_score_completions` returns it), all (B, L): "loss" (weighted by each row's
+        teacher weight), "kl" (its reverse-KL estimate), "entropy" (the student's), "mask"."""
+        prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        P = prompt_ids.shape[1]
+        mask = F.pad(inputs["completion_mask"].float(), (1, 0))          # window column 0: prompt
+        if "tool_mask" in inputs:
+            mask = mask * F.pad(inputs["tool_mask"].float(), (1, 0))
+        logits, _ = window_forward(student, input_ids, attention_mask, P)
+        if self.temperature not in (0, 1):
+            logits = logits / self.temperature   # the distribution that sampled the tokens
+        teacher = teacher_tensors(self.teachers, inputs["teacher_id"], input_ids, attention_mask, P,
+                                  mode=self.mode, placement=self.placement)
+        per_token, kl = routed_token_loss(logits, input_ids[:, P - 1:], teacher, mode=self.mode, mask=mask,
+                                          eps_low=self.eps_low, eps_high=self.eps_high)
+        if self.weights:
+            w = torch.tensor([self.weights.get(t, 1.0) for t in inputs["teacher_id"]], device=per_token.device)
+            per_token = per_token * w[:, None].to(per_token.dtype)
+        with torch.no_grad():
+            entropy = losses.token_entropy(logits)
+        return {"loss": per_token, "kl": kl, "entropy": entropy, "mask": mask}
+
+    def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
+        """trl's contract: (loss, entropy sum, valid tokens) of the local batch; the loss is the
+        token sum over `num_items_in_batch` (the global batch's tokens per process) when given,
+        else the local token mean."""
+        out = self.routed_loss(unwrapped_student, inputs)
+        mask = out["mask"]
+        n_valid = mask.sum()
+        denominator = num_items_in_batch if num_items_in_batch is not None else n_valid.clamp(min=1)
+        loss = losses.masked_sum(out["loss"], mask) / denominator
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["reverse_kl"].append(float(losses.masked_mean(out["kl"], mask)))
+        return loss, losses.masked_sum(out["entropy"], mask).detach(), n_valid
