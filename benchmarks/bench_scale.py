@@ -73,7 +73,8 @@ def main(argv=None) -> str:
 
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        run_dir = prepare(args.stage, Path(tmp) / "run", profile=args.profile, steps=args.steps, greedy=True,
+        greedy = args.stage != "grpo"
+        run_dir = prepare(args.stage, Path(tmp) / "run", profile=args.profile, steps=args.steps, greedy=greedy,
                           mode="sampled" if args.sampled else "full", progress=False)
         plan = json.loads((run_dir / "plan.json").read_text())
         cfg = online_config(plan)
@@ -90,7 +91,8 @@ def main(argv=None) -> str:
             rows.append([args.stage + (f" ({plan['mode']})" if plan["mode"] else f" ({plan['preset']})"),
                          args.profile, f"{n} x {t}", str(cfg.prompts_per_step * cfg.group_size), str(len(steps)),
                          f"{med:.2f}", f"{1 / med:.3f}", f"{first[0] / med:.2f}x",
-                         " ".join(f"{c:.4f}" for c in curve), "yes" if same else "NO"])
+                         " ".join(f"{c:.4f}" for c in curve),
+                         ("yes" if same else "NO") if greedy else "n/a (T=1 rollouts)"])
     load_after = load_average()
     head = (f"#### Scale path: steps/s on 1 and N processes ({datetime.date.today()})\n\n"
             f"Command: `python benchmarks/bench_scale.py {shlex.join(argv if argv is not None else sys.argv[1:])}`  \n"
