@@ -6,6 +6,7 @@
     python experiments/summarize.py grid opd_grid_*.json
     python experiments/summarize.py pref overoptimisation_s0.json overoptimisation_s1.json
     python experiments/summarize.py dpo  dpo_vs_ppo_s0.json dpo_vs_ppo_s1.json
+    python experiments/summarize.py r1zero lineage_r1_zero_s0.json lineage_r1_zero_s1.json
 
 `cal` reads `experiments/calibrate.py --json` files and prints, per domain and level, greedy /
 T=1 / pass@8 / learnable fraction as mean ± sample standard deviation over the files, plus the
@@ -27,6 +28,10 @@ over the files (seeds).
 `dpo` reads `experiments/dpo_vs_ppo.py --json` files and prints, per model (PPO at each KL
 coefficient, DPO per pair set and beta), the gold gain on its own samples over the SFT model's,
 the KL to the reference and the greedy gold change, mean ± spread over the seeds that ran it.
+`r1zero` reads `minimopd lineage --recipes r1_zero` results.json files and prints, per seed, the
+base's and the R1-Zero model's held-out greedy accuracy and format rate, the accuracy gain, the
+`count` levels (the one domain the base reaches), and the training curve's first and last 10%
+(accuracy, format, length); then the gain as mean ± spread over the seeds.
 """
 from __future__ import annotations
 
@@ -184,16 +189,40 @@ def dpo(files):
               f"{fmt([x['greedy gold'] - s['greedy gold'] for x, s in rows], True)} |")
 
 
+def r1zero(files):
+    from minimopd.report import window_mean
+
+    print("| seed | base acc / format | R1-Zero acc / format | gain | count easy / medium / hard after | "
+          "train acc first -> last 10% | format | length |\n|---|---:|---:|---:|---|---|---|---|")
+    gains = []
+    for f in files:
+        run = json.loads(Path(f).read_text())
+        rec = run["recipes"]["r1_zero"]
+        base, after = (next(r for r in rec["table"] if r["stage"] == s) for s in ("base", "r1_zero"))
+        cells = {(r["domain"], r["difficulty"]): r for r in rec["evals"]["r1_zero"]}
+        count = " / ".join(f"{cells['count', lv]['accuracy']:.3f}" for lv in LEVELS)
+        n = min(r["n"] for r in cells.values())
+        hist = rec["histories"]["r1_zero"]
+        curve = {k: (window_mean(hist, k, True), window_mean(hist, k, False))
+                 for k in ("accuracy", "format_rate", "length")}
+        gains.append(after["acc"] - base["acc"])
+        print(f"| {run['seed']} ({n} per level) | {base['acc']:.3f} / {base['format_rate']:.3f} | {after['acc']:.3f} / "
+              f"{after['format_rate']:.3f} | {gains[-1]:+.3f} | {count} | "
+              + " | ".join(f"{a:.3f} -> {b:.3f}" if k != "length" else f"{a:.1f} -> {b:.1f}"
+                           for k, (a, b) in curve.items()) + " |")
+    print(f"\naccuracy gain over {len(files)} seed(s): {fmt(gains, True)}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("kind", choices=["cal", "rl", "opd", "grid", "pref", "dpo"])
+    p.add_argument("kind", choices=["cal", "rl", "opd", "grid", "pref", "dpo", "r1zero"])
     p.add_argument("files", nargs="+")
     p.add_argument("--form", default="reasoning", choices=["answer", "reasoning"])
     p.add_argument("--by-seed", action="store_true", help="grid: one row per seed instead of mean ± spread")
     args = p.parse_args(argv)
     {"cal": lambda: cal(args.files, args.form), "rl": lambda: rl(args.files), "opd": lambda: opd(args.files),
      "grid": lambda: grid(args.files, args.by_seed), "pref": lambda: pref(args.files),
-     "dpo": lambda: dpo(args.files)}[args.kind]()
+     "dpo": lambda: dpo(args.files), "r1zero": lambda: r1zero(args.files)}[args.kind]()
 
 
 if __name__ == "__main__":

@@ -148,3 +148,14 @@ def test_dpo_against_ppo_over_seeds_gives_the_quoted_rows(capsys):
     assert "| ppo |  | 0.1 | 1e-05 | 3 | +0.142 ± 0.024 | 0.035 ± 0.010 | +0.115 ± 0.054 |" in out
     assert "| dpo | ranked | 0.1 | 2e-05 | 3 | +0.104 ± 0.026 | 0.006 ± 0.001 | +0.115 ± 0.061 |" in out
     assert "| dpo | delta | 0.1 | 2e-05 | 3 | +0.027 ± 0.026 | 0.001 ± 0.001 | -0.057 ± 0.032 |" in out
+
+
+def test_r1_zero_over_three_seeds_gives_the_quoted_rows(capsys):
+    """RESULTS.md "R1-Zero over three seeds": per-seed rows and the gain, from the lineage JSONs."""
+    files = [V3 / "lineage_r1_zero_300_s0.json", V3 / "lineage_r1_zero_s1.json", V3 / "lineage_r1_zero_s2.json"]
+    summarize.main(["r1zero", *map(str, files)])
+    out = capsys.readouterr().out
+    assert ("| 0 (300 per level) | 0.000 / 0.029 | 0.048 / 0.999 | +0.048 | 0.363 / 0.183 / 0.033 | "
+            "0.046 -> 0.076 | 0.487 -> 0.991 | 63.7 -> 36.7 |") in out
+    assert "| 2 (300 per level) | 0.031 / 0.186 | 0.070 / 1.000 | +0.039 |" in out
+    assert "accuracy gain over 3 seed(s): +0.033 ± 0.019" in out
