@@ -15,7 +15,7 @@ unset), so `1 x 2` and `2 x 1` use the same cores.
     python benchmarks/bench_scale.py                                  # mopd, cpu profile, 3 steps, 1x1 1x2 2x1
     python benchmarks/bench_scale.py --stage grpo --steps 4
     python benchmarks/bench_scale.py --settings 1x16 2x8 4x4 8x2       # a 16-core machine
-    python benchmarks/bench_scale.py --quick                          # smoke profile, 1 step (seconds)
+    python benchmarks/bench_scale.py --quick                          # smoke profile, 2 steps (seconds)
     python benchmarks/bench_scale.py --out BENCHMARKS.md              # append the table
 """
 from __future__ import annotations
@@ -45,6 +45,8 @@ def run_setting(run_dir: Path, processes: int, threads: int) -> dict:
     from minimopd.scale.launch import launch_command
 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MINIMOPD_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    if processes == 1:
+        env.setdefault("CUDA_VISIBLE_DEVICES", "0")    # trl refuses one process driving several GPUs
     for name in ("final", "history.json", "trl"):
         path = run_dir / name
         if path.is_dir():
@@ -64,7 +66,7 @@ def main(argv=None) -> str:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--settings", nargs="*", default=["1x1", "1x2", "2x1"], help="PROCESSESxTHREADS")
     p.add_argument("--sampled", action="store_true", help="mode sampled (default: full reverse KL)")
-    p.add_argument("--quick", action="store_true", help="smoke profile, 1 step, settings 1x1 2x1")
+    p.add_argument("--quick", action="store_true", help="smoke profile, 2 steps, settings 1x1 2x1")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.quick:

@@ -22,7 +22,7 @@ from minimopd.objectives import ClippedPolicyGradient, ReverseKLObjective  # noq
 from minimopd.scale import data as scale_data  # noqa: E402
 from minimopd.scale.launch import build_trainer, evaluate_run, launch, prepare  # noqa: E402
 from minimopd.scale.routed import RoutedDistillationTrainer, teacher_tensors  # noqa: E402
-from minimopd.scale.trainers import distillation_args, grpo_args, rows_per_process  # noqa: E402
+from minimopd.scale.trainers import distillation_args, grpo_args, routed_trainer, rows_per_process  # noqa: E402
 from minimopd.signals import RoutedTeacherSignal, TeacherSignal  # noqa: E402
 from minimopd.stages.online_config import OnlineConfig, preset  # noqa: E402
 
@@ -127,6 +127,15 @@ def test_bad_input_is_named(tok, sft_tiny, teachers, tmp_path):
         rows_per_process(6, 4)
     with pytest.raises(FileNotFoundError, match="prepare it first"):
         build_trainer(tmp_path / "nothing", 1)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a scale run directory"):
+        prepare("mopd", tmp_path / "mine", profile="smoke", steps=1, progress=False)
+    assert (tmp_path / "mine" / "notes.txt").exists()
+    cfg = OnlineConfig(steps=1, prompts_per_step=4, group_size=2, max_new_tokens=8)
+    with pytest.raises(ValueError, match="the dataset has 2 rows but one step uses 8"):
+        routed_trainer(student, teachers, tok, scale_data.task_dataset(1, domains=DOMAINS), cfg,
+                       output_dir=str(tmp_path))
 
 
 def test_grpo_presets_map_onto_trl_loss_settings(tmp_path):

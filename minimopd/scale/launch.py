@@ -65,6 +65,9 @@ def prepare(stage: str, out, *, profile=None, seed: int = 0, preset_name: str = 
     prof = get_profile(profile)
     out = Path(out)
     if out.exists():
+        if any(out.iterdir()) and not (out / PLAN).exists():
+            raise ValueError(f"{out} exists and is not a scale run directory (no {PLAN}): choose another --out; "
+                             "prepare replaces only its own run directories")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     student, teachers, cfg = _stage_setup(stage, prof, seed, preset_name=preset_name, mode=mode, progress=progress)
@@ -105,7 +108,7 @@ def online_config(plan: dict):
 
 def build_trainer(run_dir, processes: int):
     """The trl trainer of a prepared run directory, for a launch of `processes` processes."""
-    from datasets import load_dataset
+    from datasets import Dataset
 
     from ..models import load_model
     from .trainers import distillation_trainer, grpo_trainer, routed_trainer
@@ -116,8 +119,8 @@ def build_trainer(run_dir, processes: int):
     plan = json.loads((run_dir / PLAN).read_text())
     cfg = online_config(plan)
     model, tok = load_model(run_dir / "student")
-    _quiet_datasets()
-    data = load_dataset("json", data_files=str(run_dir / "prompts.jsonl"), split="train")
+    rows = [json.loads(line) for line in (run_dir / "prompts.jsonl").read_text().splitlines() if line.strip()]
+    data = Dataset.from_list(rows)      # no datasets cache: N processes read the same file at once
     common = dict(output_dir=str(run_dir / "trl"), processes=processes, device=plan["device"],
                   greedy=plan["greedy"])
     if plan["stage"] == "grpo":
@@ -132,7 +135,12 @@ def train(run_dir) -> Path:
     """What each launched process runs (`python -m minimopd.scale train DIR`)."""
     from ..models import save_model
 
+    import torch
+
     world = int(os.environ.get("WORLD_SIZE", "1"))    # set by torchrun / accelerate launch
+    if world == 1 and "LOCAL_RANK" not in os.environ and torch.cuda.device_count() > 1:
+        raise RuntimeError(f"{torch.cuda.device_count()} GPUs are visible to one process, which trl refuses "
+                           "(no DataParallel): launch with torchrun --nproc_per_node N, or set CUDA_VISIBLE_DEVICES=0")
     plan, trainer = build_trainer(run_dir, world)
     state = trainer.accelerator
     if state.num_processes != world:
@@ -174,6 +182,8 @@ def launch(run_dir, processes: int = 1, *, quiet: bool = False) -> dict:
     rows_per_process(cfg.prompts_per_step * cfg.group_size, processes)   # a clear error before launching
     cmd = launch_command(run_dir, processes)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if processes == 1:
+        env.setdefault("CUDA_VISIBLE_DEVICES", "0")   # one process, one GPU (trl refuses DataParallel)
     proc = subprocess.run(cmd, env=env, capture_output=quiet, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or "")[-3000:] if quiet else ""
@@ -224,7 +234,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _main(args)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         # Bad input gets one clear line, not a traceback (set MINIMOPD_DEBUG=1 to see it).
         if os.environ.get("MINIMOPD_DEBUG"):
             raise

@@ -7,7 +7,8 @@ things:
 1. a `teacher_id` dataset column routes every row to its teacher (`signals.routed.route_rows`,
    the router of minimopd's own `RoutedTeacherSignal`), and each teacher runs once per batch on
    its own rows; with `placement="swap"` a teacher sits on the CPU and is moved to the device
-   only for its rows, so memory is bounded by the largest teacher, not their sum;
+   only for its rows, so device memory holds the largest teacher, not their sum (host memory
+   holds every teacher, once per process);
 2. the per-token loss is minimopd's, computed by the same pure functions its online loop uses:
 
    mode "full"     exact full-vocabulary reverse KL(p_S || p_T) at every completion position
@@ -21,7 +22,12 @@ things:
    tokens of the whole (global, accumulated) batch, i.e. minimopd's "dapo" aggregation.
 
 Positions skip left padding (`models.position_ids_from_mask`), as the sampler's do, so a row's
-log-probs do not depend on how its batch was padded.
+log-probs do not depend on how its batch was padded. Differences from trl's own divergence: the
+sampling temperature divides the student's logits only (minimopd's convention: the teacher is
+scored as it is; trl tempers both; the two agree at T = 1, which every profile uses), and the
+vocabulary-sized tensors are built whole, not in chunks (fine for minimopd's 105-token
+vocabulary; a 150k-token vocabulary wants trl's chunked kernel). Models whose logits are scaled
+or soft-capped in the forward pass (`logit_scale`, `final_logit_softcapping`) are refused.
 """
 from __future__ import annotations
 
@@ -47,6 +53,14 @@ def check_teachers(teachers: Mapping[str, torch.nn.Module], student, tokenizer) 
     vocabulary (ids must mean the same tokens), another dtype."""
     if not teachers:
         raise ValueError("routed distillation needs at least one teacher: {teacher_id: model}")
+    if tokenizer is None:
+        raise ValueError("pass the student's tokenizer as processing_class (minimopd.load_model returns it)")
+    for name, model in {"the student": student, **{f"teacher {n!r}": t for n, t in teachers.items()}}.items():
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        scaled = {k: getattr(cfg, k, None) for k in ("logit_scale", "final_logit_softcapping")}
+        if any(v not in (None, 1, 1.0) for v in scaled.values()):
+            raise ValueError(f"{name} scales or caps its logits ({scaled}); the routed losses read the "
+                             "raw lm_head output: use trl's DistillationTrainer for such models")
     s_vocab = student.get_input_embeddings().weight.shape[0]
     s_dtype = next(student.parameters()).dtype
     for name, teacher in teachers.items():
@@ -87,8 +101,9 @@ def teacher_tensors(teachers: Mapping[str, torch.nn.Module], teacher_ids: Sequen
         idx = torch.tensor(groups[name], device=input_ids.device)
         with torch.no_grad(), placed(teachers[name], input_ids.device, placement) as teacher:
             logits, _ = window_forward(teacher, input_ids[idx], attention_mask[idx], prompt_length)
-        full = token_log_softmax(logits.to(input_ids.device))     # token-aligned: row j predicts token j
-        part = full if mode == "full" else full.gather(-1, window_ids[idx, :, None]).squeeze(-1)
+        logits = logits.to(input_ids.device)
+        part = (token_log_softmax(logits) if mode == "full"    # token-aligned: row j predicts token j
+                else losses.token_logprobs(logits, window_ids[idx]))
         if out is None:
             out = part.new_zeros((len(input_ids),) + tuple(part.shape[1:]))
         out[idx] = part
@@ -136,13 +151,16 @@ class RoutedDistillationTrainer(DistillationTrainer):
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
-        if train_dataset is None or "teacher_id" not in train_dataset.column_names:
-            raise ValueError("routed distillation needs a dataset with a 'teacher_id' column naming each "
-                             "row's teacher (minimopd.scale.task_dataset writes one)")
+        if train_dataset is None or "teacher_id" not in (getattr(train_dataset, "column_names", None) or []):
+            raise ValueError("routed distillation needs a datasets.Dataset with a 'teacher_id' column naming "
+                             "each row's teacher (minimopd.scale.task_dataset writes one)")
         if isinstance(model, str):
             raise TypeError("pass the student as a model (minimopd.load_model(path)[0]), not a path")
         check_teachers(teachers, model, processing_class)
         check_routes(train_dataset["teacher_id"], teachers)
+        evals = kwargs.get("eval_dataset")
+        for data in (evals.values() if isinstance(evals, dict) else [evals] if evals is not None else []):
+            check_routes(data["teacher_id"], teachers)
         weights = dict(weights or {})
         bad = {k: w for k, w in weights.items() if k not in teachers or not (math.isfinite(w) and w >= 0)}
         if bad:
@@ -199,6 +217,14 @@ class RoutedDistillationTrainer(DistillationTrainer):
         n_valid = mask.sum()
         denominator = num_items_in_batch if num_items_in_batch is not None else n_valid.clamp(min=1)
         loss = losses.masked_sum(out["loss"], mask) / denominator
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["reverse_kl"].append(float(losses.masked_mean(out["kl"], mask)))
+        self._kl_sums = (losses.masked_sum(out["kl"], mask).detach(), n_valid.detach())
         return loss, losses.masked_sum(out["entropy"], mask).detach(), n_valid
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """trl's, plus the reverse KL of the whole batch (summed over processes, as trl logs the
+        entropy: gathered here, outside the wrapped forward)."""
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        kl_sum, n = (self.accelerator.gather_for_metrics(x.reshape(1)).sum() for x in self._kl_sums)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["reverse_kl"].append((kl_sum / n).item() if n > 0 else 0.0)
+        return result

@@ -45,6 +45,13 @@ def rows_per_process(rows_per_step: int, processes: int) -> int:
     return rows_per_step // processes
 
 
+def check_rows(dataset, needed: int, what: str) -> None:
+    """The dataset holds at least one step: trl's sampler would otherwise yield no batch at all."""
+    if len(dataset) < needed:
+        raise ValueError(f"the dataset has {len(dataset)} rows but one step uses {needed} {what}: "
+                         f"give it at least that many (task_dataset(n_per_domain) has n_per_domain x domains rows)")
+
+
 def _common(cfg: OnlineConfig, *, output_dir: str, processes: int, rows_per_step: int, device: str,
             greedy: bool) -> dict:
     return dict(
@@ -55,6 +62,7 @@ def _common(cfg: OnlineConfig, *, output_dir: str, processes: int, rows_per_step
         generation_kwargs={"do_sample": False} if greedy else None,
         seed=cfg.seed, data_seed=cfg.seed, logging_steps=1, save_strategy="no", report_to="none",
         use_cpu=device == "cpu", bf16=False, fp16=False, disable_dropout=True,
+        activation_checkpointing=False,   # trl defaults to recomputing activations: not needed at these sizes
         dataloader_num_workers=0, disable_tqdm=True)
 
 
@@ -94,6 +102,7 @@ def grpo_trainer(model, tokenizer, dataset, cfg: OnlineConfig, *, reward: str = 
 
     from .data import reward_funcs
 
+    check_rows(dataset, cfg.prompts_per_step, "prompts")
     funcs, weights = reward_funcs(reward, tokenizer)
     args = grpo_args(cfg, output_dir=output_dir, processes=processes, device=device, reward_weights=weights,
                      greedy=greedy)
@@ -109,6 +118,7 @@ def distillation_trainer(model, teacher, tokenizer, dataset, cfg: OnlineConfig, 
     from .routed import check_teachers
 
     check_teachers({"teacher": teacher}, model, tokenizer)
+    check_rows(dataset, cfg.prompts_per_step * cfg.group_size, "prompts (one completion each)")
     args = distillation_args(cfg, output_dir=output_dir, processes=processes, device=device, greedy=greedy)
     return DistillationTrainer(model=model, teacher_model=teacher, args=args, train_dataset=dataset,
                                processing_class=left_padded(tokenizer))
@@ -120,6 +130,7 @@ def routed_trainer(model, teachers: Mapping, tokenizer, dataset, cfg: OnlineConf
     """`RoutedDistillationTrainer` (MOPD): each row's teacher named by its `teacher_id`."""
     from .routed import RoutedDistillationTrainer
 
+    check_rows(dataset, cfg.prompts_per_step * cfg.group_size, "prompts (one completion each)")
     args = distillation_args(cfg, output_dir=output_dir, processes=processes, device=device, greedy=greedy)
     return RoutedDistillationTrainer(model, teachers, args=args, train_dataset=dataset,
                                      processing_class=left_padded(tokenizer), mode=mode, weights=weights,
