@@ -210,8 +210,10 @@ def evaluate_run(run_dir, *, n_per_level: int | None = None) -> dict:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minimopd scale", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="action", required=True)
+    helps = {"prepare": "write a run directory (student, teachers, prompts, plan.json) and print the launch command",
+             "run": "prepare, train on --processes processes, evaluate student/ and final/"}
     for action in ("prepare", "run"):
-        q = sub.add_parser(action)
+        q = sub.add_parser(action, help=helps[action])
         q.add_argument("--stage", choices=STAGES, required=True)
         q.add_argument("--out", required=True, help="run directory (replaced if it exists)")
         q.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: as `minimopd lineage`)")
@@ -223,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="greedy rollouts (deterministic: runs on 1 and N processes compare step by step)")
         q.add_argument("--no-progress", action="store_true")
         if action == "run":
-            q.add_argument("--processes", type=int, default=1)
+            q.add_argument("--processes", type=int, default=1, help="data-parallel processes (torchrun)")
             q.add_argument("--eval-per-level", type=int, default=None)
     q = sub.add_parser("train", help="(run by each launched process) train a prepared run directory")
     q.add_argument("run_dir")
