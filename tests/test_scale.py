@@ -97,8 +97,8 @@ def test_routed_sampled_token_loss_equals_the_teacher_token_estimator(tok, sft_t
 def test_each_row_is_scored_by_its_domains_teacher(teachers, batch, sft_tiny):
     ro, rows, inputs = batch
     P = ro.prompt_length
-    got = teacher_tensors(teachers, inputs["teacher_id"], ro.input_ids, ro.attention_mask, P, mode="sampled",
-                          placement="swap")
+    signals = {d: TeacherSignal(t, mode="sampled", placement="swap") for d, t in teachers.items()}
+    got = teacher_tensors(signals, inputs["teacher_id"], ro.input_ids, ro.attention_mask, P)
     own = {d: sequence_logprobs(t, ro.input_ids, ro.attention_mask)[:, P - 1:] for d, t in teachers.items()}
     mask = ro.completion_mask[:, P - 1:].bool()
     for i, ex in enumerate(rows):

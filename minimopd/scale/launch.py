@@ -97,6 +97,14 @@ def _quiet_datasets():
     datasets.disable_progress_bars()
 
 
+def read_plan(run_dir) -> dict:
+    """The `plan.json` of a prepared run directory; a clear error when it was never prepared."""
+    path = Path(run_dir) / PLAN
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} has no {PLAN}: prepare it first (minimopd scale prepare --out {run_dir})")
+    return json.loads(path.read_text())
+
+
 def online_config(plan: dict):
     from ..stages.online_config import OnlineConfig
 
@@ -114,9 +122,7 @@ def build_trainer(run_dir, processes: int):
     from .trainers import distillation_trainer, grpo_trainer, routed_trainer
 
     run_dir = Path(run_dir)
-    if not (run_dir / PLAN).exists():
-        raise FileNotFoundError(f"{run_dir} has no {PLAN}: prepare it first (minimopd scale prepare --out {run_dir})")
-    plan = json.loads((run_dir / PLAN).read_text())
+    plan = read_plan(run_dir)
     cfg = online_config(plan)
     model, tok = load_model(run_dir / "student")
     rows = [json.loads(line) for line in (run_dir / "prompts.jsonl").read_text().splitlines() if line.strip()]
@@ -176,9 +182,7 @@ def launch(run_dir, processes: int = 1, *, quiet: bool = False) -> dict:
     """Train a prepared run on `processes` processes; return its `history.json`."""
     from .trainers import rows_per_process
 
-    if not (Path(run_dir) / PLAN).exists():
-        raise FileNotFoundError(f"{run_dir} has no {PLAN}: prepare it first (minimopd scale prepare --out {run_dir})")
-    cfg = online_config(json.loads((Path(run_dir) / PLAN).read_text()))
+    cfg = online_config(read_plan(run_dir))
     rows_per_process(cfg.prompts_per_step * cfg.group_size, processes)   # a clear error before launching
     cmd = launch_command(run_dir, processes)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -197,7 +201,7 @@ def evaluate_run(run_dir, *, n_per_level: int | None = None) -> dict:
     from ..models import load_model
 
     run_dir = Path(run_dir)
-    plan = json.loads((run_dir / PLAN).read_text())
+    plan = read_plan(run_dir)
     rows = {}
     for name in ("student", "final"):
         model, tok = load_model(run_dir / name)

@@ -40,17 +40,17 @@ from trl import DistillationConfig, DistillationTrainer
 
 from .. import losses
 from ..engine import window_forward
-from ..kl import token_log_softmax
-from ..signals.base import PLACEMENTS, placed
 from ..signals.routed import route_rows
-from ..tokenizer import check_compatible
+from ..signals.teacher import TeacherSignal
 
 MODES = ("full", "sampled")
 
 
-def check_teachers(teachers: Mapping[str, torch.nn.Module], student, tokenizer) -> None:
-    """Clear errors for teachers that cannot score this student's samples: none at all, another
-    vocabulary (ids must mean the same tokens), another dtype."""
+def teacher_signals(teachers: Mapping[str, torch.nn.Module], student, tokenizer, *, mode: str = "full",
+                    placement: str = "device") -> dict[str, TeacherSignal]:
+    """Each teacher wrapped as minimopd's `TeacherSignal` (the scorer of the online loop), after its
+    checks (`TeacherSignal.setup`: same tokenizer, vocabulary and dtype as the student), with the
+    teacher's name in any error; also refused: no teacher, no tokenizer, scaled or capped logits."""
     if not teachers:
         raise ValueError("routed distillation needs at least one teacher: {teacher_id: model}")
     if tokenizer is None:
@@ -61,18 +61,14 @@ def check_teachers(teachers: Mapping[str, torch.nn.Module], student, tokenizer) 
         if any(v not in (None, 1, 1.0) for v in scaled.values()):
             raise ValueError(f"{name} scales or caps its logits ({scaled}); the routed losses read the "
                              "raw lm_head output: use trl's DistillationTrainer for such models")
-    s_vocab = student.get_input_embeddings().weight.shape[0]
-    s_dtype = next(student.parameters()).dtype
+    signals = {}
     for name, teacher in teachers.items():
-        check_compatible(tokenizer, teacher, role=f"teacher {name!r}")
-        t_vocab = teacher.get_input_embeddings().weight.shape[0]
-        if t_vocab != s_vocab:
-            raise ValueError(f"teacher {name!r} has {t_vocab} logits per position and the student {s_vocab}: "
-                             "teachers and student must share one tokenizer (same vocabulary, same ids)")
-        t_dtype = next(teacher.parameters()).dtype
-        if t_dtype != s_dtype:
-            raise ValueError(f"teacher {name!r} is {t_dtype} and the student {s_dtype}: cast it "
-                             f"(teacher.to({s_dtype})) so both distributions have the same precision")
+        signals[name] = TeacherSignal(teacher, mode=mode, placement=placement, key=name)
+        try:
+            signals[name].setup(student, tokenizer, None)
+        except ValueError as err:
+            raise ValueError(f"teacher {name!r}: {err}") from None
+    return signals
 
 
 def check_routes(teacher_ids: Sequence[str], teachers) -> None:
@@ -84,26 +80,23 @@ def check_routes(teacher_ids: Sequence[str], teachers) -> None:
         raise ValueError(f"dataset column 'teacher_id': {err.args[0]}") from None
 
 
-def teacher_tensors(teachers: Mapping[str, torch.nn.Module], teacher_ids: Sequence[str], input_ids, attention_mask,
-                    prompt_length: int, *, mode: str, placement: str = "device") -> torch.Tensor:
+def teacher_tensors(signals: Mapping[str, TeacherSignal], teacher_ids: Sequence[str], input_ids, attention_mask,
+                    prompt_length: int) -> torch.Tensor:
     """What the routed teachers say about a batch's completion window, W = prompt_length - 1,
     token-aligned like every teacher tensor of minimopd (column j is about window token j; column 0,
     the prompt's last token, is masked out by every loss):
     mode "full": (B, T-W, V) each row's teacher log-distribution predicting each window token;
     mode "sampled": (B, T-W) each row's teacher log-prob of the window's tokens.
-    Rows are grouped by teacher (`route_rows`); each teacher runs once, without gradient, on its
-    own rows, on the batch's device (and back to the CPU afterwards with placement "swap")."""
-    groups = route_rows(list(teacher_ids), teachers)
+    Rows are grouped by teacher (`route_rows`); each teacher scores its own rows once with
+    `TeacherSignal.score` (no gradient, the batch's device, its placement, its context check)."""
+    groups = route_rows(list(teacher_ids), signals)
     W = prompt_length - 1
-    window_ids = input_ids[:, W:]
     out = None
     for name in sorted(groups):
         idx = torch.tensor(groups[name], device=input_ids.device)
-        with torch.no_grad(), placed(teachers[name], input_ids.device, placement) as teacher:
-            logits, _ = window_forward(teacher, input_ids[idx], attention_mask[idx], prompt_length)
-        logits = logits.to(input_ids.device)
-        part = (token_log_softmax(logits) if mode == "full"    # token-aligned: row j predicts token j
-                else losses.token_logprobs(logits, window_ids[idx]))
+        sig = signals[name]
+        scored = sig.score(input_ids[idx], attention_mask[idx], prompt_length)
+        part = scored["full_logprobs" if sig.mode == "full" else "teacher_logprobs"][:, W:]
         if out is None:
             out = part.new_zeros((len(input_ids),) + tuple(part.shape[1:]))
         out[idx] = part
@@ -149,14 +142,12 @@ class RoutedDistillationTrainer(DistillationTrainer):
                  eps_low: float = 0.2, eps_high: float | None = None, **kwargs):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        if placement not in PLACEMENTS:
-            raise ValueError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
         if train_dataset is None or "teacher_id" not in (getattr(train_dataset, "column_names", None) or []):
             raise ValueError("routed distillation needs a datasets.Dataset with a 'teacher_id' column naming "
                              "each row's teacher (minimopd.scale.task_dataset writes one)")
         if isinstance(model, str):
             raise TypeError("pass the student as a model (minimopd.load_model(path)[0]), not a path")
-        check_teachers(teachers, model, processing_class)
+        self.signals = teacher_signals(teachers, model, processing_class, mode=mode, placement=placement)
         check_routes(train_dataset["teacher_id"], teachers)
         evals = kwargs.get("eval_dataset")
         for data in (evals.values() if isinstance(evals, dict) else [evals] if evals is not None else []):
@@ -166,10 +157,9 @@ class RoutedDistillationTrainer(DistillationTrainer):
         if bad:
             raise ValueError(f"weights {bad}: each must name a teacher ({', '.join(sorted(teachers))}) "
                              "and be a finite number >= 0")
-        self.teachers = {name: t.eval() for name, t in teachers.items()}
-        for t in self.teachers.values():
+        for t in teachers.values():
             t.requires_grad_(False)
-        self.mode, self.placement, self.weights = mode, placement, weights
+        self.mode, self.weights = mode, weights
         self.eps_low, self.eps_high = eps_low, eps_high
         super().__init__(model=model, teacher_model=None, args=args, train_dataset=train_dataset,
                          processing_class=processing_class, **kwargs)
@@ -197,8 +187,7 @@ class RoutedDistillationTrainer(DistillationTrainer):
         logits, _ = window_forward(student, input_ids, attention_mask, P)
         if self.temperature not in (0, 1):
             logits = logits / self.temperature   # the distribution that sampled the tokens
-        teacher = teacher_tensors(self.teachers, inputs["teacher_id"], input_ids, attention_mask, P,
-                                  mode=self.mode, placement=self.placement)
+        teacher = teacher_tensors(self.signals, inputs["teacher_id"], input_ids, attention_mask, P)
         per_token, kl = routed_token_loss(logits, input_ids[:, P - 1:], teacher, mode=self.mode, mask=mask,
                                           eps_low=self.eps_low, eps_high=self.eps_high)
         if self.weights:

@@ -115,9 +115,9 @@ def distillation_trainer(model, teacher, tokenizer, dataset, cfg: OnlineConfig, 
     """trl `DistillationTrainer`: one teacher, exact reverse KL over the full vocabulary."""
     from trl import DistillationTrainer
 
-    from .routed import check_teachers
+    from .routed import teacher_signals
 
-    check_teachers({"teacher": teacher}, model, tokenizer)
+    teacher_signals({"teacher": teacher}, model, tokenizer)      # the checks; trl scores the teacher itself
     check_rows(dataset, cfg.prompts_per_step * cfg.group_size, "prompts (one completion each)")
     args = distillation_args(cfg, output_dir=output_dir, processes=processes, device=device, greedy=greedy)
     return DistillationTrainer(model=model, teacher_model=teacher, args=args, train_dataset=dataset,
