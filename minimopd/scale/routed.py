@@ -40,7 +40,7 @@ from trl import DistillationConfig, DistillationTrainer
 
 from .. import losses
 from ..engine import window_forward
-from ..signals.routed import route_rows
+from ..signals.routed import route_rows, score_groups
 from ..signals.teacher import TeacherSignal
 
 MODES = ("full", "sampled")
@@ -88,19 +88,11 @@ def teacher_tensors(signals: Mapping[str, TeacherSignal], teacher_ids: Sequence[
     mode "full": (B, T-W, V) each row's teacher log-distribution predicting each window token;
     mode "sampled": (B, T-W) each row's teacher log-prob of the window's tokens.
     Rows are grouped by teacher (`route_rows`); each teacher scores its own rows once with
-    `TeacherSignal.score` (no gradient, the batch's device, its placement, its context check)."""
-    groups = route_rows(list(teacher_ids), signals)
-    W = prompt_length - 1
-    out = None
-    for name in sorted(groups):
-        idx = torch.tensor(groups[name], device=input_ids.device)
-        sig = signals[name]
-        scored = sig.score(input_ids[idx], attention_mask[idx], prompt_length)
-        part = scored["full_logprobs" if sig.mode == "full" else "teacher_logprobs"][:, W:]
-        if out is None:
-            out = part.new_zeros((len(input_ids),) + tuple(part.shape[1:]))
-        out[idx] = part
-    return out
+    `TeacherSignal.score` (no gradient, the batch's device, its placement, its context check),
+    by the loop `RoutedTeacherSignal` uses (`signals.routed.score_groups`)."""
+    merged, _ = score_groups(signals, route_rows(list(teacher_ids), signals), input_ids, attention_mask, prompt_length)
+    mode = next(iter(signals.values())).mode
+    return merged["full_logprobs" if mode == "full" else "teacher_logprobs"][:, prompt_length - 1:]
 
 
 def routed_token_loss(student_logits: torch.Tensor, window_ids: torch.Tensor, teacher: torch.Tensor, *,

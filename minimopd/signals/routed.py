@@ -53,6 +53,29 @@ def _misrouted(groups: Mapping[str, Sequence[int]], names: Sequence[str]) -> str
     return f"left rows {[i for i in range(len(names)) if i not in seen][:5]} without a teacher"
 
 
+def score_groups(teachers: Mapping[str, TeacherSignal], groups: Mapping[str, Sequence[int]],
+                 input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int,
+                 prompt_index: torch.Tensor | None = None, topk_ids: torch.Tensor | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Each teacher scores its own rows once (`TeacherSignal.score`, on `groups` = {teacher:
+    rows}, e.g. `route_rows`) and the parts are scattered back into batch-sized tensors.
+    Returns ({key: (B, ...)} with the keys the teachers' mode gives, rows of no group 0;
+    {teacher: tokens it read}). Shared by `RoutedTeacherSignal` and the scale path's trainer."""
+    merged: dict[str, torch.Tensor] = {}
+    read: dict[str, int] = {}
+    for name in sorted(groups):
+        idx = torch.tensor(groups[name], device=input_ids.device)
+        part = teachers[name].score(input_ids[idx], attention_mask[idx], prompt_length,
+                                    None if prompt_index is None else prompt_index[idx],
+                                    None if topk_ids is None else topk_ids[idx])
+        for key, value in part.items():
+            if key not in merged:
+                merged[key] = value.new_zeros((len(input_ids),) + tuple(value.shape[1:]))
+            merged[key][idx] = value
+        read[name] = int(attention_mask[idx].sum())
+    return merged, read
+
+
 class RoutedTeacherSignal:
     """MOPD: every row is scored by the teacher of its prompt's domain (or `teacher_id`).
 
@@ -124,26 +147,16 @@ class RoutedTeacherSignal:
         check_rows(rollout, examples)
         groups = self.routes(examples)
         out = self.verifier(rollout, examples)
-        merged: dict[str, torch.Tensor] = {}
-        tokens, flops, metrics = 0, 0.0, {}
         device = rollout.input_ids.device
+        merged, read = score_groups(self.teachers, groups, rollout.input_ids, rollout.attention_mask,
+                                    rollout.prompt_length, rollout.prompt_index, rollout.topk_ids)
         names = [""] * len(rollout)
-        for name in sorted(groups):
-            teacher = self.teachers[name]
-            idx = torch.tensor(groups[name], device=device)
-            for i in groups[name]:
+        for name, rows in groups.items():
+            for i in rows:
                 names[i] = name
-            topk = None if rollout.topk_ids is None else rollout.topk_ids[idx]
-            part = teacher.score(rollout.input_ids[idx], rollout.attention_mask[idx], rollout.prompt_length,
-                                 rollout.prompt_index[idx], topk)
-            for key, value in part.items():
-                if key not in merged:
-                    merged[key] = value.new_zeros((len(rollout),) + tuple(value.shape[1:]))
-                merged[key][idx] = value
-            n_tok = int(rollout.attention_mask[idx].sum())
-            tokens += n_tok
-            flops += 2.0 * teacher.n_params * n_tok
-            metrics[f"rows/{name}"] = len(idx)
+        tokens = sum(read.values())
+        flops = sum(2.0 * self.teachers[name].n_params * n for name, n in read.items())
+        metrics = {f"rows/{name}": len(groups[name]) for name in sorted(groups)}
         row_weights = None
         if self.weights:
             row_weights = torch.tensor([self.weights.get(n, 1.0) for n in names], device=device,
