@@ -10,6 +10,10 @@ Every preference recipe after InstructGPT turns a policy's own samples into trai
 * **Delta pairs** (OLMo 3's delta learning, Geng et al. 2025): chosen from a stronger model of
   the family, rejected from a weaker one, no judge at all (`delta_pairs`). The bet is that the
   *difference* between two models teaches, even when neither is better than the policy.
+* **Judged pairs** (Tülu 3's preference data): the policy's own samples pooled with responses
+  from other models, a judge (the labeller on notes, the verifier on the verifiable tasks) rates
+  every candidate, the best-rated is chosen and a random lower-rated one rejected
+  (`judged_pairs`).
 
 `sample_scored` draws the samples once and scores them by the reward model (the proxy, what
 training may use) and by the hidden gold scorer (what the tables report, never what selects).
@@ -17,6 +21,8 @@ The builders only read its rows, so one draw feeds any of them.
 """
 from __future__ import annotations
 
+import itertools
+import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -25,7 +31,7 @@ import torch
 from .kl import kl_estimate
 from .models import count_parameters, sequence_logprobs
 from .rollout import generate
-from .tasks import get_task
+from .tasks import extract_answer, get_task, gold_score, label_pair, sample_responses
 
 
 @dataclass
@@ -150,6 +156,65 @@ def delta_pairs(strong: Scored, weak: Scored) -> tuple[list[dict], dict]:
         pairs.append({"prompt": prompt, "chosen": s_texts[j].strip(), "rejected": w_texts[k].strip(),
                       "gold_chosen": s_gold[j], "gold_rejected": w_gold[k]})
     return pairs, _pair_stats(pairs, len(strong.prompts))
+
+
+def judged_pairs(scored: Scored, *, judge: str = "labeller", off_policy: int = 3, seed: int = 0,
+                 temperature: float = 0.1) -> tuple[list[dict], dict]:
+    """Tülu 3's preference pairs: per prompt the candidates are the policy's finished samples
+    (on-policy) and, on notes, `off_policy` responses of other models (`tasks.sample_responses`,
+    the pool of varied-quality notes the labeller's data come from); a judge rates every
+    candidate, the best-rated (the first on a tie) is chosen and a random lower-rated one is
+    rejected; a prompt whose candidates all tie gives no pair. Tülu 3 rated each response with
+    GPT-4o on four aspects on a 1-5 scale, drawing from 22 models' outputs. The judges:
+
+    * "labeller" (notes): the simulated labeller compares every two distinct candidates
+      (`tasks.label_pair`, Bradley-Terry noise at `temperature`); a rating is a number of wins.
+    * "verifier" (verifiable tasks): a rating is the sample's verifier score (`scored.gold`), so
+      a right answer is chosen against a wrong one. There is no off-policy pool: `off_policy=0`.
+
+    Returns `(pairs, stats)`: pairs as `ranked_pairs`' plus `chosen_on_policy` and
+    `rejected_on_policy`; stats as theirs plus the share of chosen and of rejected responses
+    that are the policy's own. Deterministic in `seed`."""
+    if judge not in ("labeller", "verifier"):
+        raise ValueError(f"unknown judge {judge!r}: 'labeller' (notes, pairwise labels) or 'verifier' (verifiable "
+                         "tasks, the verifier's score)")
+    if off_policy < 0 or (judge == "verifier" and off_policy):
+        raise ValueError(f"off_policy={off_policy}: the number of other models' responses per prompt must be >= 0, "
+                         "and 0 for the verifier judge (the off-policy pool holds notes only)")
+    rng = random.Random(f"judged-pairs/{seed}/{temperature}/{judge}")
+    pairs = []
+    for i, (prompt, texts, done, golds) in enumerate(zip(scored.prompts, scored.texts, scored.finished, scored.gold)):
+        own, own_gold = [], []
+        for text, fin, g in zip(texts, done, golds):
+            if fin and text.strip() not in own:
+                own.append(text.strip())
+                own_gold.append(g)
+        pool = [t for t in sample_responses(prompt, off_policy, seed=seed * 100_003 + i) if t not in own] \
+            if off_policy else []
+        candidates = own + pool
+        if len(candidates) < 2:
+            continue
+        if judge == "verifier":
+            ratings, gold = own_gold, own_gold
+        else:
+            judged = [extract_answer(t) for t in candidates]    # what the judge reads: the answer
+            ratings, gold = [0] * len(candidates), [gold_score(prompt, t) for t in judged]
+            for a, b in itertools.combinations(range(len(candidates)), 2):
+                label = label_pair(prompt, judged[a], judged[b], rng, temperature)
+                ratings[a if label["chosen"] is judged[a] else b] += 1
+        best = max(range(len(candidates)), key=ratings.__getitem__)
+        lower = [j for j in range(len(candidates)) if ratings[j] < ratings[best]]
+        if not lower:
+            continue
+        worst = rng.choice(lower)
+        pairs.append({"prompt": prompt, "chosen": candidates[best], "rejected": candidates[worst],
+                      "gold_chosen": gold[best], "gold_rejected": gold[worst],
+                      "chosen_on_policy": best < len(own), "rejected_on_policy": worst < len(own)})
+    stats = _pair_stats(pairs, len(scored.prompts))
+    n = max(1, len(pairs))
+    stats.update(chosen_on_policy=sum(p["chosen_on_policy"] for p in pairs) / n,
+                 rejected_on_policy=sum(p["rejected_on_policy"] for p in pairs) / n)
+    return pairs, stats
 
 
 def _pair_stats(pairs: list[dict], prompts: int) -> dict:

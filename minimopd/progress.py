@@ -42,7 +42,7 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
               "specialist_count:at0.1": 1, "specialist_count:at0.2": 1, "sft_notes": 2, "reward_model": 3,
               "safety_reward_model": 3, "ppo": 2,
               "rs_round1": 1, "rs_round2": 1, "llama2_ppo": 2, "llama3_rs1": 1, "llama3_dpo1": 1, "llama3_rs2": 1,
-              "llama3_dpo2": 1, "sft_weak": 1, "dpo_delta": 1, "dpo_ranked": 1,
+              "llama3_dpo2": 1, "sft_weak": 1, "dpo_delta": 1, "dpo_ranked": 1, "tulu3_dpo": 1,
               **{f"progressive_{m}_{a}_{i}": 1 for m in ("opd_full", "opd_forward") for a in ("final", "progressive")
                  for i in (1, 2, 3)}},
     "cpu": {"overhead": 60, "base": 830, "sft": 1200, "sft:reasoning": 1690, "rlvr": 1630,
@@ -67,7 +67,9 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             "sft_weak": 50, "dpo_delta": 34, "dpo_ranked": 40, "llama3_rs1": 13, "llama3_dpo1": 38,
             "llama3_rs2": 12, "llama3_dpo2": 37, "rs_round1": 12, "rs_round2": 12, "llama2_ppo": 1015,
             # llama2's safety reward model (`minimopd lineage --recipes llama2`, seed 0, beside short tests)
-            "safety_reward_model": 200},
+            "safety_reward_model": 200,
+            # tulu3's DPO stage: an estimate (one sample per prompt, DPO as llama3's, and place)
+            "tulu3_dpo": 120},
 }
 
 

@@ -1,6 +1,7 @@
 """Learning from preferences after InstructGPT: Llama 2's rejection sampling before PPO, Llama 3's
 rounds of rejection sampling and DPO, OLMo 3's delta learning. All on the `notes` domain, from
-the notes SFT model and its reward model (`recipes_pref`), all measured on the hidden gold score.
+the notes SFT model and its reward model (`recipes_pref`), all measured on the hidden gold score
+(Tülu 3's DPO stage, on notes and the verifiable tasks, is `recipes_rl.tulu3_dpo`).
 
 * `rejection_round`: sample K responses per prompt from the current model, keep the one the
   reward model scores highest (`comparisons.best_of_k`), fine-tune the current model on the
@@ -89,10 +90,10 @@ def dpo_round(policy: Artifact, scored: Scored, profile: Profile, seed: int, *, 
     pairs."""
     pairs, stats = ranked_pairs(scored)
     cfg = DPOConfig.from_profile(profile, seed=seed, **overrides)
-    return dpo_on_pairs(policy, pairs, cfg, profile, name=name, progress=progress), _pairs_row(stats)
+    return dpo_on_pairs(policy, pairs, cfg, profile, name=name, progress=progress), pairs_row(stats)
 
 
-def _pairs_row(stats: dict) -> dict:
+def pairs_row(stats: dict) -> dict:
     return {"pairs": stats["pairs"], "gold chosen": round(stats["gold_chosen"], 3),
             "gold rejected": round(stats["gold_rejected"], 3), "gold agrees": round(stats["gold_agrees"], 3)}
 
@@ -208,7 +209,7 @@ def recipe_olmo3_delta(profile: Profile, seed: int = 0, progress: bool = True) -
     ranked, ranked_stats = dpo_round(sft, scored_prompts(sft, rm, profile, seed, 31), profile, seed, name="dpo_ranked",
                                      progress=progress)
     rows = []
-    for stage, art, row in (("dpo_delta", delta, _pairs_row(stats)), ("dpo_ranked", ranked, ranked_stats)):
+    for stage, art, row in (("dpo_delta", delta, pairs_row(stats)), ("dpo_ranked", ranked, ranked_stats)):
         result.record(stage, art, evaluate_notes(art, profile, seed))
         rows.append({"stage": stage, **row, **place(art, sft, profile, seed),
                      "greedy gold": round(result.evals[stage].accuracy(), 3)})

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from minimopd import losses
-from minimopd.comparisons import Scored, best_of_k, delta_pairs, drift, ranked_pairs
+from minimopd.comparisons import Scored, best_of_k, delta_pairs, drift, judged_pairs, ranked_pairs
 from minimopd.models import sequence_logprobs
-from minimopd.stages.dpo import DPOConfig, attach_reference, collate_pairs, dpo_step, pair_rows, train_dpo
+from minimopd.stages.dpo import TIE_NATS, DPOConfig, attach_reference, collate_pairs, dpo_step, pair_rows, train_dpo
 from minimopd.tasks import get_task, preference_pairs
 
 NOTES = "Write a note to Ana about tea."
@@ -71,35 +71,52 @@ def test_bad_pairs_are_clear_errors(tok):
         DPOConfig(loss_type="ipo", label_smoothing=0.1)
 
 
-def test_dpo_step_equals_the_loss_of_a_loop_over_pairs(tok, tiny_model, pairs):
+@pytest.mark.parametrize("norm", [False, True], ids=["sums", "length_normalised"])
+def test_dpo_step_equals_the_loss_of_a_loop_over_pairs(tok, tiny_model, pairs, norm):
     """The step's loss is the mean over pairs of -log sigma(beta h), h built from each response's
-    summed log-probs under the policy and the (precomputed) reference, each scored alone."""
+    summed log-probs under the policy and the (precomputed) reference, each scored alone; with
+    `length_normalize` (Tülu 3) each response's log-ratio is divided by its token count. Value
+    and gradient both equal the loop's."""
     policy = copy.deepcopy(tiny_model)
     with torch.no_grad():                                       # a policy that differs from the reference
         for p in policy.parameters():
             p.add_(0.02 * torch.randn_like(p))
     rows = pair_rows(tok, pairs[:4])
     attach_reference(tiny_model, rows, tok.pad_token_id, batch_size=3)
-    cfg = DPOConfig(beta=0.3)
+    beta = 5.0 if norm else 0.3
+    cfg = DPOConfig(beta=beta, length_normalize=norm)
     loss, metrics = dpo_step(policy, collate_pairs(rows, tok.pad_token_id), cfg)
 
     def alone(model, ids, mask):
         ids_t = torch.tensor([ids])
         lp = sequence_logprobs(model, ids_t, torch.ones_like(ids_t))
-        return float((lp[0] * torch.tensor(mask, dtype=lp.dtype)).sum().detach())
+        return (lp[0] * torch.tensor(mask, dtype=lp.dtype)).sum() / (sum(mask) if norm else 1)
 
     per_pair, margins = [], []
     for r in rows:
-        h_c = alone(policy, *r["chosen"]) - alone(tiny_model, *r["chosen"])
-        h_r = alone(policy, *r["rejected"]) - alone(tiny_model, *r["rejected"])
-        assert r["ref"][0] == pytest.approx(alone(tiny_model, *r["chosen"]), abs=1e-4)
-        per_pair.append(math.log1p(math.exp(-0.3 * (h_c - h_r))))
-        margins.append(0.3 * (h_c - h_r))
-    assert loss.item() == pytest.approx(sum(per_pair) / 4, abs=1e-5)
+        h_c = alone(policy, *r["chosen"]) - alone(tiny_model, *r["chosen"]).detach()
+        h_r = alone(policy, *r["rejected"]) - alone(tiny_model, *r["rejected"]).detach()
+        assert r["ref"][0] == pytest.approx(alone(tiny_model, *r["chosen"]).item() * (sum(r["chosen"][1]) if norm else 1),
+                                            abs=1e-4)
+        per_pair.append(torch.nn.functional.softplus(-beta * (h_c - h_r)))
+        margins.append(beta * float(h_c - h_r))
+    want = torch.stack(per_pair).mean()
+    assert loss.item() == pytest.approx(want.item(), abs=1e-5)
     assert metrics["reward_margin"].item() == pytest.approx(sum(margins) / 4, abs=1e-5)
-    assert metrics["reward_accuracy"].item() == sum(m > 0 for m in margins) / 4
-    loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
+    tie = beta * TIE_NATS                                       # a margin this close to 0 counts half
+    assert metrics["reward_accuracy"].item() == sum(0.5 if abs(m) <= tie else float(m > 0) for m in margins) / 4
+    params = [p for p in policy.parameters() if p.requires_grad]
+    got_grad = torch.autograd.grad(loss, params, allow_unused=True)
+    want_grad = torch.autograd.grad(want, params, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in got_grad)
+    for g, w in zip(got_grad, want_grad):
+        if g is None or w is None:
+            assert g is None and w is None
+        else:
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-3)
+    # the two objectives differ: normalising changes h unless every response has one token
+    other, _ = dpo_step(policy, collate_pairs(rows, tok.pad_token_id), DPOConfig(beta=beta, length_normalize=not norm))
+    assert abs(other.item() - loss.item()) > 1e-4
 
 
 def test_dpo_at_the_reference_is_log2_with_a_tie_and_ipo_is_its_square(tok, tiny_model, pairs):
@@ -206,6 +223,54 @@ def test_delta_pairs_pair_strong_with_weak_on_the_same_prompts():
     assert stats["pairs"] == 1 and stats["prompts"] == 3
     with pytest.raises(ValueError, match="different prompts"):
         delta_pairs(strong, Scored(prompts=["p1", "p0"], texts=[["q"], ["z"]], gold=[[0], [0]], finished=[[1], [1]]))
+
+
+def test_judged_pairs_pool_the_policys_samples_with_other_models_and_keep_the_judges_best():
+    """Tülu 3's pairs: candidates are the policy's finished samples and `off_policy` notes of other
+    models; with a noiseless judge the chosen one is the best candidate by gold and the rejected
+    one worse; the on-policy shares count where each side came from."""
+    from minimopd.tasks import gold_score
+    task = get_task("notes")
+    ex = task.sample(12, seed=2)
+    good = [task.solution(e) for e in ex]
+    scored = Scored(prompts=[e.prompt for e in ex], texts=[[g + "  ", "Hi."] for g in good],
+                    gold=[[1.0, 0.0]] * 12, finished=[[True, True]] * 11 + [[False, False]])
+    pairs, stats = judged_pairs(scored, off_policy=3, seed=0, temperature=0.0)
+    assert 0 < len(pairs) <= 12 and stats["pairs"] == len(pairs)
+    own_good = {e.prompt: g for e, g in zip(ex, good)}
+    for p in pairs:
+        assert p["gold_chosen"] > p["gold_rejected"] and p["chosen"] != "Hi."
+        assert p["gold_chosen"] == gold_score(p["prompt"], p["chosen"])
+        if p["prompt"] != ex[-1].prompt:                       # at least as good as the policy's best
+            assert p["gold_chosen"] >= gold_score(p["prompt"], own_good[p["prompt"]])
+            assert p["chosen_on_policy"] == (p["chosen"] == own_good[p["prompt"]])
+        else:                                                   # the policy never finished: all off-policy
+            assert not p["chosen_on_policy"] and not p["rejected_on_policy"]
+    assert stats["chosen_on_policy"] == pytest.approx(sum(p["chosen_on_policy"] for p in pairs) / len(pairs))
+    assert stats["gold_agrees"] == 1.0
+    assert judged_pairs(scored, off_policy=3, seed=0, temperature=0.0)[0] == pairs       # deterministic
+    # no other models: the policy's two samples are the only candidates, and the judge knows better
+    own, _ = judged_pairs(scored, off_policy=0, temperature=0.0)
+    assert [(p["chosen"], p["rejected"]) for p in own] == [(g, "Hi.") for g in good[:11]]
+    assert all(p["chosen_on_policy"] and p["rejected_on_policy"] for p in own)
+    one = Scored(prompts=scored.prompts[:1], texts=[["Hi."]], gold=[[0.0]], finished=[[True]])
+    assert judged_pairs(one, off_policy=0)[0] == []                                 # one candidate: no pair
+    with pytest.raises(ValueError, match="must be >= 0"):
+        judged_pairs(scored, off_policy=-1)
+
+
+def test_judged_pairs_with_the_verifier_choose_a_right_answer_against_a_wrong_one():
+    scored = Scored(prompts=["p0", "p1", "p2"], texts=[["a", "b", "c"], ["d", "e"], ["f", "g"]],
+                    gold=[[0.0, 1.0, 1.0], [1.0, 1.0], [0.0, 1.0]],
+                    finished=[[True, True, True], [True, True], [True, False]])
+    pairs, stats = judged_pairs(scored, judge="verifier", off_policy=0)
+    # p0: the first right answer against the wrong one; p1: all right, no pair; p2: "g" never ended
+    assert [(p["chosen"], p["rejected"], p["gold_chosen"], p["gold_rejected"]) for p in pairs] == [("b", "a", 1.0, 0.0)]
+    assert stats["pairs"] == 1 and stats["chosen_on_policy"] == 1.0 == stats["rejected_on_policy"]
+    with pytest.raises(ValueError, match="0 for the verifier judge"):
+        judged_pairs(scored, judge="verifier", off_policy=3)
+    with pytest.raises(ValueError, match="unknown judge 'gpt'"):
+        judged_pairs(scored, judge="gpt")
 
 
 def test_drift_is_zero_against_itself_and_positive_against_another_model(tok, tiny_model, sft_tiny):

@@ -4,6 +4,7 @@ Smoke models are too small to learn anything: these tests prove the code paths a
 bookkeeping (stages, caching, histories, compute counters), not the claims (see RESULTS.md).
 """
 import pytest
+import torch
 
 from minimopd.recipes import RECIPES, run_recipe
 
@@ -14,15 +15,31 @@ def test_registry_lists_the_lineage():
         run_recipe("ppo9", profile="smoke")
 
 
-def test_tulu3_reasoning_sft_then_rlvr_on_selected_prompts(smoke_run):
+def test_tulu3_reasoning_sft_then_dpo_then_rlvr_on_selected_prompts(smoke_run):
+    """Tülu 3: the reasoning SFT, length-normalised DPO on judged pairs (notes by the labeller,
+    worked traces by the verifier; the SFT its reference and parent), then RLVR from the DPO
+    model on the prompts it sometimes solves."""
     from minimopd.artifacts import sft_artifact
     sft = sft_artifact("smoke", reasoning=True, progress=False)
-    res = smoke_run("tulu3").result
-    assert list(res.evals) == ["sft", "rlvr"]
-    assert res.info["sft"]["cached"] and res.info["sft"]["path"] == str(sft.path)
+    run = smoke_run("tulu3")
+    res = run.result
+    assert list(res.evals) == ["sft", "dpo", "rlvr"]
+    assert res.info["sft"]["path"] == str(sft.path)    # the shared reasoning SFT (cached or not, by test order)
+    dpo = res.info["dpo"]
+    assert dpo["parent"] == sft.path.name
+    assert res.info["rlvr"]["parent"] == dpo["path"].rsplit("/", 1)[-1]
+    assert any(not torch.equal(a, b) for a, b in zip(sft.model.parameters(), res.models["dpo"].parameters()))
+    (row,) = res.tables["DPO pairs"]                # judged notes pairs and verified trace pairs, mixed
+    assert row["notes pairs"] > 0 and row["verifiable pairs"] > 0
+    assert dpo["pairs"] == row["notes pairs"] + row["verifiable pairs"]
+    assert 0 <= row["notes chosen on-policy"] <= 1 and "KL to reference" in row
+    stages = res.tables["notes and verifiable accuracy per stage"]
+    assert [r["stage"] for r in stages] == ["sft", "dpo", "rlvr"]
+    assert stages[2]["verifiable accuracy"] == round(res.evals["rlvr"].accuracy(), 3)
+    assert all(0 <= r["notes gold (greedy)"] <= 1 for r in stages)
     rl_hist = res.histories["rlvr"]
     assert len(rl_hist) == 3 and {"reward", "accuracy", "kl", "clip_frac", "flops", "grad_norm"} <= set(rl_hist[-1])
-    info = res.info["rlvr"]                      # RL drew only prompts the SFT model sometimes solves
+    info = res.info["rlvr"]                      # RL drew only prompts the DPO model sometimes solves
     assert info["selection_candidates"] == 64 and 0 < info["selection_kept"] < 64
     # the selection's sampling is part of the stage's cost; the history counts the run alone
     assert info["rl_flops"] == pytest.approx(rl_hist[-1]["flops"])
@@ -30,7 +47,7 @@ def test_tulu3_reasoning_sft_then_rlvr_on_selected_prompts(smoke_run):
     assert info["tokens_generated"] == info["rl_tokens_generated"] + info["selection_tokens_generated"]
     assert info["wall_time"] == pytest.approx(info["rl_wall_time"] + info["selection_wall_time"])
     rows = res.table()
-    assert [r["stage"] for r in rows] == ["sft", "rlvr"] and "acc/hard" in rows[0]
+    assert [r["stage"] for r in rows] == ["sft", "dpo", "rlvr"] and "acc/hard" in rows[0]
 
 
 def test_r1_zero_tracks_format_and_length(smoke_run):
@@ -111,8 +128,8 @@ def test_progress_counts_the_stages_each_recipe_builds(monkeypatch, capsys):
         built = [key.rsplit("-", 1)[0] for key in runs[-1].seen]
         assert built == [s.split(":")[0] for s in RECIPE_STAGES[name]], (name, runs[-1].seen)
     out = capsys.readouterr().out
-    assert "-- recipe 1/1: tulu3 (3 stages)" in out
-    assert "[1/1 tulu3 · stage 3/3] rlvr: " in out and "[1/1 grpo_vs_drgrpo · stage 4/4] dr_grpo: " in out
+    assert "-- recipe 1/1: tulu3 (4 stages)" in out
+    assert "[1/1 tulu3 · stage 4/4] rlvr: " in out and "[1/1 grpo_vs_drgrpo · stage 4/4] dr_grpo: " in out
 
 
 def test_lineage_estimate_counts_shared_stages_once_and_learns_the_machine_speed(capsys):
@@ -125,21 +142,22 @@ def test_lineage_estimate_counts_shared_stages_once_and_learns_the_machine_speed
     ref = dict(progress.REFERENCE_SECONDS["cpu"])
     o = ref["overhead"]
     plan = lineage_plan(["sft", "tulu3"], "cpu")
-    assert plan.estimate() == pytest.approx(ref["base"] + ref["sft"] + ref["sft:reasoning"] + ref["rlvr"] + 4 * o)
-    assert "about" in plan.headline() and "4 stages" in plan.headline()
+    tulu3 = ref["sft:reasoning"] + ref["tulu3_dpo"] + ref["rlvr"]
+    assert plan.estimate() == pytest.approx(ref["base"] + ref["sft"] + tulu3 + 5 * o)
+    assert "about" in plan.headline() and "5 stages" in plan.headline()
     plan.reach("base", None)                         # loaded from the cache: no speed information
-    assert plan.estimate() == pytest.approx(ref["sft"] + ref["sft:reasoning"] + ref["rlvr"] + 3 * o)
+    assert plan.estimate() == pytest.approx(ref["sft"] + tulu3 + 4 * o)
     plan.reach("sft", 2 * ref["sft"])                # this machine is twice as slow
-    assert plan.estimate() == pytest.approx(2 * (ref["sft:reasoning"] + ref["rlvr"] + 2 * o))
+    assert plan.estimate() == pytest.approx(2 * (tulu3 + 3 * o))
     # inside a recipe, each stage's summary line says the time left
-    with progress.recipe("tulu3", 2, 2, stages=("base", "sft:reasoning", "rlvr"), lineage=plan):
+    with progress.recipe("tulu3", 2, 2, stages=("base", "sft:reasoning", "tulu3_dpo", "rlvr"), lineage=plan):
         for key in ("base-0", "sft-1"):
             with progress.stage(key) as done:
                 done("loaded from the cache")
     assert plan.reached == {"base", "sft", "sft:reasoning"}
     out = capsys.readouterr().out
-    assert "[2/2 tulu3 · stage 2/3] sft: loaded from the cache" in out
-    assert f"about {progress._fmt_time(2 * (ref['rlvr'] + o))} left" in out
+    assert "[2/2 tulu3 · stage 2/4] sft: loaded from the cache" in out
+    assert f"about {progress._fmt_time(2 * (ref['tulu3_dpo'] + ref['rlvr'] + 2 * o))} left" in out
     with pytest.raises(ValueError, match="unknown recipe"):
         lineage_plan(["sft", "nope"], "cpu")
     # a stage without a reference time is named, not silently counted as free

@@ -12,7 +12,8 @@ reads the plan, builds the trl trainer (`scale.trainers`), trains, and the main 
 `run` does both and then scores `final/` with `minimopd.evaluate` beside the starting student.
 
 Stages (the recipes' own settings, `recipes_rl.reasoning_config` / `recipes_opd.opd_config`):
-    grpo   tulu3's RLVR step: the reasoning-SFT student, R1's rule reward; --preset grpo | dr_grpo | dapo
+    grpo   RLVR on the reasoning-SFT student (tulu3's RL step, without its DPO stage and prompt
+           selection), R1's rule reward; --preset grpo | dr_grpo | dapo
     opd    one teacher (the `count` specialist), trl's DistillationTrainer (--mode full), or the routed
            trainer with one teacher for --mode sampled
     mopd   one specialist per verifiable domain, `RoutedDistillationTrainer`; --mode full | sampled

@@ -16,9 +16,13 @@ DPO's reward accuracy.
 What this stage keeps from the paper: the sigmoid loss on summed log-probs, the SFT model as the
 frozen reference, its log-probs computed once before training (they never change). Also
 available: IPO (Azar et al. 2023; `loss_type="ipo"`, a squared loss that does not push the
-margin to infinity on deterministic preferences) and conservative DPO (`label_smoothing`, labels
-assumed flipped with that probability). What differs: batches of 16-64 pairs of short notes,
-and a learning rate for a model of 0.1-10 M parameters (the paper's 1e-6 is for billions).
+margin to infinity on deterministic preferences), conservative DPO (`label_smoothing`, labels
+assumed flipped with that probability) and Tülu 3's length-normalised DPO (`length_normalize`:
+each response's log-ratio is divided by its number of tokens, policy and reference alike, so h
+compares per-token log-ratios and a long response gets no larger implicit reward for its length;
+Tülu 3 paired it with beta = 5, as a per-token log-ratio is ~1/length of the summed one). What
+differs: batches of 16-64 pairs of short notes, and a learning rate for a model of 0.1-10 M
+parameters (the paper's 1e-6 is for billions).
 
 Where the pairs come from is the recipe's business (`comparisons`): samples of the policy
 ranked by a reward model (this course's stand-in for Llama 3's human-labelled pairs), a stronger
@@ -51,6 +55,7 @@ class DPOConfig:
     beta: float = 0.1
     loss_type: str = "sigmoid"         # "sigmoid" (DPO) | "ipo"
     label_smoothing: float = 0.0       # conservative DPO: the labels' assumed flip rate
+    length_normalize: bool = False     # Tülu 3's DPO-norm: each log-ratio divided by its response's length
     lr: float = 2e-5
     warmup_steps: int = 5
     seed: int = 0
@@ -151,7 +156,11 @@ def dpo_step(model, batch, config: DPOConfig, *, logps_fn=None, loss_fn=None):
     Lab 04's hooks: `logps_fn(logits (2B, T, V), input_ids, loss_mask) -> (2B,)` replaces the
     sequence log-probs and `loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected) ->
     (B,)` the per-pair loss (beta and the loss type are then the caller's); the implicit-reward
-    metrics stay the library's, at `config.beta`."""
+    metrics stay the library's, at `config.beta`.
+
+    With `config.length_normalize` every sequence's log-prob, the policy's and the reference's,
+    is divided by its response's token count before the loss (and in the metrics: `logp_*` are
+    then per-token means); `loss_fn` gets the divided values."""
     if logps_fn is None:
         seq = _sequence_logps(model, batch)
     else:
@@ -159,6 +168,10 @@ def dpo_step(model, batch, config: DPOConfig, *, logps_fn=None, loss_fn=None):
                        batch["loss_mask"])
     n = seq.shape[0] // 2
     ref_c, ref_r = batch["ref_chosen"], batch["ref_rejected"]
+    if config.length_normalize:
+        tokens = batch["loss_mask"].sum(-1).clamp(min=1).to(seq.dtype)
+        seq = seq / tokens
+        ref_c, ref_r = ref_c / tokens[:n], ref_r / tokens[n:]
     per_pair, r_c, r_r = losses.dpo_loss(seq[:n], seq[n:], ref_c, ref_r, beta=config.beta, loss_type=config.loss_type,
                                          label_smoothing=config.label_smoothing)
     if loss_fn is not None:
