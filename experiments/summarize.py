@@ -7,6 +7,7 @@
     python experiments/summarize.py pref overoptimisation_s0.json overoptimisation_s1.json
     python experiments/summarize.py dpo  dpo_vs_ppo_s0.json dpo_vs_ppo_s1.json
     python experiments/summarize.py r1zero lineage_r1_zero_s0.json lineage_r1_zero_s1.json
+    python experiments/summarize.py stages --recipe llama3 lineage_pref_s0.json lineage_pref_s1.json
 
 `cal` reads `experiments/calibrate.py --json` files and prints, per domain and level, greedy /
 T=1 / pass@8 / learnable fraction as mean ± sample standard deviation over the files, plus the
@@ -32,6 +33,9 @@ the KL to the reference and the greedy gold change, mean ± spread over the seed
 base's and the R1-Zero model's held-out greedy accuracy and format rate, the accuracy gain, the
 `count` levels (the one domain the base reaches), and the training curve's first and last 10%
 (accuracy, format, length); then the gain as mean ± spread over the seeds.
+`stages` reads `minimopd lineage` results.json files holding `--recipe` and prints each
+evaluated stage's held-out greedy score (accuracy, or gold on notes) per seed, its mean ± spread
+and its change from the recipe's first stage, mean ± spread (a stage some files lack is left out).
 """
 from __future__ import annotations
 
@@ -213,16 +217,39 @@ def r1zero(files):
     print(f"\naccuracy gain over {len(files)} seed(s): {fmt(gains, True)}")
 
 
+def stages(files, recipe):
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    missing = [f for f, run in zip(files, runs) if recipe not in run["recipes"]]
+    if missing:
+        raise SystemExit(f"summarize stages: {', '.join(map(str, missing))} hold no {recipe!r} run")
+    recs = [run["recipes"][recipe] for run in runs]
+    scored = [{row["stage"]: row["acc"] for row in rec["table"] if "acc" in row} for rec in recs]
+    names = [s for s in scored[0] if all(s in acc for acc in scored)]
+    if not names:
+        raise SystemExit(f"summarize stages: no stage of {recipe!r} is evaluated in every file")
+    n = min(r["n"] for rec in recs for rows in rec["evals"].values() for r in rows)
+    first = names[0]
+    print(f"{recipe}: held-out greedy score, {n} items per level or more\n")
+    print("| stage | " + " | ".join(f"seed {run['seed']}" for run in runs) + f" | mean ± sd | change from {first} |")
+    print("|---|" + "---:|" * (len(runs) + 2))
+    for s in names:
+        accs = [acc[s] for acc in scored]
+        change = fmt([acc[s] - acc[first] for acc in scored], True) if s != first else ""
+        print(f"| {s} | " + " | ".join(f"{a:.3f}" for a in accs) + f" | {fmt(accs)} | {change} |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("kind", choices=["cal", "rl", "opd", "grid", "pref", "dpo", "r1zero"])
+    p.add_argument("kind", choices=["cal", "rl", "opd", "grid", "pref", "dpo", "r1zero", "stages"])
     p.add_argument("files", nargs="+")
     p.add_argument("--form", default="reasoning", choices=["answer", "reasoning"])
     p.add_argument("--by-seed", action="store_true", help="grid: one row per seed instead of mean ± spread")
+    p.add_argument("--recipe", help="stages: the recipe to summarise")
     args = p.parse_args(argv)
     {"cal": lambda: cal(args.files, args.form), "rl": lambda: rl(args.files), "opd": lambda: opd(args.files),
      "grid": lambda: grid(args.files, args.by_seed), "pref": lambda: pref(args.files),
-     "dpo": lambda: dpo(args.files), "r1zero": lambda: r1zero(args.files)}[args.kind]()
+     "dpo": lambda: dpo(args.files), "r1zero": lambda: r1zero(args.files),
+     "stages": lambda: stages(args.files, args.recipe)}[args.kind]()
 
 
 if __name__ == "__main__":

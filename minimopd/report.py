@@ -50,11 +50,12 @@ def machine() -> str:
 
 
 def results_dict(results: dict, *, profile: str, seed: int, **extra) -> dict:
-    """What `results.json` holds for a lineage run: per recipe its table, stage info, histories
-    and evaluation rows (`extra` adds top-level fields, e.g. where a re-scored run came from)."""
+    """What `results.json` holds for a lineage run: per recipe its table, stage info, histories,
+    evaluation rows and the recipe's own tables (`extra` adds top-level fields, e.g. where a
+    re-scored run came from)."""
     return {"profile": profile, "seed": seed, **extra,
             "recipes": {n: {"table": r.table(), "info": r.info, "histories": r.histories,
-                            "evals": {s: ev.rows for s, ev in r.evals.items()}}
+                            "evals": {s: ev.rows for s, ev in r.evals.items()}, "tables": r.tables}
                         for n, r in results.items()}}
 
 
