@@ -68,7 +68,8 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             "llama3_rs2": 12, "llama3_dpo2": 37, "rs_round1": 12, "rs_round2": 12, "llama2_ppo": 1015,
             # llama2's safety reward model (`minimopd lineage --recipes llama2`, seed 0, beside short tests)
             "safety_reward_model": 200,
-            # tulu3's DPO stage: an estimate (one sample per prompt, DPO as llama3's, and place)
+            # tulu3's DPO stage (`minimopd lineage --recipes tulu3`, seed 0, one thread beside another job):
+            # 79 s of DPO, its sampling (in the recipe, about 40 s) counted here too
             "tulu3_dpo": 120},
 }
 

@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 V3 = ROOT / "experiments" / "results" / "v3"
 _spec = importlib.util.spec_from_file_location("summarize", ROOT / "experiments" / "summarize.py")
@@ -159,3 +161,13 @@ def test_r1_zero_over_three_seeds_gives_the_quoted_rows(capsys):
             "0.046 -> 0.076 | 0.487 -> 0.991 | 63.7 -> 36.7 |") in out
     assert "| 2 (300 per level) | 0.031 / 0.186 | 0.070 / 1.000 | +0.039 |" in out
     assert "accuracy gain over 3 seed(s): +0.033 ± 0.019" in out
+
+
+def test_tulu3_with_dpo_gives_the_quoted_rows(capsys):
+    """RESULTS.md "`tulu3` with its DPO stage": the stages' held-out accuracy, from the lineage JSON."""
+    summarize.main(["stages", "--recipe", "tulu3", str(V3 / "lineage_tulu3_dpo_s0.json")])
+    out = capsys.readouterr().out
+    assert "300 items per level" in out
+    assert "| dpo | 0.649 | 0.649 | +0.003 |" in out and "| rlvr | 0.667 | 0.667 | +0.021 |" in out
+    with pytest.raises(SystemExit, match="hold no 'r1' run"):
+        summarize.main(["stages", "--recipe", "r1", str(V3 / "lineage_tulu3_dpo_s0.json")])
