@@ -171,3 +171,25 @@ def test_tulu3_with_dpo_gives_the_quoted_rows(capsys):
     assert "| dpo | 0.649 | 0.649 | +0.003 |" in out and "| rlvr | 0.667 | 0.667 | +0.021 |" in out
     with pytest.raises(SystemExit, match="hold no 'r1' run"):
         summarize.main(["stages", "--recipe", "r1", str(V3 / "lineage_tulu3_dpo_s0.json")])
+
+
+def test_llama3_and_olmo3_delta_over_three_seeds_give_the_quoted_rows(capsys):
+    """RESULTS.md "`llama3` and `olmo3_delta` over three seeds": stage scores per seed and changes."""
+    files = [str(V3 / f"lineage_pref300_s{s}.json") for s in (0, 1, 2)]
+    summarize.main(["stages", "--recipe", "llama3", *files])
+    out = capsys.readouterr().out
+    assert "| rs_round1 | 0.947 | 0.901 | 0.944 | 0.931 ± 0.026 | +0.106 ± 0.040 |" in out
+    assert "| rs_round2 | 0.953 | 0.949 | 0.950 | 0.951 ± 0.002 |" in out
+    summarize.main(["stages", "--recipe", "olmo3_delta", *files])
+    out = capsys.readouterr().out
+    assert "| dpo_delta | 0.774 | 0.706 | 0.835 | 0.772 ± 0.065 | -0.053 ± 0.029 |" in out
+    assert "| dpo_ranked | 0.950 | 0.937 | 0.943 | 0.943 ± 0.007 | +0.119 ± 0.060 |" in out
+
+
+def test_r1_seed_0_at_300_items_gives_the_quoted_row(capsys):
+    """RESULTS.md's three-seed R1 table, seed 0's row."""
+    summarize.main(["stages", "--recipe", "r1", str(V3 / "lineage_r1_300_s0.json")])
+    out = capsys.readouterr().out
+    for stage, acc in (("cold_start", "0.386"), ("reasoning_rl", "0.418"), ("rejection_sft", "0.423"),
+                       ("final_rl", "0.420"), ("distilled_small", "0.385"), ("rl_small", "0.476")):
+        assert f"| {stage} | {acc} |" in out
