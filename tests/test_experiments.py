@@ -169,6 +169,10 @@ def test_tulu3_with_dpo_gives_the_quoted_rows(capsys):
     out = capsys.readouterr().out
     assert "300 items per level" in out
     assert "| dpo | 0.649 | 0.649 | +0.003 |" in out and "| rlvr | 0.667 | 0.667 | +0.021 |" in out
+    summarize.main(["stages", "--recipe", "tulu3", *(str(V3 / f"lineage_tulu3_dpo_s{s}.json") for s in (0, 1))])
+    out = capsys.readouterr().out
+    assert "| dpo | 0.649 | 0.837 | 0.743 ± 0.133 | +0.005 ± 0.002 |" in out
+    assert "| rlvr | 0.667 | 0.886 | 0.776 ± 0.155 | +0.038 ± 0.024 |" in out
     with pytest.raises(SystemExit, match="hold no 'r1' run"):
         summarize.main(["stages", "--recipe", "r1", str(V3 / "lineage_tulu3_dpo_s0.json")])
 
