@@ -90,10 +90,10 @@ def dpo_round(policy: Artifact, scored: Scored, profile: Profile, seed: int, *, 
     pairs."""
     pairs, stats = ranked_pairs(scored)
     cfg = DPOConfig.from_profile(profile, seed=seed, **overrides)
-    return dpo_on_pairs(policy, pairs, cfg, profile, name=name, progress=progress), pairs_row(stats)
+    return dpo_on_pairs(policy, pairs, cfg, profile, name=name, progress=progress), _pairs_row(stats)
 
 
-def pairs_row(stats: dict) -> dict:
+def _pairs_row(stats: dict) -> dict:
     return {"pairs": stats["pairs"], "gold chosen": round(stats["gold_chosen"], 3),
             "gold rejected": round(stats["gold_rejected"], 3), "gold agrees": round(stats["gold_agrees"], 3)}
 
@@ -209,7 +209,7 @@ def recipe_olmo3_delta(profile: Profile, seed: int = 0, progress: bool = True) -
     ranked, ranked_stats = dpo_round(sft, scored_prompts(sft, rm, profile, seed, 31), profile, seed, name="dpo_ranked",
                                      progress=progress)
     rows = []
-    for stage, art, row in (("dpo_delta", delta, pairs_row(stats)), ("dpo_ranked", ranked, ranked_stats)):
+    for stage, art, row in (("dpo_delta", delta, _pairs_row(stats)), ("dpo_ranked", ranked, ranked_stats)):
         result.record(stage, art, evaluate_notes(art, profile, seed))
         rows.append({"stage": stage, **row, **place(art, sft, profile, seed),
                      "greedy gold": round(result.evals[stage].accuracy(), 3)})

@@ -75,7 +75,7 @@ def tulu3_dpo(sft: Artifact, profile: Profile, seed: int, progress: bool = True,
     tasks = [ex for d in VERIFIABLE_DOMAINS for ex in get_task(d).sample(per_domain, split="train", seed=seed * 1009 + 41)]
     traces = sample_scored(sft.model, sft.tokenizer, tasks, samples=SAMPLES, seed=seed * 1009 + 41,
                            max_new_tokens=profile.max_new_tokens * REASONING_TOKENS)
-    verified, verified_stats = judged_pairs(traces, judge="verifier", off_policy=0, seed=seed)
+    verified, _ = judged_pairs(traces, judge="verifier", off_policy=0, seed=seed)
     cfg = DPOConfig.from_profile(profile, seed=seed, **{"beta": TULU3_BETA, "length_normalize": True, **overrides})
     art = dpo_on_pairs(sft, notes + verified, cfg, profile, name="tulu3_dpo", progress=progress)
     return art, {"notes pairs": len(notes), "verifiable pairs": len(verified),
@@ -90,8 +90,9 @@ def recipe_tulu3(profile: Profile, seed: int = 0, progress: bool = True) -> Reci
 
     Tülu 3's SFT mix teaches chain-of-thought answers before RLVR rewards the final answer; ours
     is the SFT on worked traces (`reasoning=True`, with the notes domain in the mix). DPO then
-    trains on judged preference pairs of notes, on-policy and off-policy responses, with Tülu
-    3's length-normalised loss (`recipes_llama.tulu3_dpo`). RLVR starts from the DPO model and
+    trains on judged preference pairs, notes (on-policy against off-policy responses, rated by
+    the labeller) and worked traces (a right one against a wrong one, by the verifier), with
+    Tülu 3's length-normalised loss (`tulu3_dpo`). RLVR starts from the DPO model and
     draws only prompts it solves in some but not all of 8 samples (`rl_selection`): the others
     give every sample of a group the same reward, hence no gradient (DAPO's dynamic sampling
     drops such groups after sampling them; selecting first spends the sampling once). On the
