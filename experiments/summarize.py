@@ -8,6 +8,7 @@
     python experiments/summarize.py dpo  dpo_vs_ppo_s0.json dpo_vs_ppo_s1.json
     python experiments/summarize.py r1zero lineage_r1_zero_s0.json lineage_r1_zero_s1.json
     python experiments/summarize.py stages --recipe llama3 lineage_pref_s0.json lineage_pref_s1.json
+    python experiments/summarize.py lineage lineage_frontier_s0.json lineage_frontier_s1.json
 
 `cal` reads `experiments/calibrate.py --json` files and prints, per domain and level, greedy /
 T=1 / pass@8 / learnable fraction as mean ± sample standard deviation over the files, plus the
@@ -36,6 +37,9 @@ base's and the R1-Zero model's held-out greedy accuracy and format rate, the acc
 `stages` reads `minimopd lineage` results.json files holding `--recipe` and prints each
 evaluated stage's held-out greedy score (accuracy, or gold on notes) per seed, its mean ± spread
 and its change from the recipe's first stage, mean ± spread (a stage some files lack is left out).
+`lineage` reads `minimopd lineage` results.json files (one per seed) and prints the report's
+lineage table (`report.lineage_rows`: every recipe's models, accuracy per domain, FLOPs from the
+recipe's start) as mean ± spread over the seeds that ran each model.
 """
 from __future__ import annotations
 
@@ -238,9 +242,28 @@ def stages(files, recipe):
         print(f"| {s} | " + " | ".join(f"{a:.3f}" for a in accs) + f" | {fmt(accs)} | {change} |")
 
 
+def lineage(files):
+    from minimopd.report import lineage_rows, results_from_dict
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    cells: dict[tuple, list[dict]] = {}
+    for run in runs:
+        for row in lineage_rows(results_from_dict(run)):
+            cells.setdefault((row["recipe"], row["model"]), []).append(row)
+    cols = [d for d in (*DOMAINS, "notes") if any(d in r for rows in cells.values() for r in rows)]
+    seeds = ", ".join(str(run.get("seed")) for run in runs)
+    print(f"every recipe's models, greedy held-out accuracy, mean ± sd over seeds {seeds} "
+          f"(n: the seeds that ran the model)\n")
+    print("| recipe | model | n | " + " | ".join(cols) + " | mean | FLOPs from start |")
+    print("|---|---|---:|" + "---:|" * (len(cols) + 2))
+    for (recipe, model), rows in cells.items():
+        accs = [fmt([r[c] for r in rows]) if all(c in r for r in rows) else "" for c in (*cols, "mean")]
+        flops = statistics.fmean(r["FLOPs from start"] for r in rows)
+        print(f"| {recipe} | {model} | {len(rows)} | " + " | ".join(accs) + (f" | {flops:.2e} |" if flops else " | 0 |"))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("kind", choices=["cal", "rl", "opd", "grid", "pref", "dpo", "r1zero", "stages"])
+    p.add_argument("kind", choices=["cal", "rl", "opd", "grid", "pref", "dpo", "r1zero", "stages", "lineage"])
     p.add_argument("files", nargs="+")
     p.add_argument("--form", default="reasoning", choices=["answer", "reasoning"])
     p.add_argument("--by-seed", action="store_true", help="grid: one row per seed instead of mean ± spread")
@@ -249,7 +272,7 @@ def main(argv=None):
     {"cal": lambda: cal(args.files, args.form), "rl": lambda: rl(args.files), "opd": lambda: opd(args.files),
      "grid": lambda: grid(args.files, args.by_seed), "pref": lambda: pref(args.files),
      "dpo": lambda: dpo(args.files), "r1zero": lambda: r1zero(args.files),
-     "stages": lambda: stages(args.files, args.recipe)}[args.kind]()
+     "stages": lambda: stages(args.files, args.recipe), "lineage": lambda: lineage(args.files)}[args.kind]()
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ def sft_artifact(profile: Profile | str | None = None, *, seed: int = 0, reasoni
         pairs = sft_dataset(cfg.domains, cfg.n_examples, seed=seed, reasoning=reasoning)
         res = train_sft(fork(base), base.tokenizer, pairs, cfg, device=prof.device, progress=progress)
         return res.model, base.tokenizer, res
-    return cached_stage(stage_key("sft", config=cfg, parent=base.path.name), build, device=prof.device)
+    return with_parent(cached_stage(stage_key("sft", config=cfg, parent=base.path.name), build, device=prof.device),
+                       base)
 
 
 def sft_model(profile: Profile | str | None = None, *, seed: int = 0, reasoning: bool = False,
@@ -135,7 +136,14 @@ def sft_on_pairs(parent: Artifact, pairs, cfg: SFTConfig, profile: Profile, *, n
         res.info["flops"] = 6.0 * count_parameters(res.model) * res.info["tokens"]
         return res.model, parent.tokenizer, res
     key = stage_key(name, config=cfg, parent=parent.path.name, data=sorted(pairs)[:50], n=len(pairs), **extra)
-    return cached_stage(key, build, device=profile.device)
+    return with_parent(cached_stage(key, build, device=profile.device), parent)
+
+
+def with_parent(art: Artifact, parent: Artifact) -> Artifact:
+    """`art` with its parent's cache name in `info["parent"]` (set at call time, so stages cached
+    before the field existed have it too): `report.lineage_rows` follows it to add up compute."""
+    art.info.setdefault("parent", parent.path.name)
+    return art
 
 
 def pairs_digest(pairs) -> str:

@@ -157,6 +157,33 @@ def accuracy_figure(evals: dict, *, title: str = "Accuracy on held-out test item
     return responsive(fig, title=title, height=380)
 
 
+def lineage_compute_figure(rows: list[dict], *,
+                           title: str = "Every recipe: mean accuracy against compute") -> go.Figure:
+    """`report.lineage_rows` as a picture: one marker per trained model (mean held-out accuracy over
+    the verifiable domains against `FLOPs from start`, log scale), one colour per recipe. Starting
+    points (0 FLOPs) cannot sit on a log axis: each model's hover names its recipe's start and
+    the change from it."""
+    fig = go.Figure()
+    recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+    for i, name in enumerate(recipes):
+        own = [r for r in rows if r["recipe"] == name and "mean" in r]
+        if not own:
+            continue
+        start = own[0]
+        pts = [r for r in own if r["FLOPs from start"] > 0]
+        if not pts:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[r["FLOPs from start"] for r in pts], y=[r["mean"] for r in pts], mode="markers",
+            name=name, marker=dict(color=PALETTE[i % len(PALETTE)], size=10),
+            text=[f"{name}/{r['model']}<br>start {start['model']}: {start['mean']:.3f}, "
+                  f"change {r['mean'] - start['mean']:+.3f}" for r in pts],
+            hovertemplate="%{text}<br>mean %{y:.3f}<br>%{x:.2e} FLOPs<extra></extra>"))
+    fig.update_layout(xaxis=dict(type="log", title="FLOPs from the recipe's start (teachers' training included)"),
+                      yaxis=dict(title="mean accuracy, verifiable domains (greedy, held-out)"))
+    return responsive(fig, title=title, height=420)
+
+
 def overoptimisation_figure(runs: dict[str, list[dict]], *, points: int = 10,
                             title: str = "Proxy and gold reward against KL to the SFT model") -> go.Figure:
     """Gao et al.'s picture: for each PPO run ({label: history}, e.g. one per KL coefficient) the

@@ -197,3 +197,15 @@ def test_r1_seed_0_at_300_items_gives_the_quoted_row(capsys):
     for stage, acc in (("cold_start", "0.386"), ("reasoning_rl", "0.418"), ("rejection_sft", "0.423"),
                        ("final_rl", "0.420"), ("distilled_small", "0.385"), ("rl_small", "0.476")):
         assert f"| {stage} | {acc} |" in out
+
+
+def test_lineage_table_over_seeds_counts_teachers_on_the_mopd_path(capsys):
+    """`summarize.py lineage` on the three MOPD seeds: every student model once with its seeds,
+    and the compute from the student along each path, the four specialists' training counted for
+    the MOPD arms only (mixed RL learned from no teacher)."""
+    summarize.main(["lineage", *map(str, sorted(V3.glob("lineage_mopd_eval300_s?.json")))])
+    out = capsys.readouterr().out
+    assert "| mopd | student | 3 | 0.895 ± 0.056 | 0.805 ± 0.130 | 0.782 ± 0.169 | 0.541 ± 0.369 | 0.756 ± 0.097 | 0 |" in out
+    assert "| mopd | mopd | 3 |" in out and "| 0.826 ± 0.108 | 8.27e+13 |" in out
+    assert "| mopd | mixed_rl | 3 |" in out and "| 0.791 ± 0.111 | 2.57e+13 |" in out
+    assert "teacher" not in out.split("\n\n", 1)[1]
