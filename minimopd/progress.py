@@ -70,7 +70,11 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             "safety_reward_model": 200,
             # tulu3's DPO stage (`minimopd lineage --recipes tulu3`, seed 0, one thread beside another job):
             # 79 s of DPO, its sampling (in the recipe, about 40 s) counted here too
-            "tulu3_dpo": 120},
+            "tulu3_dpo": 120,
+            # the frontier miniatures (RESULTS.md "The frontier miniatures", seed 0): one thread, beside
+            # seed 1's run; a specialist's RL stage with its prompt selection
+            "specialist_add_rl": 917, "specialist_sort_rl": 1030, "specialist_reverse_rl": 1092,
+            "specialist_count_rl": 869, "v4_mopd": 1145, "mimo_mopd": 1162},
 }
 
 

@@ -209,3 +209,20 @@ def test_lineage_table_over_seeds_counts_teachers_on_the_mopd_path(capsys):
     assert "| mopd | mopd | 3 |" in out and "| 0.826 ± 0.108 | 8.27e+13 |" in out
     assert "| mopd | mixed_rl | 3 |" in out and "| 0.791 ± 0.111 | 2.57e+13 |" in out
     assert "teacher" not in out.split("\n\n", 1)[1]
+
+
+def test_frontier_miniatures_give_the_quoted_rows(capsys):
+    """RESULTS.md's frontier miniatures (seeds 0 and 1): the V4 and MiMo students, mixed RL, and
+    the compute from the student with the RL'd specialists' training counted."""
+    summarize.main(["lineage", *map(str, sorted(V3.glob("lineage_frontier_s?.json")))])
+    out = capsys.readouterr().out
+    for row in ("| deepseek_v4 | student | 2 | 0.866 ± 0.035 | 0.786 ± 0.179 | 0.733 ± 0.208 | 0.568 ± 0.518 | 0.738 ± 0.131 | 0 |",
+                "| deepseek_v4 | mopd | 2 | 0.891 ± 0.035 | 0.805 ± 0.173 | 0.869 ± 0.142 | 0.640 ± 0.501 | 0.801 ± 0.141 | 2.20e+14 |",
+                "| mimo_v2_flash | mopd | 2 | 0.865 ± 0.069 | 0.737 ± 0.175 | 0.784 ± 0.161 | 0.623 ± 0.503 | 0.752 ± 0.146 | 2.20e+14 |",
+                "| kimi_k25 | mixed_rl | 2 | 0.906 ± 0.054 | 0.798 ± 0.199 | 0.786 ± 0.192 | 0.593 ± 0.536 | 0.772 ± 0.149 | 2.59e+13 |"):
+        assert row in out, row
+    for seed, v4, mimo in ((0, 0.701, 0.649), (1, 0.901, 0.856)):
+        import json
+        run = json.loads((V3 / f"lineage_frontier_s{seed}.json").read_text())
+        acc = {name: {r["stage"]: r["acc"] for r in rec["table"]} for name, rec in run["recipes"].items()}
+        assert (round(acc["deepseek_v4"]["mopd"], 3), round(acc["mimo_v2_flash"]["mopd"], 3)) == (v4, mimo)
