@@ -102,7 +102,7 @@ def jupyterlab(tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, JUPYTER_PLATFORM_DIRS="1"))
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
+    for _ in range(360):    # a loaded 2-core machine can take over a minute to start the server
         try:
             urllib.request.urlopen(url + "/api/status", timeout=1)
             break
@@ -110,7 +110,7 @@ def jupyterlab(tmp_path_factory):
             time.sleep(0.5)
     else:
         proc.kill()
-        pytest.fail("JupyterLab did not start within 60 s")
+        pytest.fail("JupyterLab did not start within 180 s")
     yield url, root
     proc.terminate()
     proc.wait(timeout=30)
