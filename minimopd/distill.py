@@ -87,8 +87,11 @@ def specialist_artifact(student: Artifact, profile: Profile, domain: str, *, see
         rl_cfg = preset("grpo", OnlineConfig.from_profile(
             profile, seed=seed, domains=(domain,), difficulty=None,
             max_new_tokens=profile.max_new_tokens * REASONING_TOKENS))
+        domain_sft = art
         art = online_artifact(art, profile, rl_cfg, name=f"{name}_rl", signal=verifier("r1"),
                               selection=rl_selection(profile), progress=progress)
+        if sft:   # the teacher's whole build, for `report.lineage_rows`: its domain SFT and this RL stage
+            art.info["build_flops"] = sum(float(a.info.get("flops") or 0.0) for a in (domain_sft, art))
     return art
 
 

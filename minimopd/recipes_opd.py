@@ -216,9 +216,6 @@ class RecipeRun:
                                               progress=self.progress)
             stage = f"teacher_{d}{tag}"
             self.result.record(stage, art, self.evaluate(art, (d,)))
-            if sft and rl:   # the teacher's whole build, its domain SFT (cached: loads) and RL
-                first = distill.specialist_artifact(parent, self.profile, d, seed=self.seed, progress=False)
-                self.result.info[stage]["build_flops"] = sum(float(a.info.get("flops") or 0.0) for a in (first, art))
             self.teachers[d] = stage
             teachers[d] = art
         return teachers

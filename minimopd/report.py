@@ -78,7 +78,8 @@ def lineage_rows(results: dict) -> list[dict]:
         if not evaluated:
             continue
         start = evaluated[0]
-        by_path = {Path(str(res.info[s].get("path", ""))).name: s for s in res.info}
+        order = list(res.info)                      # stages in the order the recipe recorded them
+        by_path = {Path(str(res.info[s].get("path", ""))).name: s for s in order}
         memo: dict[str, tuple[float, frozenset]] = {}
 
         def path_cost(stage: str) -> tuple[float, frozenset]:
@@ -89,11 +90,10 @@ def lineage_rows(results: dict) -> list[dict]:
                 if stage == start:
                     own = 0.0
                 elif parent is not None and parent != stage:
-                    own += path_cost(parent)[0]
-                    teachers = path_cost(parent)[1]
+                    parent_cost, teachers = path_cost(parent)
+                    own += parent_cost
                 if _learned_from_teachers(info):
-                    before = list(res.info)[:list(res.info).index(stage)]
-                    new = frozenset(s for s in before if _is_teacher(s)) - teachers
+                    new = frozenset(s for s in order[:order.index(stage)] if _is_teacher(s)) - teachers
                     own += sum(float(res.info[t].get("build_flops", res.info[t].get("flops")) or 0.0)
                                for t in new)
                     teachers |= new
