@@ -11,7 +11,7 @@ the student's samples, and the compute. Stages are cached, so a rerun with more 
 `--json` writes the table; `experiments/summarize.py opd` prints mean and spread over seeds.
 
 The support-overlap grid (issue 10) is this probe with `--teacher forked|foreign` (foreign: the
-next seed's own specialist, `distill.specialist_artifact(foreign=True)`) and `--warmup` (the
+next seed's own specialist, seed 2 borrowing seed 0's: `distill.foreign_seed`) and `--warmup` (the
 student first SFT'd lightly on the teacher's verified traces, `recipes_opd.warmup_artifact`);
 the overlap is then measured from the model the distillation starts from.
 `experiments/summarize.py grid` tabulates the runs.
@@ -49,7 +49,8 @@ def main(argv=None):
     p.add_argument("--modes", nargs="*", default=["grpo", "opd_full", "opd_sampled"])
     p.add_argument("--lr", type=float, default=None, help="the OPD stages' learning rate (default: the recipe's)")
     p.add_argument("--teacher", choices=("forked", "foreign"), default="forked",
-                   help="forked: the student's own checkpoint trained on the domain; foreign: the next seed's")
+                   help="forked: the student's own checkpoint trained on the domain; foreign: the next seed's "
+                        "(distill.foreign_seed: 0 -> 1 -> 2 -> 0)")
     p.add_argument("--warmup", action="store_true",
                    help="start from the student SFT'd lightly on the teacher's verified traces")
     p.add_argument("--warmup-traces", type=int, default=None,

@@ -14,11 +14,12 @@ or a `RoutedTeacherSignal` (MOPD) and one of the presets `opd_sampled`, `opd_top
 
 A *forked* specialist continues from the student's own checkpoint on its domain (DeepSeek V4's
 teachers are forks of one base): student and teacher start with the same support. A *foreign*
-specialist is the forked specialist of another world: seed + `FOREIGN_SEED`'s base (another
+specialist is the forked specialist of another world, `foreign_seed(seed)`'s base (another
 initialisation and another draw of the corpus; same tokenizer), its reasoning SFT and its domain
 SFT. The same skill, reached by a different network, so the student's samples are less likely
 under it (the MOPD paper's foreign teachers, Nemotron 3 Ultra's warm-up SFT). Being exactly the
-next seed's forked specialist, it costs nothing extra in a multi-seed study.
+next seed's forked specialist (seed 2's is seed 0's: the three seeds of a claim teach each other in
+a ring), it costs nothing extra in a three-seed study.
 """
 from __future__ import annotations
 
@@ -37,10 +38,20 @@ from .stages.online import OnlineConfig, preset
 from .stages.sft import SFTConfig, sft_dataset
 from .tasks import VERIFIABLE_DOMAINS
 
-__all__ = ["FOREIGN_SEED", "specialist_artifact", "specialist_sft_config", "teacher_checkpoint", "gap_recovery", "compute_to_reach",
+__all__ = ["FOREIGN_SEED", "CLAIM_SEEDS", "foreign_seed", "specialist_artifact", "specialist_sft_config", "teacher_checkpoint", "gap_recovery", "compute_to_reach",
            "support_overlap", "scored_samples", "measure_overlap", "disagreements"]
 
-FOREIGN_SEED = 1         # a foreign teacher of seed s is the forked specialist of seed s + FOREIGN_SEED
+FOREIGN_SEED = 1         # a foreign teacher of seed s is the forked specialist of seed s + FOREIGN_SEED ...
+CLAIM_SEEDS = 3          # ... counted modulo the seeds of a claim (RESULTS.md: mean and spread over three)
+
+
+def foreign_seed(seed: int) -> int:
+    """The world whose forked specialist is seed `seed`'s foreign teacher: the next seed, in a ring
+    of `CLAIM_SEEDS` (0 -> 1 -> 2 -> 0), so a three-seed study grows no world beyond its own three.
+    Seeds past the ring join it by their remainder (5 -> 0); the result is never `seed` itself."""
+    if seed < 0:
+        raise ValueError(f"a world seed is a non-negative integer, got {seed}")
+    return (seed % CLAIM_SEEDS + FOREIGN_SEED) % CLAIM_SEEDS
 
 
 def specialist_sft_config(profile: Profile, domain: str, seed: int) -> SFTConfig:
@@ -61,7 +72,7 @@ def specialist_artifact(student: Artifact, profile: Profile, domain: str, *, see
     """A specialist teacher for `domain` (cached).
 
     Forked (default): `student` (the checkpoint the student starts from) -> SFT on the domain's
-    worked traces. Foreign: the forked specialist of the world seed + FOREIGN_SEED (its base ->
+    worked traces. Foreign: the forked specialist of world `foreign_seed(seed)` (its base ->
     its reasoning SFT -> domain SFT, all with that seed; the same cached stages as that seed's
     own forked specialist); `student` is then used only for its tokenizer check.
     `rl=True` adds a domain RL stage (GRPO with R1's rule reward, accuracy + 0.5 x format, on
@@ -71,7 +82,7 @@ def specialist_artifact(student: Artifact, profile: Profile, domain: str, *, see
         raise ValueError("a specialist needs domain SFT, domain RL or both (sft=True and/or rl=True)")
     cfg = specialist_sft_config(profile, domain, seed)
     if foreign:
-        other = seed + FOREIGN_SEED
+        other = foreign_seed(seed)
         base = base_artifact(profile, seed=other, progress=progress)
         if base.tokenizer.get_vocab() != student.tokenizer.get_vocab():
             raise ValueError("the foreign base has another vocabulary; teacher and student must share "

@@ -19,7 +19,7 @@ from .profiles import get_profile
 
 # The teachers of Labs 07 and 08: the reasoning SFT model trained further on each domain alone.
 SHIPPED_SPECIALISTS = ("add", "sort", "reverse", "count")
-# Lab 09's foreign teacher: the `count` specialist of the next world (seed + distill.FOREIGN_SEED),
+# Lab 09's foreign teacher: the `count` specialist of the next world (distill.foreign_seed(seed)),
 # with the two stages it is grown from (its cache key and its tokenizer check load them).
 SHIPPED_FOREIGN = ("foreign_base", "foreign_sft_reasoning", "foreign_specialist_count")
 SHIPPED_STAGES = ("base", "sft", "sft_reasoning", "cold_start", *(f"specialist_{d}" for d in SHIPPED_SPECIALISTS),
@@ -29,7 +29,7 @@ SHIPPED_STAGES = ("base", "sft", "sft_reasoning", "cold_start", *(f"specialist_{
 def stage_artifacts(profile, seed: int, *, progress: bool = True) -> dict:
     """The shipped stages of a profile and seed, built (or loaded from the cache) from scratch."""
     from .artifacts import base_artifact, sft_artifact
-    from .distill import FOREIGN_SEED, specialist_artifact
+    from .distill import foreign_seed, specialist_artifact
     from .recipes_rl import cold_start_artifact
     profile = get_profile(profile)
     arts = {"base": base_artifact(profile, seed=seed, progress=progress),
@@ -39,7 +39,7 @@ def stage_artifacts(profile, seed: int, *, progress: bool = True) -> dict:
     for domain in SHIPPED_SPECIALISTS:
         arts[f"specialist_{domain}"] = specialist_artifact(arts["sft_reasoning"], profile, domain, seed=seed,
                                                            progress=progress)
-    other = seed + FOREIGN_SEED
+    other = foreign_seed(seed)
     arts["foreign_base"] = base_artifact(profile, seed=other, progress=progress)
     arts["foreign_sft_reasoning"] = sft_artifact(profile, seed=other, reasoning=True, progress=progress)
     arts["foreign_specialist_count"] = specialist_artifact(arts["sft_reasoning"], profile, "count", seed=seed,
