@@ -106,7 +106,6 @@ def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, na
         ref = copy.deepcopy(unwrap(parent.model)) if reference or cfg.kl_beta > 0 else None
         res = train_online(model, parent.tokenizer, cfg, signal=signal, prompts=pool, ref_model=ref,
                            device=profile.device, progress=progress)
-        res.info["parent"] = parent.path.name
         res.info.update({f"selection_{k}": v for k, v in picked.items()})
         if picked:
             # the selection is part of the stage's cost: its sampling joins the totals (the
@@ -118,7 +117,7 @@ def online_artifact(parent: Artifact, profile: Profile, cfg: OnlineConfig, *, na
     key = stage_key(name, config=cfg, signal=signal.spec(), parent=parent.path.name,
                     **({} if selection is None else {"selection": selection}),
                     **({"reference": True} if reference and not cfg.kl_beta > 0 else {}))
-    return cached_stage(key, build, device=profile.device)
+    return with_parent(cached_stage(key, build, device=profile.device), parent)
 
 
 def sft_on_pairs(parent: Artifact, pairs, cfg: SFTConfig, profile: Profile, *, name: str,
@@ -140,8 +139,9 @@ def sft_on_pairs(parent: Artifact, pairs, cfg: SFTConfig, profile: Profile, *, n
 
 
 def with_parent(art: Artifact, parent: Artifact) -> Artifact:
-    """`art` with its parent's cache name in `info["parent"]` (set at call time, so stages cached
-    before the field existed have it too): `report.lineage_rows` follows it to add up compute."""
+    """`art` with its parent's cache name in `info["parent"]`, set at call time (so stages cached
+    before the field existed have it too). Every stage grown from an artifact records its parent
+    this way: `report.lineage_rows` follows it to add up compute, `joined` to check the order."""
     art.info.setdefault("parent", parent.path.name)
     return art
 
@@ -160,10 +160,9 @@ def dpo_on_pairs(parent: Artifact, pairs: list[dict], cfg: DPOConfig, profile: P
     def build():
         res = train_dpo(fork(parent), parent.tokenizer, pairs, cfg, reference=parent.model, device=profile.device,
                         progress=progress)
-        res.info["parent"] = parent.path.name
         return res.model, parent.tokenizer, res
     key = stage_key(name, config=cfg, parent=parent.path.name, pairs=pairs_digest(pairs), n=len(pairs), **extra)
-    return cached_stage(key, build, device=profile.device)
+    return with_parent(cached_stage(key, build, device=profile.device), parent)
 
 
 _RUNNING_TOTALS = ("step", "time", "flops", "tokens_generated", "tokens_trained", "ref_tokens", "signal_tokens")

@@ -24,26 +24,29 @@ from .tasks import VERIFIABLE_DOMAINS
 # Seconds each stage took on the reference machine (a 2-core x86 laptop, torch 2.13 CPU, one job
 # at a time, the v3 world), training plus its share of evaluation and loading ("overhead" per
 # stage). `cpu`: the seed-0 lineage runs of RESULTS.md, from their cache records' wall_time;
-# `smoke`: `minimopd lineage --profile smoke` from an empty cache (2m18s in all). Stage names as
+# `smoke`: `minimopd lineage --profile smoke` from an empty cache (below). Stage names as
 # in `recipes.RECIPE_STAGES`; a stage not listed is "not measured yet" and left out of the sum.
 REFERENCE_SECONDS: dict[str, dict[str, float]] = {
-    "smoke": {"overhead": 3, "base": 28, "sft": 5, "sft:reasoning": 9, "rlvr": 1, "r1_zero": 3,
-              "cold_start": 4, "r1_reasoning_rl": 1, "r1_rejection_sft": 1, "r1_final_rl": 1,
-              "base:small": 0, "r1_distill": 1, "cold_start:small": 0, "r1_small_rl": 2, "grpo": 1,
-              "dr_grpo": 1, "specialist_count": 4, "specialist_add": 3, "specialist_sort": 4,
-              "specialist_reverse": 4, "opd_grpo": 1, "opd_sampled": 2, "opd_topk": 2, "opd_full": 2,
-              "opd_forward": 2,
-              "mopd": 1, "mopd_forward": 1, "mixed_rl": 1, "v32_distill": 1, "v32_mixed_rl": 1, "mimo_mopd": 3, "v4_mopd": 3,
-              "nemotron_warmup": 1, "nemotron_mopd1": 2, "nemotron_mopd2": 2, "mai_distill": 1,
-              "mai_final_rl": 1,
-              **{f"specialist_{d}{v}": 5 for d in VERIFIABLE_DOMAINS for v in (":from_rlvr", ":round2")},
-              **{f"specialist_{d}_rl{v}": 2 for d in VERIFIABLE_DOMAINS for v in ("", ":climb")},
-              **{f"glm5_rl_{d}": 1 for d in VERIFIABLE_DOMAINS},
-              "specialist_count:at0.1": 1, "specialist_count:at0.2": 1, "sft_notes": 2, "reward_model": 3,
-              "safety_reward_model": 3, "ppo": 2,
-              "rs_round1": 1, "rs_round2": 1, "llama2_ppo": 2, "llama3_rs1": 1, "llama3_dpo1": 1, "llama3_rs2": 1,
-              "llama3_dpo2": 1, "sft_weak": 1, "dpo_delta": 1, "dpo_ranked": 1, "tulu3_dpo": 1,
-              **{f"progressive_{m}_{a}_{i}": 1 for m in ("opd_full", "opd_forward") for a in ("final", "progressive")
+    # smoke: seconds from the cache records of one run (2026-11-28, one thread beside another
+    # one-thread job: 1m42s in all); "overhead" spreads its evaluation and loading over the stages
+    "smoke": {"overhead": 0.43, "base": 8.9, "sft": 2.1, "sft:reasoning": 3.2, "rlvr": 0.6, "r1_zero": 0.6,
+              "cold_start": 1.6, "r1_reasoning_rl": 0.2, "r1_rejection_sft": 0.4, "r1_final_rl": 0.2,
+              "base:small": 0, "r1_distill": 0.1, "cold_start:small": 0, "r1_small_rl": 0.4, "grpo": 0.2,
+              "dr_grpo": 0.2, "specialist_count": 1.6, "specialist_add": 1.4, "specialist_sort": 2.2,
+              "specialist_reverse": 1.8, "opd_grpo": 0.3, "opd_sampled": 0.4, "opd_topk": 0.4, "opd_full": 0.4,
+              "opd_forward": 0.4, "mopd": 0.4, "mopd_forward": 0.4, "mixed_rl": 0.7, "v32_distill": 0.3,
+              "v32_mixed_rl": 0.6, "mimo_mopd": 0.4, "v4_mopd": 0.5, "nemotron_warmup": 0.2, "nemotron_mopd1": 0.5,
+              "nemotron_mopd2": 0.4, "mai_distill": 0.3, "mai_final_rl": 0.5,
+              **{f"specialist_{d}{v}": t for d, t in (("add", 1.4), ("sort", 2.2), ("reverse", 1.8), ("count", 1.6))
+                 for v in (":from_rlvr", ":round2")},
+              **{f"specialist_{d}_rl{v}": t for d, t in (("add", 0.7), ("sort", 0.9), ("reverse", 0.8), ("count", 0.6))
+                 for v in ("", ":climb")},
+              **{f"glm5_rl_{d}": t for d, t in (("add", 0.5), ("sort", 0.6), ("reverse", 0.5), ("count", 0.4))},
+              "specialist_count:at0.1": 0.2, "specialist_count:at0.2": 0.3, "sft_notes": 0.8, "reward_model": 1.8,
+              "safety_reward_model": 1.8, "ppo": 1.0, "rs_round1": 0.2, "rs_round2": 0.2, "llama2_ppo": 0.8,
+              "llama3_rs1": 0.2, "llama3_dpo1": 0.1, "llama3_rs2": 0.2, "llama3_dpo2": 0.1, "sft_weak": 0.2,
+              "dpo_delta": 0.1, "dpo_ranked": 0.1, "tulu3_dpo": 0.1,
+              **{f"progressive_{m}_{a}_{i}": 0.1 for m in ("opd_full", "opd_forward") for a in ("final", "progressive")
                  for i in (1, 2, 3)}},
     "cpu": {"overhead": 60, "base": 830, "sft": 1200, "sft:reasoning": 1690, "rlvr": 1630,
             "r1_zero": 3110, "cold_start": 1330, "r1_reasoning_rl": 1390, "r1_rejection_sft": 870,

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cached_property
 
-from .artifacts import RecipeResult, fork, online_artifact, sft_artifact, sft_on_pairs
+from .artifacts import RecipeResult, fork, online_artifact, sft_artifact, sft_on_pairs, with_parent
 from .cache import Artifact, cached_stage, stage_key
 from .evaluation import evaluate
 from .models import GatedRewardModel, RewardModel
@@ -77,10 +77,10 @@ def reward_model_artifact(profile: Profile | str | None = None, *, seed: int = 0
     def build():
         res = train_reward_model(RewardModel(fork(parent)), parent.tokenizer, cfg, reference_policy=parent.model,
                                  device=prof.device, progress=progress)
-        res.info["parent"] = parent.path.name
         return res.model, parent.tokenizer, res
     name = "reward_model" if cfg.criterion == "gold" else "safety_reward_model"
-    return cached_stage(stage_key(name, config=cfg, parent=parent.path.name), build, device=prof.device)
+    return with_parent(cached_stage(stage_key(name, config=cfg, parent=parent.path.name), build, device=prof.device),
+                       parent)
 
 
 def reward_model_eval(reward_model: Artifact, profile: Profile, seed: int, criterion: str = "gold") -> dict:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import warnings
 from dataclasses import replace
 
-from .artifacts import RecipeResult, base_artifact, dpo_on_pairs, fork, online_artifact, sft_artifact, sft_on_pairs
+from .artifacts import (RecipeResult, base_artifact, dpo_on_pairs, fork, online_artifact, sft_artifact, sft_on_pairs,
+                        with_parent)
 from .cache import Artifact, cached_stage, stage_key
 from .comparisons import judged_pairs, sample_scored
 from .diagnose import PromptSelection
@@ -190,8 +191,8 @@ def cold_start_artifact(profile: Profile, seed: int, progress: bool, *, model_si
         pairs = sft_dataset(cfg.domains, cfg.n_examples, seed=seed, reasoning=True)
         res = train_sft(fork(base), base.tokenizer, pairs, cfg, device=profile.device, progress=progress)
         return res.model, base.tokenizer, res
-    return cached_stage(stage_key("cold_start", config=cfg, parent=base.path.name), build,
-                        device=profile.device)
+    return with_parent(cached_stage(stage_key("cold_start", config=cfg, parent=base.path.name), build,
+                                    device=profile.device), base)
 
 
 # Rejection sampling draws as many prompts per level and spends more samples where the model
