@@ -25,7 +25,9 @@ What each changes relative to its report, in this miniature:
 * mai_thinking1 (MAI-Thinking-1): specialist RL "climbs" (domain RL alone, no domain SFT; one per
   domain, the report has three) -> SFT of the student on their traces -> a final mixed RL climb.
 * glm5 (GLM-5): RL staged by capability: one GRPO stage per domain in turn (the report's
-  reasoning -> agentic -> general), each a quarter of one mixed run's steps.
+  reasoning -> agentic -> general), each a quarter of one mixed run's steps and selecting
+  candidate prompts for its own steps. Nothing here guards the earlier domains against
+  forgetting, so what a later stage costs them shows in the per-domain table (RESULTS.md).
 * kimi_k25 (Kimi K2.5): SFT -> one mixed multi-domain GRPO run (text only here).
 """
 from __future__ import annotations

@@ -234,7 +234,7 @@ class RecipeRun:
         if steps is not None:
             cfg = replace(cfg, steps=steps)
         return online_artifact(parent, self.profile, cfg, name=name, signal=verifier("r1"),
-                               selection=rl_selection(self.profile), progress=self.progress)
+                               selection=rl_selection(self.profile, cfg.steps), progress=self.progress)
 
     def mopd(self, parent, teachers, name: str, *, mode: str, algo: str, outcome_weight: float = 0.0,
              weights: dict | None = None):

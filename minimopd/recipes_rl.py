@@ -44,14 +44,15 @@ def reasoning_config(profile: Profile, **overrides) -> OnlineConfig:
                                      **overrides)
 
 
-def rl_selection(profile: Profile) -> PromptSelection:
+def rl_selection(profile: Profile, steps: int | None = None) -> PromptSelection:
     """The prompt selection of the RLVR stages: as many candidate prompts as the run draws (at
-    least 64), each sampled 8 times; only the learnable ones (0 < pass rate < 1) go into RL, so
-    the run sees each kept prompt two or three times (measured on the v3 world: 30-52% kept, a
-    lift on held-out items on three seeds at lr 5e-5). A small pool cycled many times at a
-    high learning rate is memorised instead (v2: a 243-prompt pool drawn 6.6 times at lr 2e-4
-    raised the training reward 0.45 -> 0.69 while held-out accuracy fell; RESULTS.md)."""
-    return PromptSelection(candidates=max(64, profile.rl_steps * profile.rl_prompts), samples=8)
+    least 64; `steps` for a run shorter or longer than the profile's `rl_steps`, such as each of
+    glm5's four staged runs), each sampled 8 times; only the learnable ones (0 < pass rate < 1)
+    go into RL, so the run sees each kept prompt two or three times (measured on the v3 world:
+    30-52% kept, a lift on held-out items on three seeds at lr 5e-5). A small pool cycled many
+    times at a high learning rate is memorised instead (v2: a 243-prompt pool drawn 6.6 times at
+    lr 2e-4 raised the training reward 0.45 -> 0.69 while held-out accuracy fell; RESULTS.md)."""
+    return PromptSelection(candidates=max(64, (steps or profile.rl_steps) * profile.rl_prompts), samples=8)
 
 
 def tulu3_dpo(sft: Artifact, profile: Profile, seed: int, progress: bool = True, **overrides) -> tuple[Artifact, dict]:

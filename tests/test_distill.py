@@ -193,6 +193,22 @@ def test_frontier_recipe_builds_its_stages_and_reports(name, smoke_run):
         assert mopd and all(r["teacher-scored tokens"] > 0 for r in mopd)
 
 
+def test_mixed_rl_selects_as_many_candidates_as_its_run_draws(monkeypatch):
+    """A staged RL run (glm5: four runs of a quarter of the steps) samples candidate prompts for
+    its own steps, not for a whole run's: 4,800 candidates x 8 samples for 75 steps was half of
+    each glm5 stage's compute."""
+    from minimopd import recipes_opd
+    seen = []
+    monkeypatch.setattr(recipes_opd, "online_artifact",
+                        lambda parent, profile, cfg, **kw: seen.append((cfg.steps, kw["selection"].candidates)))
+    prof = get_profile("cpu")
+    run = recipes_opd.RecipeRun("t", prof, 0, False)
+    run.mixed_rl(None)
+    run.mixed_rl(None, "glm5_rl_add", domains=("add",), steps=prof.rl_steps // 4)
+    run.mixed_rl(None, "tiny", steps=1)
+    assert seen == [(300, 300 * prof.rl_prompts), (75, 75 * prof.rl_prompts), (1, 64)]
+
+
 def test_warmup_sft_moves_the_student_towards_the_teachers_traces(monkeypatch):
     """Nemotron 3 Ultra's warm-up: one light SFT epoch of the student on the teacher's verified
     traces of one domain, its compute counting the teacher's sampling; a teacher with no verified
