@@ -120,6 +120,18 @@ def opd(files):
             r["accuracy"]["student"]["all"], r["accuracy"][stage]["all"], r["accuracy"]["teacher"]["all"])
             for r in runs])
         print(f"| {stage} | " + " | ".join(cells) + f" | {rec} |")
+    # The students of different seeds start far apart, so the spread above is mostly theirs: the
+    # comparison is paired, each seed's run against its own GRPO run.
+    seeds = [r["args"]["seed"] for r in runs]
+    print("\nper seed, against the same seed's GRPO run: held-out accuracy (all) minus GRPO's, and how many times less "
+          "compute than GRPO's 100 steps it took to reach GRPO's final training accuracy (T = 1)\n")
+    print("| stage | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |\n|---|" + "---:|" * (len(seeds) + 1))
+    for stage in stages:
+        if stage in ("student", "teacher", "grpo") or any("grpo" not in r["accuracy"] for r in runs):
+            continue
+        diff = [r["accuracy"][stage]["all"] - r["accuracy"]["grpo"]["all"] for r in runs]
+        cells = [f"{d:+.3f}, {r.get('matched', {}).get('ratio', {}).get(stage, '-')}" for d, r in zip(diff, runs)]
+        print(f"| {stage} | " + " | ".join(cells) + f" | {fmt(diff, True)} |")
 
 
 def _flops(row: dict) -> float:

@@ -41,6 +41,22 @@ def test_opd_modes_per_seed_give_the_quoted_numbers(capsys):
             assert row in out, (seed, row, out)
 
 
+def test_opd_modes_over_three_seeds_give_the_quoted_paired_rows(capsys):
+    """RESULTS.md's three-seed OPD claims: each form against its own seed's GRPO run (accuracy
+    difference and compute to GRPO's final training accuracy), with the seed-2 table."""
+    summarize.main(["opd", *map(str, sorted(V3.glob("opd_modes_count_s?.json")))])
+    out = capsys.readouterr().out
+    for row in ("| opd_sampled | +0.027, never | +0.013, 3.1x (step 24) | +0.000, 1.0x (step 75) | +0.013 ± 0.013 |",
+                "| opd_full | +0.059, never | +0.024, 5.6x (step 13) | +0.048, 1.2x (step 64) | +0.044 ± 0.018 |",
+                "| opd_forward | +0.376, 2.5x (step 30) | +0.028, 3.1x (step 24) | +0.173, 2.5x (step 30) | +0.192 ± 0.175 |"):
+        assert row in out, row
+    summarize.main(["opd", str(V3 / "opd_modes_count_s2.json")])
+    out = capsys.readouterr().out
+    for row in ("| student | 0.943 | 0.447 | 0.073 | 0.488 |  |", "| opd_topk | 0.983 | 0.643 | 0.130 | 0.586 | 0.191 |",
+                "| opd_forward | 1.000 | 0.793 | 0.333 | 0.709 | 0.433 |"):
+        assert row in out, row
+
+
 def test_support_overlap_grid_gives_the_quoted_rows(capsys):
     """RESULTS.md's support-overlap grid (seed 0): forked / foreign teacher x warm-up or not x the
     four OPD forms, from the probe's JSON files."""
