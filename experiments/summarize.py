@@ -149,7 +149,7 @@ def grid(files, by_seed=False):
         a = r["args"]
         start = "warmup" if a.get("warmup") else "student"
         for mode, acc in r["accuracy"].items():
-            if mode in ("student", "teacher", "warmup"):
+            if mode in ("student", "teacher", "warmup", "grpo"):    # the grid's cells are the teacher's forms
                 continue
             key = (a.get("teacher", "forked"), bool(a.get("warmup")), mode) + ((a["seed"],) if by_seed else ())
             cells.setdefault(key, []).append(dict(
@@ -159,7 +159,7 @@ def grid(files, by_seed=False):
                 flops=sum(_flops(r["compute"].get(k, {})) for k in (mode, "warmup"))))
     print("| teacher | warm-up | mode | seeds | initial KL(S‖T) | mean log p_T | in teacher top-8 | teacher | "
           "start | final | gap recovery | FLOPs (warm-up + run) |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    order = {"opd_sampled": 0, "opd_topk": 1, "opd_full": 2, "opd_jsd": 3, "opd_forward": 4, "grpo": 5}
+    order = {"opd_sampled": 0, "opd_topk": 1, "opd_full": 2, "opd_jsd": 3, "opd_forward": 4}
     for (teacher, warm, mode, *_), xs in sorted(cells.items(), key=lambda kv: (
             kv[0][3:], kv[0][0] != "forked", kv[0][1], order.get(kv[0][2], 9), kv[0][2])):
         col = lambda k: fmt([x[k] for x in xs])  # noqa: E731

@@ -98,7 +98,7 @@ def test_progressive_probe_gives_the_quoted_rows():
     run = json.loads((V3 / "progressive_count_s0.json").read_text())
     results = (V3.parents[2] / "RESULTS.md").read_text()
     (acc,) = run["tables"]["count: accuracy and gap recovery (greedy, held-out)"]
-    for seed, suffix in ((0, ""), (1, " (seed 1)")):
+    for seed, suffix in ((0, ""), (1, " (seed 1)"), (2, " (seed 2)")):
         (rows,) = json.loads((V3 / f"progressive_count_s{seed}.json").read_text())["tables"][
             "count: accuracy and gap recovery (greedy, held-out)"]
         for mode, label in (("opd_full", "full reverse KL"), ("opd_forward", "forward KL")):
