@@ -40,9 +40,14 @@ def use_shipped(flag: bool) -> None:
     _use_shipped = bool(flag)
 
 
+def shipped_in_use() -> bool:
+    """Whether stages start from the shipped checkpoints now (`use_shipped`, `$MINIMOPD_SHIPPED`)."""
+    return _use_shipped and os.environ.get(SHIPPED_ENV, "1") != "0"
+
+
 def shipped_path(key: str) -> Path | None:
     """The shipped artifact for `key`, if there is one and shipped checkpoints are in use."""
-    if not _use_shipped or os.environ.get(SHIPPED_ENV, "1") == "0":
+    if not shipped_in_use():
         return None
     path = SHIPPED_DIR / key
     return path if (path / "minimopd.json").exists() else None

@@ -40,7 +40,7 @@ def _cmd_lineage(args) -> int:
           f"recipes={','.join(names)}")
     from .cache import ensure_writable
     ensure_writable()
-    plan = lineage_plan(names, prof)
+    plan = lineage_plan(names, prof, seed=args.seed)
     print(plan.headline())
     results, started = {}, plan.started
     for k, name in enumerate(names, 1):

@@ -77,7 +77,9 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             # the frontier miniatures (RESULTS.md "The frontier miniatures", seed 0): one thread, beside
             # seed 1's run; a specialist's RL stage with its prompt selection
             "specialist_add_rl": 917, "specialist_sort_rl": 1030, "specialist_reverse_rl": 1092,
-            "specialist_count_rl": 869, "v4_mopd": 1145, "mimo_mopd": 1162},
+            "specialist_count_rl": 869, "v4_mopd": 1145, "mimo_mopd": 1162,
+            # glm5's staged RL (RESULTS.md "glm5", seed 0, 2026-11-28): one thread beside another job
+            "glm5_rl_add": 128, "glm5_rl_sort": 186, "glm5_rl_reverse": 199, "glm5_rl_count": 121},
 }
 
 
@@ -88,6 +90,7 @@ class Lineage:
     recipes: list[tuple[str, tuple[str, ...]]]
     started: float = field(default_factory=time.perf_counter)
     reached: set = field(default_factory=set)   # stage names trained or loaded so far
+    shipped: frozenset = frozenset()             # stage names that load from the shipped checkpoints
     trained_s: float = 0.0                       # what the stages trained here took ...
     trained_ref_s: float = 0.0                   # ... and what they took on the reference machine
 
@@ -95,7 +98,7 @@ class Lineage:
         return REFERENCE_SECONDS.get(self.profile, {})
 
     def _pending(self) -> list[str]:
-        seen, out = set(self.reached), []
+        seen, out = self.reached | self.shipped, []
         for _, stages in self.recipes:
             for s in stages:
                 if s not in seen:
@@ -141,8 +144,9 @@ class Lineage:
                     f"{', '.join(p for p, t in REFERENCE_SECONDS.items() if t)})")
         missing = self.unmeasured()
         more = (f" + {', '.join(missing)} (not timed yet)" if missing else "")
+        shipped = (f", {len(self.shipped)} more from the shipped checkpoints" if self.shipped else "")
         return (f"time estimate from an empty cache: about {_fmt_time(seconds)}{more} on a 2-core "
-                f"laptop, {len(self._pending())} stages (stages already cached or shipped load in seconds)")
+                f"laptop, {len(self._pending())} stages to train{shipped} (stages already cached load in seconds)")
 
 
 @dataclass

@@ -76,10 +76,19 @@ def run_recipe(name: str, profile: Profile | str | None = None, *, seed: int = 0
         return RECIPES[name](get_profile(profile), seed=seed, progress=progress)
 
 
-def lineage_plan(names: list[str], profile: Profile | str | None = None) -> progress_display.Lineage:
-    """The plan of a lineage run of the recipes `names`, for its progress display and estimate."""
+def lineage_plan(names: list[str], profile: Profile | str | None = None, *, seed: int = 0,
+                 shipped=None) -> progress_display.Lineage:
+    """The plan of a lineage run of the recipes `names` with world seed `seed`, for its progress
+    display and estimate. `shipped`: the stage names that load from the shipped checkpoints, left
+    out of the time estimate (default: those shipped for the profile and seed and in use,
+    `shipped.shipped_plan_stages`; `()` counts every stage)."""
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe(s) {', '.join(map(repr, unknown))}; known recipes: {', '.join(RECIPES)}")
-    return progress_display.Lineage(get_profile(profile).name,
-                                     [(n, RECIPE_STAGES.get(n, ())) for n in names])
+    prof = get_profile(profile)
+    if shipped is None:
+        from .shipped import shipped_plan_stages
+        shipped = shipped_plan_stages(prof.name, seed)
+    recipes = [(n, RECIPE_STAGES.get(n, ())) for n in names]
+    planned = {st for _, stages in recipes for st in stages}
+    return progress_display.Lineage(prof.name, recipes, shipped=frozenset(planned & set(shipped)))

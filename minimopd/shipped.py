@@ -79,3 +79,14 @@ def shipped_manifest() -> dict:
     """{key: {stage, profile, seed, weights_sha256}} of the shipped checkpoints ({} if none)."""
     path = cache.SHIPPED_DIR / "manifest.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def shipped_plan_stages(profile: str, seed: int) -> set[str]:
+    """The stages of `recipes.RECIPE_STAGES` (names as there: `sft:reasoning`) that load from the
+    shipped checkpoints for `profile` and `seed`, none when they are not in use: a lineage's time
+    estimate leaves them out. The foreign teacher's stages are another seed's and are not named."""
+    if not cache.shipped_in_use():
+        return set()
+    names = {"sft_reasoning": "sft:reasoning"}
+    return {names.get(e["stage"], e["stage"]) for e in shipped_manifest().values()
+            if e.get("profile") == profile and e.get("seed") == seed and not e["stage"].startswith("foreign_")}

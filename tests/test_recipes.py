@@ -141,7 +141,7 @@ def test_lineage_estimate_counts_shared_stages_once_and_learns_the_machine_speed
 
     ref = dict(progress.REFERENCE_SECONDS["cpu"])
     o = ref["overhead"]
-    plan = lineage_plan(["sft", "tulu3"], "cpu")
+    plan = lineage_plan(["sft", "tulu3"], "cpu", shipped=())        # every stage counted
     tulu3 = ref["sft:reasoning"] + ref["tulu3_dpo"] + ref["rlvr"]
     assert plan.estimate() == pytest.approx(ref["base"] + ref["sft"] + tulu3 + 5 * o)
     assert "about" in plan.headline() and "5 stages" in plan.headline()
@@ -166,6 +166,27 @@ def test_lineage_estimate_counts_shared_stages_once_and_learns_the_machine_speed
     assert partial.left().endswith("+ 1 stage not timed yet left")
     unmeasured = progress.Lineage("my_profile", [("sft", ("base", "sft"))])
     assert unmeasured.estimate() is None and "none for profile 'my_profile'" in unmeasured.headline()
+
+
+def test_lineage_estimate_leaves_out_the_shipped_stages(monkeypatch):
+    """The stages shipped for the profile and seed load in seconds, so the opening estimate of
+    `minimopd lineage --profile cpu` leaves them out and says how many there are; with the shipped
+    checkpoints off (`--from-scratch`, $MINIMOPD_SHIPPED=0) or for another seed, none is left out."""
+    import minimopd.progress as progress
+    from minimopd import cache
+    from minimopd.recipes import lineage_plan
+    from minimopd.shipped import shipped_plan_stages
+
+    ref, o = progress.REFERENCE_SECONDS["cpu"], progress.REFERENCE_SECONDS["cpu"]["overhead"]
+    shipped = shipped_plan_stages("cpu", 0)
+    assert {"base", "sft:reasoning", "specialist_count"} <= shipped and not any("foreign" in s for s in shipped)
+    plan = lineage_plan(["tulu3"], "cpu")                             # seed 0: the shipped stages left out
+    assert plan.estimate() == pytest.approx(ref["tulu3_dpo"] + ref["rlvr"] + 2 * o)
+    assert lineage_plan(["tulu3"], "cpu", seed=1).estimate() > plan.estimate() + ref["base"]
+    assert "2 stages to train, 2 more from the shipped checkpoints" in plan.headline()
+    assert shipped_plan_stages("cpu", 7) == set() and shipped_plan_stages("smoke", 0) == set()
+    monkeypatch.setenv(cache.SHIPPED_ENV, "0")
+    assert shipped_plan_stages("cpu", 0) == set()
 
 
 def test_every_recipe_stage_has_a_smoke_reference_time():
