@@ -70,6 +70,22 @@ def test_support_overlap_grid_gives_the_quoted_rows(capsys):
         assert row in out, row
 
 
+def test_support_overlap_grid_seeds_1_and_2_give_the_quoted_cells(capsys):
+    """RESULTS.md's grid for seeds 1 and 2 (seed 2's forked rows without warm-up are its OPD-modes
+    run, whose GRPO arm the grid leaves out): 16 cells per seed, the quoted values."""
+    files = [V3 / "opd_modes_count_s2.json", *sorted(V3.glob("opd_grid_*_s[12].json"))]
+    summarize.main(["grid", "--by-seed", *map(str, files)])
+    out = capsys.readouterr().out
+    assert out.count(" | 1 | ") == 16 and out.count(" | 2 | ") == 16 and "grpo" not in out
+    for row in ("| forked | no | opd_sampled | 2 | 0.418 | -0.489 | 0.997 | 0.999 | 0.488 | 0.536 |",
+                "| forked | yes | opd_forward | 2 | 0.278 | -0.332 | 0.999 | 0.999 | 0.573 | 0.960 |",
+                "| foreign | no | opd_full | 2 | 0.545 | -0.618 | 0.996 | 0.994 | 0.488 | 0.638 |",
+                "| foreign | yes | opd_forward | 2 | 0.313 | -0.362 | 1.000 | 0.994 | 0.598 | 0.964 |",
+                "| foreign | no | opd_full | 1 | 0.025 | -0.035 | 1.000 | 0.998 | 0.934 | 0.988 |",
+                "| forked | yes | opd_sampled | 1 | 0.007 | -0.010 | 1.000 | 0.997 | 0.989 | 0.994 |"):
+        assert row in out, row
+
+
 def test_mopd_diagnosis_gives_the_quoted_rows():
     """RESULTS.md's "MOPD on v3" diagnosis table, from `experiments/mopd_diag.py`'s JSON: accuracy
     per domain, the teacher KL and the entropy of every variant as quoted."""
