@@ -84,9 +84,16 @@ def shipped_manifest() -> dict:
 def shipped_plan_stages(profile: str, seed: int) -> set[str]:
     """The stages of `recipes.RECIPE_STAGES` (names as there: `sft:reasoning`) that load from the
     shipped checkpoints for `profile` and `seed`, none when they are not in use: a lineage's time
-    estimate leaves them out. The foreign teacher's stages are another seed's and are not named."""
+    estimate leaves them out. The foreign teacher's stages (`foreign_*`) are the next world's own
+    (`distill.foreign_seed`), so they count for that seed."""
     if not cache.shipped_in_use():
         return set()
-    names = {"sft_reasoning": "sft:reasoning"}
-    return {names.get(e["stage"], e["stage"]) for e in shipped_manifest().values()
-            if e.get("profile") == profile and e.get("seed") == seed and not e["stage"].startswith("foreign_")}
+    from .distill import foreign_seed
+    names, out = {"sft_reasoning": "sft:reasoning"}, set()
+    for e in shipped_manifest().values():
+        stage, world = e["stage"], e.get("seed")
+        if stage.startswith("foreign_"):
+            stage, world = stage[len("foreign_"):], foreign_seed(world)
+        if e.get("profile") == profile and world == seed:
+            out.add(names.get(stage, stage))
+    return out
