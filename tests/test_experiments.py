@@ -258,3 +258,24 @@ def test_frontier_miniatures_give_the_quoted_rows(capsys):
         run = json.loads((V3 / f"lineage_frontier_s{seed}.json").read_text())
         acc = {name: {r["stage"]: r["acc"] for r in rec["table"]} for name, rec in run["recipes"].items()}
         assert (round(acc["deepseek_v4"]["mopd"], 3), round(acc["mimo_v2_flash"]["mopd"], 3)) == (v4, mimo)
+
+
+def test_glm5_against_kimi_gives_the_quoted_rows():
+    """RESULTS.md's `glm5` table (three seeds): the mean accuracy after each staged RL run, the
+    `kimi_k25` mixed run of the same seed, and the RL runs' FLOPs without the prompt selection."""
+    import json
+    results = (V3.parents[2] / "RESULTS.md").read_text()
+    results = results[results.index("### `glm5`: RL staged by capability"):]
+    kimi_files = {0: "lineage_frontier_s0.json", 1: "lineage_frontier_s1.json", 2: "lineage_kimi_s2.json"}
+    for seed in (0, 1, 2):
+        glm5 = json.loads((V3 / f"lineage_glm5_s{seed}.json").read_text())["recipes"]["glm5"]
+        kimi = json.loads((V3 / kimi_files[seed]).read_text())["recipes"]["kimi_k25"]
+        acc = {r["stage"]: r["acc"] for r in glm5["table"]}
+        k = {r["stage"]: r["acc"] for r in kimi["table"]}["mixed_rl"]
+        stages = [f"rl_{d}" for d in ("add", "sort", "reverse", "count")]
+        flops = sum(glm5["info"][s].get("rl_flops", glm5["info"][s]["flops"]) for s in stages)
+        kflops = kimi["info"]["mixed_rl"].get("rl_flops", kimi["info"]["mixed_rl"]["flops"])
+        cells = _row(results, str(seed))
+        path = " / ".join(f"{acc[s]:.3f}" for s in stages[:3]) + f" / **{acc['rl_count']:.3f}**"
+        assert cells == [str(seed), f"{acc['student']:.3f}", path, f"{k:.3f}", f"{acc['rl_count'] - k:+.3f}",
+                         f"{flops / 1e13:.2f}e13 / {kflops / 1e13:.2f}e13"], cells
