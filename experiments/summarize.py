@@ -121,13 +121,15 @@ def opd(files):
             for r in runs])
         print(f"| {stage} | " + " | ".join(cells) + f" | {rec} |")
     # The students of different seeds start far apart, so the spread above is mostly theirs: the
-    # comparison is paired, each seed's run against its own GRPO run.
+    # comparison is paired, each seed's run against its own GRPO run (when every run has one).
+    if any("grpo" not in r["accuracy"] for r in runs):
+        return
     seeds = [r["args"]["seed"] for r in runs]
     print("\nper seed, against the same seed's GRPO run: held-out accuracy (all) minus GRPO's, and how many times less "
           "compute than GRPO's 100 steps it took to reach GRPO's final training accuracy (T = 1)\n")
     print("| stage | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |\n|---|" + "---:|" * (len(seeds) + 1))
     for stage in stages:
-        if stage in ("student", "teacher", "grpo") or any("grpo" not in r["accuracy"] for r in runs):
+        if stage in ("student", "teacher", "grpo"):
             continue
         diff = [r["accuracy"][stage]["all"] - r["accuracy"]["grpo"]["all"] for r in runs]
         cells = [f"{d:+.3f}, {r.get('matched', {}).get('ratio', {}).get(stage, '-')}" for d, r in zip(diff, runs)]

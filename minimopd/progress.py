@@ -32,13 +32,13 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
     "smoke": {"overhead": 0.43, "base": 8.9, "sft": 2.1, "sft:reasoning": 3.2, "rlvr": 0.6, "r1_zero": 0.6,
               "cold_start": 1.6, "r1_reasoning_rl": 0.2, "r1_rejection_sft": 0.4, "r1_final_rl": 0.2,
               "base:small": 0, "r1_distill": 0.1, "cold_start:small": 0, "r1_small_rl": 0.4, "grpo": 0.2,
-              "dr_grpo": 0.2, "specialist_count": 1.6, "specialist_add": 1.4, "specialist_sort": 2.2,
-              "specialist_reverse": 1.8, "opd_grpo": 0.3, "opd_sampled": 0.4, "opd_topk": 0.4, "opd_full": 0.4,
+              "dr_grpo": 0.2, "opd_grpo": 0.3, "opd_sampled": 0.4, "opd_topk": 0.4, "opd_full": 0.4,
               "opd_forward": 0.4, "mopd": 0.4, "mopd_forward": 0.4, "mixed_rl": 0.7, "v32_distill": 0.3,
               "v32_mixed_rl": 0.6, "mimo_mopd": 0.4, "v4_mopd": 0.5, "nemotron_warmup": 0.2, "nemotron_mopd1": 0.5,
               "nemotron_mopd2": 0.4, "mai_distill": 0.3, "mai_final_rl": 0.5,
+              # a domain's specialist SFT, whichever model it forks (the student, the RLVR model, round 2's)
               **{f"specialist_{d}{v}": t for d, t in (("add", 1.4), ("sort", 2.2), ("reverse", 1.8), ("count", 1.6))
-                 for v in (":from_rlvr", ":round2")},
+                 for v in ("", ":from_rlvr", ":round2")},
               **{f"specialist_{d}_rl{v}": t for d, t in (("add", 0.7), ("sort", 0.9), ("reverse", 0.8), ("count", 0.6))
                  for v in ("", ":climb")},
               **{f"glm5_rl_{d}": t for d, t in (("add", 0.5), ("sort", 0.6), ("reverse", 0.5), ("count", 0.4))},
