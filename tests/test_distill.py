@@ -350,3 +350,23 @@ def test_progressive_recipe_reports_checkpoints_arms_and_overlap(smoke_run):
     assert row["teacher"] == "teacher@1"
     overlap = res.tables["support overlap with the student's samples (T=1)"]
     assert [r["teacher"] for r in overlap] == labels and all(r["reverse_kl"] >= 0 for r in overlap)
+
+
+def test_build_specialists_script_fills_the_recipes_cache_keys(smoke_run, capsys):
+    """experiments/build_specialists.py builds the very stages a frontier recipe loads (the same
+    cache entries), so a lineage run after it trains none of them again."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "experiments" / "build_specialists.py"
+    spec = importlib.util.spec_from_file_location("build_specialists", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    info = smoke_run("deepseek_v4").result.info
+    script.main(["count", "sort", "--profile", "smoke", "--seed", "0", "--rl"])
+    script.main(["count", "--profile", "smoke", "--seed", "0"])
+    lines = capsys.readouterr().out.splitlines()
+    built = [line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in lines]
+    assert built[:2] == [info["teacher_count"]["path"], info["teacher_sort"]["path"]]
+    assert Path(built[2]).name == info["teacher_count"]["parent"]   # the domain SFT under the RL stage
+    with pytest.raises(SystemExit):
+        script.main(["counting", "--profile", "smoke"])
