@@ -79,7 +79,13 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             "specialist_add_rl": 917, "specialist_sort_rl": 1030, "specialist_reverse_rl": 1092,
             "specialist_count_rl": 869, "v4_mopd": 1145, "mimo_mopd": 1162,
             # glm5's staged RL (RESULTS.md "glm5", seed 0, 2026-11-28): one thread beside another job
-            "glm5_rl_add": 128, "glm5_rl_sort": 186, "glm5_rl_reverse": 199, "glm5_rl_count": 121},
+            "glm5_rl_add": 128, "glm5_rl_sort": 186, "glm5_rl_reverse": 199, "glm5_rl_count": 121,
+            # deepseek_v32's stages (RESULTS.md "deepseek_v32 and mai_thinking1", seed 2, 2026-11-28): one
+            # thread beside another job; the SFT's 885 s plus about 2 min of the teachers' sampling
+            "v32_distill": 1000, "v32_mixed_rl": 763,
+            # mai_thinking1's (the same section, seed 2): its RL climbs, then the SFT (730 s) with its sampling
+            "specialist_add_rl:climb": 569, "specialist_sort_rl:climb": 845, "specialist_reverse_rl:climb": 764,
+            "specialist_count_rl:climb": 536, "mai_distill": 850, "mai_final_rl": 734},
 }
 
 

@@ -370,3 +370,27 @@ def test_build_specialists_script_fills_the_recipes_cache_keys(smoke_run, capsys
     assert Path(built[2]).name == info["teacher_count"]["parent"]   # the domain SFT under the RL stage
     with pytest.raises(SystemExit):
         script.main(["counting", "--profile", "smoke"])
+
+
+def test_trace_sft_probe_distils_the_recipes_specialists(smoke_run, tmp_path):
+    """experiments/trace_sft_probe.py: deepseek_v32's trace SFT from the `mopd` recipe's
+    specialists (`--teachers sft`) or from the frontier recipes' (`sft+rl`: the very stage
+    deepseek_v32 trains), evaluated next to the student."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "experiments" / "trace_sft_probe.py"
+    spec = importlib.util.spec_from_file_location("trace_sft_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    v32 = smoke_run("deepseek_v32").result.info
+    out = tmp_path / "p.json"
+    assert probe.main(["--profile", "smoke", "--teachers", "sft+rl", "--n", "2", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["path"] == Path(v32["distill_sft"]["path"]).name
+    assert got["teacher_paths"]["add"] == Path(v32["teacher_add"]["path"]).name
+    assert set(got["student"]) == {"mean", "add", "sort", "reverse", "count"}
+    assert probe.main(["--profile", "smoke", "--teachers", "sft", "--n", "2", "--json", str(out)]) == 0
+    plain = json.loads(out.read_text())
+    assert plain["path"].startswith("trace_sft-") and plain["info"]["flops"] > plain["info"]["sft_flops"] > 0
+    assert plain["teacher_paths"]["add"] == v32["teacher_add"]["parent"]   # the domain SFT, no RL stage

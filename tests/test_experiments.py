@@ -290,3 +290,37 @@ def test_glm5_against_kimi_gives_the_quoted_rows():
         path = " / ".join(f"{acc[s]:.3f}" for s in stages[:3]) + f" / **{acc['rl_count']:.3f}**"
         assert cells == [str(seed), f"{acc['student']:.3f}", path, f"{k:.3f}", f"{acc['rl_count'] - k:+.3f}",
                          f"{flops / 1e13:.2f}e13 / {kflops / 1e13:.2f}e13"], cells
+
+
+def test_trace_sft_and_the_seed_2_recipes_give_the_quoted_rows():
+    """RESULTS.md's `deepseek_v32` / `mai_thinking1` table: the lineage runs of seed 2 and
+    experiments/trace_sft_probe.py's JSON on seeds 0 and 2."""
+    import json
+    results = (V3.parents[2] / "RESULTS.md").read_text()
+    results = results[results.index("### `deepseek_v32` and `mai_thinking1`"):results.index("## MOPD on v3: four specialists")]
+    rows = {tuple(c.strip() for c in line.strip().strip("|").split("|")[:2]): line.strip().strip("|").split("|")[2:]
+            for line in results.splitlines() if line.startswith("| 0 |") or line.startswith("| 2 |")}
+    doms = ("add", "sort", "reverse", "count")
+
+    def cells(key):
+        return [c.strip().strip("*") for c in rows[key]]
+
+    for name, file, quoted in (
+            ("deepseek_v32", "lineage_v32_s2.json", {"distill_sft": "**`deepseek_v32`: SFT on the teachers' traces**",
+                                                     "mixed_rl": "`deepseek_v32`: then mixed GRPO"}),
+            ("mai_thinking1", "lineage_mai_s2.json", {"distill_sft": "`mai_thinking1`: SFT on the climbs' traces",
+                                                      "final_rl": "`mai_thinking1`: then mixed GRPO"})):
+        rec = json.loads((V3 / file).read_text())["recipes"][name]
+        acc = {r["stage"]: r["acc"] for r in rec["table"]}
+        for stage, label in quoted.items():
+            got = cells(("2", label))
+            per = {d: sum(r["accuracy"] * r["n"] for r in rec["evals"][stage] if r["domain"] == d)
+                   / sum(r["n"] for r in rec["evals"][stage] if r["domain"] == d) for d in doms}
+            assert got[:4] == [f"{per[d]:.3f}" for d in doms], got
+            assert got[4] == f"{acc[stage]:.3f}" and got[5] == f"{rec['info'][stage]['flops'] / 1e13:.2f}e13", got
+    for seed in (0, 2):
+        probe = json.loads((V3 / f"trace_sft_s{seed}.json").read_text())
+        got = cells((str(seed), "trace SFT from the SFT-only specialists"))
+        assert got[:5] == [f"{probe['trace_sft'][d]:.3f}" for d in (*doms, "mean")], got
+        assert got[5] == f"{probe['info']['flops'] / 1e13:.2f}e13"
+        assert cells((str(seed), "student (reasoning SFT)"))[4] == f"{probe['student']['mean']:.3f}"
