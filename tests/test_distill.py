@@ -352,15 +352,21 @@ def test_progressive_recipe_reports_checkpoints_arms_and_overlap(smoke_run):
     assert [r["teacher"] for r in overlap] == labels and all(r["reverse_kl"] >= 0 for r in overlap)
 
 
+def _experiment(name: str):
+    """The script experiments/<name>.py, imported as a module."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_build_specialists_script_fills_the_recipes_cache_keys(smoke_run, capsys):
     """experiments/build_specialists.py builds the very stages a frontier recipe loads (the same
     cache entries), so a lineage run after it trains none of them again."""
-    import importlib.util
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "experiments" / "build_specialists.py"
-    spec = importlib.util.spec_from_file_location("build_specialists", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _experiment("build_specialists")
     info = smoke_run("deepseek_v4").result.info
     script.main(["count", "sort", "--profile", "smoke", "--seed", "0", "--rl"])
     script.main(["count", "--profile", "smoke", "--seed", "0"])
@@ -376,13 +382,9 @@ def test_trace_sft_probe_distils_the_recipes_specialists(smoke_run, tmp_path):
     """experiments/trace_sft_probe.py: deepseek_v32's trace SFT from the `mopd` recipe's
     specialists (`--teachers sft`) or from the frontier recipes' (`sft+rl`: the very stage
     deepseek_v32 trains), evaluated next to the student."""
-    import importlib.util
     import json
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "experiments" / "trace_sft_probe.py"
-    spec = importlib.util.spec_from_file_location("trace_sft_probe", path)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = _experiment("trace_sft_probe")
     v32 = smoke_run("deepseek_v32").result.info
     out = tmp_path / "p.json"
     assert probe.main(["--profile", "smoke", "--teachers", "sft+rl", "--n", "2", "--json", str(out)]) == 0
