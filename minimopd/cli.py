@@ -1,8 +1,9 @@
 """The `minimopd` command.
 
-    minimopd lineage [--profile cpu] [--seed 0] [--recipes sft ...] [--out runs/] [--eval-per-level N]
-        run the recipes of the lineage, print the results table, write results.md + results.json
-        and report.html (skipped, with a message, where plotly is not installed)
+    minimopd lineage [--profile cpu] [--seed 0] [--recipes sft ... | all] [--out runs/] [--eval-per-level N]
+        run the recipes of the lineage (default: all of them, or a short tour on the cpu profile),
+        print the results table, write results.md + results.json and report.html (skipped, with
+        a message, where plotly is not installed)
     minimopd grade labs/lab01_sft.ipynb      autograde a lab notebook (points + feedback)
     minimopd build-labs [--check]            regenerate labs/ from solutions/ (or check freshness)
     minimopd tasks [--show N]                list the registered tasks with sample items
@@ -21,7 +22,7 @@ from pathlib import Path
 
 def _cmd_lineage(args) -> int:
     from .profiles import get_profile
-    from .recipes import RECIPES, lineage_plan, run_recipe
+    from .recipes import RECIPES, lineage_plan, resolve_recipes, run_recipe
     from .report import html_report, results_dict, results_markdown
 
     prof = get_profile(args.profile)
@@ -31,7 +32,7 @@ def _cmd_lineage(args) -> int:
             raise ValueError(f"--eval-per-level must be a positive number of items per level, "
                              f"got {args.eval_per_level}")
         prof = prof.replace(eval_per_level=args.eval_per_level)
-    names = args.recipes or list(RECIPES)
+    names = resolve_recipes(args.recipes, prof)
     if args.from_scratch:
         from .cache import use_shipped
         use_shipped(False)
@@ -42,6 +43,12 @@ def _cmd_lineage(args) -> int:
     ensure_writable()
     plan = lineage_plan(names, prof, seed=args.seed)
     print(plan.headline())
+    if args.recipes is None and len(names) < len(RECIPES):
+        every = lineage_plan(list(RECIPES), prof, seed=args.seed)
+        print(f"profile {prof.name}'s default is a short tour, {len(names)} of the {len(RECIPES)} recipes; "
+              f"`--recipes all` runs every one ({every.brief()} on a 2-core laptop), `--recipes mopd` "
+              f"multi-teacher on-policy distillation from the shipped specialists "
+              f"({lineage_plan(['mopd'], prof, seed=args.seed).brief()})")
     results, started = {}, plan.started
     for k, name in enumerate(names, 1):
         t0 = time.perf_counter()
@@ -120,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $MINIMOPD_PROFILE, "
                    "else gpu if CUDA is available, else cpu)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--recipes", nargs="*", default=None, help="subset of recipes to run")
+    p.add_argument("--recipes", nargs="+", default=None,
+                   help="recipes to run, or `all` (default: every recipe on the gpu and smoke profiles, "
+                   "a short tour on cpu: sft llama3 kimi_k25)")
     p.add_argument("--out", default=None, help="output directory (default runs/<profile>-seed<seed>)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--eval-per-level", type=int, default=None,

@@ -142,6 +142,14 @@ class Lineage:
         more = f" + {len(missing)} stage{'s' * (len(missing) > 1)} not timed yet" if missing else ""
         return f"about {_fmt_time(seconds)}{more} left"
 
+    def brief(self) -> str:
+        """The estimate in a few words: "about 10h44m (+ 26 stages not timed yet)"."""
+        seconds = self.estimate()
+        if seconds is None:
+            return f"no time estimate for profile {self.profile!r}"
+        missing = self.unmeasured()
+        return f"about {_fmt_time(seconds)}" + (f" (+ {len(missing)} stages not timed yet)" if missing else "")
+
     def headline(self) -> str:
         """What the lineage will cost, said once at its start."""
         seconds = self.estimate()

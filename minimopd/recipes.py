@@ -45,6 +45,40 @@ RECIPE_STAGES: dict[str, tuple[str, ...]] = {"sft": ("base", "sft"), **recipes_p
                                              **recipes_frontier.RECIPE_STAGES}
 
 
+# What `minimopd lineage` runs without --recipes. On a GPU (a few minutes per RL stage) and on
+# `smoke` that is every recipe. On a laptop CPU every recipe is about 11 hours (RL lifts
+# accuracy there only at 300-600 GRPO steps of 3-7 s each), so the `cpu` default is a short tour
+# that trains one recipe of each kind from the shipped checkpoints: base -> SFT (shipped, only
+# evaluated), Llama 3's reward model -> rejection sampling -> DPO, and one mixed-domain GRPO run
+# (Kimi K2.5's). `--recipes all` runs every recipe; tests/test_recipes.py keeps the tour's
+# estimate under 20 minutes.
+DEFAULT_RECIPES: dict[str, tuple[str, ...]] = {"cpu": ("sft", "llama3", "kimi_k25")}
+
+
+def default_recipes(profile: Profile | str | None = None) -> list[str]:
+    """The recipes `minimopd lineage` runs when none are named: `DEFAULT_RECIPES[profile]`, else
+    every registered recipe."""
+    name = profile if isinstance(profile, str) else get_profile(profile).name
+    return list(DEFAULT_RECIPES.get(name, RECIPES))
+
+
+def resolve_recipes(names: list[str] | None, profile: Profile | str | None = None) -> list[str]:
+    """`--recipes` as given on the command line: None -> the profile's default, ["all"] -> every
+    recipe; unknown names are a ValueError that lists the known ones."""
+    if not names:
+        return default_recipes(profile)
+    if "all" in names:
+        if len(names) > 1:
+            raise ValueError(f"--recipes all runs every recipe; drop the other names ({' '.join(n for n in names if n != 'all')}) "
+                             "or list only the recipes you want")
+        return list(RECIPES)
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise ValueError(f"unknown recipe(s) {', '.join(map(repr, unknown))}; known recipes: "
+                         f"{', '.join(RECIPES)} (or all)")
+    return list(names)
+
+
 def register_recipe(name: str, fn: Callable[..., RecipeResult], *, overwrite: bool = False,
                     stages: tuple[str, ...] | None = None):
     """Add a recipe; `stages`: the names of the cached stages it builds, in order (for the

@@ -22,14 +22,18 @@ SHIPPED_SPECIALISTS = ("add", "sort", "reverse", "count")
 # Lab 09's foreign teacher: the `count` specialist of the next world (distill.foreign_seed(seed)),
 # with the two stages it is grown from (its cache key and its tokenizer check load them).
 SHIPPED_FOREIGN = ("foreign_base", "foreign_sft_reasoning", "foreign_specialist_count")
+# The preference recipes' shared start (instructgpt, llama2, llama3, olmo3_delta): the SFT model
+# fine-tuned on notes demonstrations, and the reward model grown from it.
+SHIPPED_PREFERENCE = ("sft_notes", "reward_model")
 SHIPPED_STAGES = ("base", "sft", "sft_reasoning", "cold_start", *(f"specialist_{d}" for d in SHIPPED_SPECIALISTS),
-                  *SHIPPED_FOREIGN)
+                  *SHIPPED_FOREIGN, *SHIPPED_PREFERENCE)
 
 
 def stage_artifacts(profile, seed: int, *, progress: bool = True) -> dict:
     """The shipped stages of a profile and seed, built (or loaded from the cache) from scratch."""
     from .artifacts import base_artifact, sft_artifact
     from .distill import foreign_seed, specialist_artifact
+    from .recipes_pref import demonstrations_artifact, reward_model_artifact
     from .recipes_rl import cold_start_artifact
     profile = get_profile(profile)
     arts = {"base": base_artifact(profile, seed=seed, progress=progress),
@@ -44,6 +48,8 @@ def stage_artifacts(profile, seed: int, *, progress: bool = True) -> dict:
     arts["foreign_sft_reasoning"] = sft_artifact(profile, seed=other, reasoning=True, progress=progress)
     arts["foreign_specialist_count"] = specialist_artifact(arts["sft_reasoning"], profile, "count", seed=seed,
                                                            foreign=True, progress=progress)
+    arts["sft_notes"] = demonstrations_artifact(profile, seed=seed, parent=arts["sft"], progress=progress)
+    arts["reward_model"] = reward_model_artifact(profile, seed=seed, parent=arts["sft_notes"], progress=progress)
     return arts
 
 

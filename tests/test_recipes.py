@@ -198,3 +198,54 @@ def test_every_recipe_stage_has_a_smoke_reference_time():
     from minimopd.recipes import RECIPE_STAGES
     missing = sorted({s for stages in RECIPE_STAGES.values() for s in stages} - set(progress.REFERENCE_SECONDS["smoke"]))
     assert not missing, f"add smoke reference times for {missing} to progress.REFERENCE_SECONDS"
+
+
+def test_the_readme_command_runs_a_short_tour_on_cpu_and_everything_elsewhere(monkeypatch):
+    """`minimopd lineage` without --recipes is the README's first command, which must be fast as
+    written: on `cpu` (a laptop without CUDA) every recipe takes about 11 hours, so its default is
+    a tour that trains one recipe of each kind from the shipped checkpoints in under 20 minutes; `gpu` and `smoke` run every recipe; `--recipes all` asks for every one anywhere."""
+    from minimopd import shipped
+    from minimopd.recipes import RECIPES, RECIPE_STAGES, default_recipes, lineage_plan, resolve_recipes
+
+    tour = resolve_recipes(None, "cpu")
+    assert tour == default_recipes("cpu") == ["sft", "llama3", "kimi_k25"]
+    assert resolve_recipes(None, "smoke") == resolve_recipes(None, "gpu") == list(RECIPES)
+    assert resolve_recipes(["all"], "cpu") == list(RECIPES) and resolve_recipes(["mopd", "sft"]) == ["mopd", "sft"]
+    with pytest.raises(ValueError, match="drop the other names \\(sft\\)"):
+        resolve_recipes(["all", "sft"])
+    with pytest.raises(ValueError, match="unknown recipe.*'nope'.*known recipes: sft.*\\(or all\\)"):
+        resolve_recipes(["nope"], "cpu")
+    # one recipe of each kind: SFT, learning from preferences (a reward model, then DPO), RL
+    stages = {s for name in tour for s in RECIPE_STAGES[name]}
+    assert {"sft", "reward_model", "llama3_dpo1", "mixed_rl"} <= stages
+    plan = lineage_plan(tour, "cpu")          # seed 0: base, both SFTs, the notes SFT and the reward model ship
+    assert plan.shipped == {"base", "sft", "sft:reasoning", "sft_notes", "reward_model"}
+    assert plan.shipped <= shipped.shipped_plan_stages("cpu", 0)
+    assert not plan.unmeasured() and plan.estimate() < 20 * 60
+    assert lineage_plan(list(RECIPES), "cpu").estimate() > 10 * plan.estimate()
+
+
+def test_cli_says_what_the_cpu_tour_leaves_out(monkeypatch, capsys, tmp_path):
+    from minimopd import cli, recipes
+    from minimopd.artifacts import RecipeResult
+
+    ran = []
+
+    def fake_run(name, prof, **kw):
+        ran.append(name)
+        return RecipeResult(name, prof.name, 0)
+
+    monkeypatch.setattr(recipes, "run_recipe", fake_run)
+    monkeypatch.setattr("minimopd.report.html_report", lambda *a, **k: tmp_path / "report.html")
+    assert cli.main(["lineage", "--profile", "cpu", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert ran == ["sft", "llama3", "kimi_k25"] and "recipes=sft,llama3,kimi_k25" in out
+    assert f"3 of the {len(recipes.RECIPES)} recipes; `--recipes all` runs every one (about" in out
+    assert "`--recipes mopd` multi-teacher on-policy distillation" in out
+    ran.clear()
+    assert cli.main(["lineage", "--profile", "cpu", "--recipes", "all", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert ran == list(recipes.RECIPES) and "short tour" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):                        # --recipes with no name: argparse's usage error
+        cli.main(["lineage", "--recipes"])
+    assert cli.main(["lineage", "--profile", "cpu", "--recipes", "all", "mopd"]) == 2
+    assert "drop the other names (mopd)" in capsys.readouterr().err

@@ -16,6 +16,7 @@ def _forbid_training(monkeypatch):
     monkeypatch.setattr("minimopd.artifacts.pretrain", no_training)
     monkeypatch.setattr("minimopd.artifacts.train_sft", no_training)
     monkeypatch.setattr("minimopd.recipes_rl.train_sft", no_training)
+    monkeypatch.setattr("minimopd.recipes_pref.train_reward_model", no_training)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +103,7 @@ def test_shipped_checkpoints_match_the_current_training_code(monkeypatch):
         return Artifact(None, tokenizer, [], {}, Path(key), cached=True)
     monkeypatch.setattr("minimopd.artifacts.cached_stage", fake_cached_stage)
     monkeypatch.setattr("minimopd.recipes_rl.cached_stage", fake_cached_stage)
+    monkeypatch.setattr("minimopd.recipes_pref.cached_stage", fake_cached_stage)
     computed = {stage: art.path.name for stage, art in shipped.stage_artifacts(profile, seed, progress=False).items()}
     assert computed == {e["stage"]: key for key, e in MANIFEST.items()}, (
         "the shipped checkpoints are stale: a config, a task or the training code changed; rebuild "
