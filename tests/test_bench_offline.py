@@ -1,14 +1,9 @@
 """benchmarks/bench_offline.py --quick: a row per stage and thread setting with plausible numbers."""
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_offline.py"
+from scripts import load_script
 
 
 def test_quick_table(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_offline", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/bench_offline.py")
     out = tmp_path / "BENCH.md"
     table = bench.main(["--quick", "--out", str(out)])
     assert out.read_text().strip() == table.strip()

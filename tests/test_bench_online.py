@@ -1,18 +1,14 @@
 """benchmarks/bench_online_vs_trl.py --quick: both trainers ran, timed, and generated tokens."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 
+from scripts import load_script
+
 pytest.importorskip("trl")
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_online_vs_trl.py"
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_online_vs_trl", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_online_vs_trl.py")
 
 
 @pytest.mark.parametrize("method,samples", [("grpo", 2), ("opd", 1)])

@@ -1,15 +1,9 @@
 """benchmarks/bench_sampler.py --quick: the table has its columns and both samplers made N tokens."""
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sampler.py"
+from scripts import load_script
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_sampler", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_sampler.py")
 
 
 def test_quick_grid_table(tmp_path):

@@ -1,7 +1,6 @@
 """The scripts that split a recipe across processes on a lent GPU (experiments/device/stage.py)
 and score its stages on another machine (experiments/rescore.py): they must hit the recipes'
 own cache keys, or a device run's stages would be retrained (or silently not the ones scored)."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,18 +8,11 @@ import pytest
 
 from minimopd.report import results_dict
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(rel: str):
-    spec = importlib.util.spec_from_file_location(Path(rel).stem, ROOT / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from scripts import load_script
 
 
 def test_stage_script_builds_the_recipes_own_stages(smoke_run, capsys):
-    stage = _load("experiments/device/stage.py")
+    stage = load_script("experiments/device/stage.py")
     paths = {k: Path(v["path"]).name for k, v in smoke_run("grpo_vs_drgrpo").result.info.items()}
     r1 = {k: Path(v["path"]).name for k, v in smoke_run("r1").result.info.items()}
     for part in ("cold", "grpo", "dr_grpo", "small"):
@@ -38,7 +30,7 @@ def _as_json(result) -> dict:
 
 
 def test_rescore_evaluates_exactly_the_recorded_artifacts(smoke_run, tmp_path):
-    rescore = _load("experiments/rescore.py")
+    rescore = load_script("experiments/rescore.py")
     run = _as_json(smoke_run("grpo_vs_drgrpo").result)
     recorded = run["recipes"]["grpo_vs_drgrpo"]
     # at the recipe's own size (smoke: 4 per level) the same weights score the same items alike
@@ -58,7 +50,7 @@ def test_rescore_evaluates_exactly_the_recorded_artifacts(smoke_run, tmp_path):
 
 
 def test_rescore_names_a_missing_cache_entry(smoke_run, tmp_path):
-    rescore = _load("experiments/rescore.py")
+    rescore = load_script("experiments/rescore.py")
     run = _as_json(smoke_run("grpo_vs_drgrpo").result)
     run["recipes"]["grpo_vs_drgrpo"]["info"]["grpo"]["path"] = str(tmp_path / "grpo-0000000000000000")
     with pytest.raises(FileNotFoundError, match="grpo-0000000000000000 is not in the cache.*MINIMOPD_CACHE"):

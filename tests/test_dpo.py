@@ -334,12 +334,8 @@ def test_gold_kl_figure_places_models_by_gain_over_the_baseline_and_ppo_by_gain_
 def test_dpo_vs_ppo_draws_on_policy_delta_pairs_against_a_weaker_sibling(capsys):
     """`experiments/dpo_vs_ppo.py --pairs delta_onpolicy --weak-fraction F`: the chosen side is the
     notes SFT model's own sample, the rejected its weak sibling's (the SFT run stopped at F)."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "experiments" / "dpo_vs_ppo.py"
-    spec = importlib.util.spec_from_file_location("dpo_vs_ppo", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from scripts import load_script
+    mod = load_script("experiments/dpo_vs_ppo.py")
     mod.main(["--profile", "smoke", "--pairs", "delta_onpolicy", "--betas", "0.1", "--ppo-betas",
               "--weak-fraction", "0.3"])
     out = capsys.readouterr().out

@@ -1,15 +1,14 @@
 """The committed v3 evidence (experiments/results/v3) still yields the numbers RESULTS.md quotes:
 `experiments/summarize.py` is the only path from those files to the tables."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 V3 = ROOT / "experiments" / "results" / "v3"
-_spec = importlib.util.spec_from_file_location("summarize", ROOT / "experiments" / "summarize.py")
-summarize = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(summarize)
+summarize = load_script("experiments/summarize.py")
 
 
 def test_calibration_means_meet_the_target(capsys):
@@ -150,9 +149,7 @@ def test_mopd_recipe_gives_the_quoted_rows():
 def test_mopd_over_three_seeds_gives_the_quoted_claim(capsys):
     """RESULTS.md's MOPD claim: the lead over mixed RL on each seed (300 items per level), the
     means over seeds and the gap recovery, from the committed lineage results."""
-    spec = importlib.util.spec_from_file_location("mopd_seeds", ROOT / "experiments" / "mopd_seeds.py")
-    mopd_seeds = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mopd_seeds)
+    mopd_seeds = load_script("experiments/mopd_seeds.py")
     mopd_seeds.main([*map(str, sorted(V3.glob("lineage_mopd_eval300_s?.json"))),
                      "--selection-flops", "5.56e12", "5.56e12", "5.54e12"])
     out = capsys.readouterr().out

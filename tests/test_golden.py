@@ -8,7 +8,6 @@ instructions: `cpu_fingerprint`) and is skipped elsewhere. Re-record
 (`python tests/data/record_smoke_histories.py`) only for a change meant to change the numbers, or
 on a new machine from the code as it was before the change under test.
 """
-import importlib.util
 import json
 import math
 import platform
@@ -17,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from scripts import load_script
+
 DATA = Path(__file__).parent / "data"
 GOLDEN = json.loads((DATA / "smoke_histories.json").read_text())
-_spec = importlib.util.spec_from_file_location("record_smoke_histories", DATA / "record_smoke_histories.py")
-recorder = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(recorder)
+recorder = load_script("tests/data/record_smoke_histories.py")
 
 pytestmark = pytest.mark.skipif(
     (torch.__version__, torch.get_num_threads(), platform.machine(), recorder.cpu_fingerprint())

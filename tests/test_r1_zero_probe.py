@@ -1,15 +1,13 @@
 """experiments/r1_zero_probe.py: the R1-Zero attempts of RESULTS.md (a more tagged base, prompt
 selection) run through the recipe's own stages and report both models."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("r1_zero_probe", ROOT / "experiments" / "r1_zero_probe.py")
-probe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(probe)
+from scripts import load_script
+
+probe = load_script("experiments/r1_zero_probe.py")
 
 
 def test_probe_with_selection_trains_a_stage_of_its_own(smoke_run, tmp_path, capsys):
