@@ -9,6 +9,7 @@
     python experiments/summarize.py r1zero lineage_r1_zero_s0.json lineage_r1_zero_s1.json
     python experiments/summarize.py stages --recipe llama3 lineage_pref_s0.json lineage_pref_s1.json
     python experiments/summarize.py lineage lineage_frontier_s0.json lineage_frontier_s1.json
+    python experiments/summarize.py sftopd sft_then_opd_s0.json sft_then_opd_s1.json
 
 `cal` reads `experiments/calibrate.py --json` files and prints, per domain and level, greedy /
 T=1 / pass@8 / learnable fraction as mean ± sample standard deviation over the files, plus the
@@ -40,6 +41,9 @@ and its change from the recipe's first stage, mean ± spread (a stage some files
 `lineage` reads `minimopd lineage` results.json files (one per seed) and prints the report's
 lineage table (`report.lineage_rows`: every recipe's models, accuracy per domain, FLOPs from the
 recipe's start) as mean ± spread over the seeds that ran each model.
+`sftopd` reads `experiments/sft_then_opd.py --json` files and prints each row (the student, the
+trace SFT at each length, OPD from the shortest) with its accuracy, its compute from the start and,
+for OPD, the ratio of the SFT compute that matches its accuracy to its own, mean ± spread.
 """
 from __future__ import annotations
 
@@ -275,9 +279,32 @@ def lineage(files):
         print(f"| {recipe} | {model} | {len(rows)} | " + " | ".join(accs) + (f" | {flops:.2e} |" if flops else " | 0 |"))
 
 
+def sftopd(files):
+    """`experiments/sft_then_opd.py --json` files (one per seed): each row's greedy accuracy per
+    domain and mean, its extra FLOPs from the start, and for the OPD rows the ratio of the SFT
+    compute that reaches the same accuracy to the run's own, mean ± sd over the seeds."""
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    cells: dict[str, list[dict]] = {}
+    for run in runs:
+        for row in run["rows"]:
+            cells.setdefault(row["label"], []).append(row)
+    seeds = ", ".join(str(run["seed"]) for run in runs)
+    print(f"from the shortest trace SFT: more SFT or on-policy distillation; greedy held-out accuracy, "
+          f"mean ± sd over seeds {seeds} ({runs[0]['rows'][0]['n']} items per level)\n")
+    print("| row | n | " + " | ".join(DOMAINS) + " | mean | extra FLOPs | SFT compute to match / OPD's |")
+    print("|---|---:|" + "---:|" * (len(DOMAINS) + 3))
+    for label, rows in cells.items():
+        flops = [r["extra_flops"] for r in rows if r["extra_flops"] is not None]
+        ratios = [r["compute_ratio"] for r in rows if r.get("compute_ratio") is not None]
+        ratio = "" if "compute_ratio" not in rows[0] else (
+            fmt(ratios) + ("" if len(ratios) == len(rows) else f" ({len(rows) - len(ratios)} above the longest SFT)"))
+        print(f"| {label} | {len(rows)} | " + " | ".join(fmt([r[d] for r in rows]) for d in (*DOMAINS, "mean"))
+              + (f" | {statistics.fmean(flops):.2e}" if flops else " | ") + f" | {ratio} |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("kind", choices=["cal", "rl", "opd", "grid", "pref", "dpo", "r1zero", "stages", "lineage"])
+    p.add_argument("kind", choices=["cal", "rl", "opd", "grid", "pref", "dpo", "r1zero", "stages", "lineage", "sftopd"])
     p.add_argument("files", nargs="+")
     p.add_argument("--form", default="reasoning", choices=["answer", "reasoning"])
     p.add_argument("--by-seed", action="store_true", help="grid: one row per seed instead of mean ± spread")
@@ -286,7 +313,8 @@ def main(argv=None):
     {"cal": lambda: cal(args.files, args.form), "rl": lambda: rl(args.files), "opd": lambda: opd(args.files),
      "grid": lambda: grid(args.files, args.by_seed), "pref": lambda: pref(args.files),
      "dpo": lambda: dpo(args.files), "r1zero": lambda: r1zero(args.files),
-     "stages": lambda: stages(args.files, args.recipe), "lineage": lambda: lineage(args.files)}[args.kind]()
+     "stages": lambda: stages(args.files, args.recipe), "lineage": lambda: lineage(args.files),
+     "sftopd": lambda: sftopd(args.files)}[args.kind]()
 
 
 if __name__ == "__main__":

@@ -85,7 +85,13 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             "v32_distill": 1000, "v32_mixed_rl": 763,
             # mai_thinking1's (the same section, seed 2): its RL climbs, then the SFT (730 s) with its sampling
             "specialist_add_rl:climb": 569, "specialist_sort_rl:climb": 845, "specialist_reverse_rl:climb": 764,
-            "specialist_count_rl:climb": 536, "mai_distill": 850, "mai_final_rl": 734},
+            "specialist_count_rl:climb": 536, "mai_distill": 850, "mai_final_rl": 734,
+            # nemotron3_ultra's (RESULTS.md "nemotron3_ultra", seed 2, 2026-11-29): one thread beside one or
+            # two other one-thread jobs; the specialists forked from the RLVR model, then from round 1's student
+            "specialist_add:from_rlvr": 314, "specialist_sort:from_rlvr": 431, "specialist_reverse:from_rlvr": 428,
+            "specialist_count:from_rlvr": 346, "nemotron_warmup": 161, "nemotron_mopd1": 956,
+            "specialist_add:round2": 296, "specialist_sort:round2": 414, "specialist_reverse:round2": 599,
+            "specialist_count:round2": 570, "nemotron_mopd2": 1119},
 }
 
 

@@ -237,11 +237,13 @@ class RecipeRun:
                                selection=rl_selection(self.profile, cfg.steps), progress=self.progress)
 
     def mopd(self, parent, teachers, name: str, *, mode: str, algo: str, outcome_weight: float = 0.0,
-             weights: dict | None = None):
+             weights: dict | None = None, **config):
+        """Routed OPD of `parent` from `teachers` ({domain: artifact}); `config`: fields of the
+        online config to change (`steps`, `lr`), for probes off the recipes' settings."""
         signal = RoutedTeacherSignal({d: TeacherSignal(a.model, mode=mode, key=a.path.name)
                                       for d, a in teachers.items()}, weights=weights)
         cfg = replace(opd_config(self.profile, algo, seed=self.seed, domains=VERIFIABLE_DOMAINS),
-                      outcome_weight=outcome_weight)
+                      outcome_weight=outcome_weight, **config)
         return online_artifact(parent, self.profile, cfg, name=name, signal=signal, progress=self.progress)
 
     def done(self) -> RecipeResult:

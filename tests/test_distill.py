@@ -354,12 +354,8 @@ def test_progressive_recipe_reports_checkpoints_arms_and_overlap(smoke_run):
 
 def _experiment(name: str):
     """The script experiments/<name>.py, imported as a module."""
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from scripts import load_script
+    return load_script(f"experiments/{name}.py")
 
 
 def test_build_specialists_script_fills_the_recipes_cache_keys(smoke_run, capsys):
@@ -396,3 +392,41 @@ def test_trace_sft_probe_distils_the_recipes_specialists(smoke_run, tmp_path):
     plain = json.loads(out.read_text())
     assert plain["path"].startswith("trace_sft-") and plain["info"]["flops"] > plain["info"]["sft_flops"] > 0
     assert plain["teacher_paths"]["add"] == v32["teacher_add"]["parent"]   # the domain SFT, no RL stage
+
+
+def test_sft_then_opd_interpolates_the_sft_curve():
+    import math
+    reach = _experiment("sft_then_opd").sft_flops_to_reach
+    curve = [(0.0, 0.5), (10.0, 0.7), (30.0, 0.9)]
+    assert reach(curve, 0.4) == 0.0 and reach(curve, 0.5) == 0.0        # the start already does
+    assert reach(curve, 0.6) == pytest.approx(5.0) and reach(curve, 0.8) == pytest.approx(20.0)
+    assert reach(curve, 0.9) == pytest.approx(30.0) and math.isnan(reach(curve, 0.95))
+    assert reach([(0.0, 0.5), (10.0, 0.4), (20.0, 0.8)], 0.6) == pytest.approx(15.0)   # first crossing
+    with pytest.raises(ValueError, match="at least one point"):
+        reach([], 0.5)
+
+
+def test_sft_then_opd_starts_both_arms_from_the_shortest_trace_sft(smoke_run, tmp_path):
+    """experiments/sft_then_opd.py: the trace SFT at two lengths (the full one is the very stage
+    trace_sft_probe.py trains) and routed OPD from the shorter, with compute counted from it."""
+    import json
+    from pathlib import Path
+    script, probe = _experiment("sft_then_opd"), _experiment("trace_sft_probe")
+    out, plain = tmp_path / "s.json", tmp_path / "p.json"
+    assert script.main(["--profile", "smoke", "--scales", "1", "0.25", "--opd-steps", "2", "--modes", "forward",
+                        "--n", "2", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    labels = [r["label"] for r in got["rows"]]
+    assert labels == ["student", "sft x0.25 (start)", "sft x1", "+ opd forward x2"] and got["scales"] == [0.25, 1.0]
+    student, start, full, opd = got["rows"]
+    assert student["extra_flops"] is None and start["extra_flops"] == 0 and start["sampling_flops"] > 0
+    assert full["extra_flops"] == full["sft_flops"] - start["sft_flops"] > 0       # the traces are sampled once
+    assert opd["extra_flops"] > 0 and opd["path"].startswith("opd_after_sft_forward-") and opd["n"] == 2
+    assert (opd["compute_ratio"] is None) == (opd["sft_flops_to_match"] is None)
+    assert set(opd["diagnosis"]) == {"entropy", "teacher_kl", "accuracy"} and opd["diagnosis"]["entropy"][0] >= 0
+    assert script.diagnosis([{"entropy": float(i), "accuracy": None} for i in range(30)]) == {"entropy": [4.5, 24.5]}
+    assert probe.main(["--profile", "smoke", "--teachers", "sft", "--n", "2", "--json", str(plain)]) == 0
+    assert json.loads(plain.read_text())["path"] == full["path"]
+    assert Path(got["teacher_paths"]["count"]).name == json.loads(plain.read_text())["teacher_paths"]["count"]
+    with pytest.raises(SystemExit):
+        script.main(["--profile", "smoke", "--opd-steps", "0"])
