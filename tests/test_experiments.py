@@ -294,7 +294,7 @@ def test_trace_sft_and_the_seed_2_recipes_give_the_quoted_rows():
     experiments/trace_sft_probe.py's JSON on seeds 0 and 2."""
     import json
     results = (V3.parents[2] / "RESULTS.md").read_text()
-    results = results[results.index("### `deepseek_v32` and `mai_thinking1`"):results.index("## MOPD on v3: four specialists")]
+    results = results[results.index("### `deepseek_v32` and `mai_thinking1`"):results.index("### `nemotron3_ultra`")]
     rows = {tuple(c.strip() for c in line.strip().strip("|").split("|")[:2]): line.strip().strip("|").split("|")[2:]
             for line in results.splitlines() if line[:5] in ("| 0 |", "| 1 |", "| 2 |")}
     doms = ("add", "sort", "reverse", "count")
@@ -321,3 +321,60 @@ def test_trace_sft_and_the_seed_2_recipes_give_the_quoted_rows():
         assert got[:5] == [f"{probe['trace_sft'][d]:.3f}" for d in (*doms, "mean")], got
         assert got[5] == f"{probe['info']['flops'] / 1e13:.2f}e13"
         assert cells((str(seed), "student (reasoning SFT)"))[4] == f"{probe['student']['mean']:.3f}"
+
+
+def test_nemotron3_ultra_seed_2_gives_the_quoted_rows():
+    """RESULTS.md's `nemotron3_ultra` table: each student stage's accuracy per domain, its mean and
+    FLOPs, and its specialists' accuracy on their own domains, from the committed seed-2 run."""
+    import json
+    results = (V3.parents[2] / "RESULTS.md").read_text()
+    results = results[results.index("### `nemotron3_ultra`"):results.index("## MOPD on v3: four specialists")]
+    rows = {line.strip().strip("|").split("|")[0].strip().strip("*"): [c.strip().strip("*") for c in line.strip().strip("|").split("|")[1:]]
+            for line in results.splitlines() if line.startswith("| ")}
+    rec = json.loads((V3 / "lineage_nemotron_s2.json").read_text())["recipes"]["nemotron3_ultra"]
+    acc = {r["stage"]: r["acc"] for r in rec["table"]}
+    doms = ("add", "sort", "reverse", "count")
+
+    def per_domain(stage):
+        ev = rec["evals"][stage]
+        return {d: sum(r["accuracy"] * r["n"] for r in ev if r["domain"] == d) / sum(r["n"] for r in ev if r["domain"] == d)
+                for d in doms if any(r["domain"] == d for r in ev)}
+
+    for stage, label in (("student", "student (reasoning SFT)"), ("rlvr", "`rlvr`: mixed GRPO"),
+                         ("warmup_sft", "warm-up SFT on the specialists' traces"),
+                         ("mopd_round1", "MOPD round 1 (sampled-token)"),
+                         ("mopd_round2", "MOPD round 2, refreshed specialists")):
+        got, per = rows[label], per_domain(stage)
+        assert got[:5] == [f"{per[d]:.3f}" for d in doms] + [f"{acc[stage]:.3f}"], (label, got)
+        if stage != "student":
+            assert got[5] == f"{rec['info'][stage]['flops'] / 1e13:.2f}e13", got
+    teachers = rows["its specialists, each on its own domain (round 1 / round 2)"]
+    assert teachers[:4] == [f"{per_domain(f'teacher_{d}')[d]:.3f} / {per_domain(f'teacher_{d}_round2')[d]:.3f}"
+                            for d in doms], teachers
+
+
+def test_sft_then_opd_gives_the_quoted_rows(capsys):
+    """RESULTS.md's "More SFT or on-policy distillation": summarize.py's mean ± sd over the three
+    committed seeds, row for row, and seed 0's learning-rate probe."""
+    import json
+    summarize.main(["sftopd", *map(str, sorted(V3.glob("sft_then_opd_s?.json")))])
+    out = capsys.readouterr().out
+    assert "mean ± sd over seeds 0, 1, 2 (300 items per level)" in out
+    got = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[2:]]
+           for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    results = (V3.parents[2] / "RESULTS.md").read_text()
+    results = results[results.index("### More SFT or on-policy distillation"):results.index("## MOPD on v3: four specialists")]
+    quoted = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[1:]]
+              for line in results.splitlines() if line.startswith("| ") and "---" not in line}
+    for ours, label in (("student", "student (reasoning SFT)"), ("sft x0.25 (start)", "trace SFT x0.25 (the start)"),
+                        ("sft x0.5", "trace SFT x0.5"), ("sft x1", "trace SFT x1"),
+                        ("+ opd full x100", "start + OPD, full reverse KL, 100 steps"),
+                        ("+ opd forward x100", "start + OPD, forward KL, 100 steps")):
+        assert quoted[label][:5] == got[ours][:5], (label, quoted[label], got[ours])
+        if got[ours][5]:
+            assert float(got[ours][5]) == 0 or f"{float(got[ours][5]) / 1e13:.2f}e13" == quoted[label][5]
+    assert got["+ opd full x100"][6] == "0.212 ± 0.207" and quoted["start + OPD, full reverse KL, 100 steps"][6] == "0.21 ± 0.21"
+    assert got["+ opd forward x100"][6] == "0.216 ± 0.199"
+    for lr, full in (("2e-3", 0.391), ("6e-4", 0.693)):
+        rows = {r["label"].split(" x100")[0]: r for r in json.loads((V3 / f"sft_then_opd_s0_lr{lr}.json").read_text())["rows"]}
+        assert round(rows["+ opd full"]["mean"], 3) == full and f"{full:.3f} at {'2e-3' if lr == '2e-3' else '6e-4'}" in results
