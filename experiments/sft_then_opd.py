@@ -30,6 +30,7 @@ from minimopd.artifacts import sft_artifact
 from minimopd.evaluation import evaluate
 from minimopd.profiles import get_profile
 from minimopd.recipes_opd import RecipeRun, trace_sft
+from minimopd.report import window_mean
 from minimopd.tasks import VERIFIABLE_DOMAINS
 
 OPD_ALGOS = {"full": "opd_full", "forward": "opd_forward"}
@@ -53,12 +54,8 @@ def diagnosis(history: list[dict], window: int = 10) -> dict:
     """{quantity: [mean of the first `window` steps, mean of the last]} of an online run's history:
     the student's per-token entropy on its own samples, its per-token KL to the routed teachers
     and the accuracy of its T=1 samples (what the run learned from, not the greedy evaluation)."""
-    out = {}
-    for k in ("entropy", "teacher_kl", "accuracy"):
-        values = [h[k] for h in history if h.get(k) is not None]
-        if values:
-            out[k] = [sum(values[:window]) / len(values[:window]), sum(values[-window:]) / len(values[-window:])]
-    return out
+    return {k: [window_mean(history, k, True, window=window), window_mean(history, k, False, window=window)]
+            for k in ("entropy", "teacher_kl", "accuracy") if any(h.get(k) is not None for h in history)}
 
 
 def main(argv=None) -> int:

@@ -72,11 +72,17 @@ def resolve_recipes(names: list[str] | None, profile: Profile | str | None = Non
             raise ValueError(f"--recipes all runs every recipe; drop the other names ({' '.join(n for n in names if n != 'all')}) "
                              "or list only the recipes you want")
         return list(RECIPES)
+    check_known(names, also="all")
+    return list(names)
+
+
+def check_known(names, *, also: str | None = None) -> None:
+    """A ValueError naming every recipe of `names` that is not registered and listing the known
+    ones (and `also`, another accepted word, when given)."""
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
-        raise ValueError(f"unknown recipe(s) {', '.join(map(repr, unknown))}; known recipes: "
-                         f"{', '.join(RECIPES)} (or all)")
-    return list(names)
+        raise ValueError(f"unknown recipe(s) {', '.join(map(repr, unknown))}; known recipes: {', '.join(RECIPES)}"
+                         + (f" (or {also})" if also else ""))
 
 
 def register_recipe(name: str, fn: Callable[..., RecipeResult], *, overwrite: bool = False,
@@ -116,9 +122,7 @@ def lineage_plan(names: list[str], profile: Profile | str | None = None, *, seed
     display and estimate. `shipped`: the stage names that load from the shipped checkpoints, left
     out of the time estimate (default: those shipped for the profile and seed and in use,
     `shipped.shipped_plan_stages`; `()` counts every stage)."""
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        raise ValueError(f"unknown recipe(s) {', '.join(map(repr, unknown))}; known recipes: {', '.join(RECIPES)}")
+    check_known(names)
     prof = get_profile(profile)
     if shipped is None:
         from .shipped import shipped_plan_stages

@@ -34,12 +34,13 @@ def _curve(history: list[dict], key: str, points: int = 6) -> str:
     return ", ".join(f"{rows[i]['step']}: {_fmt(rows[i][key], 2)}" for i in idx)
 
 
-def window_mean(history, key, first: bool, frac: float = 0.1) -> float:
-    """Mean of `key` over the first (or last) `frac` of a history's rows that have it, NaNs skipped."""
-    vals = [r[key] for r in history if key in r and not math.isnan(r[key])]
+def window_mean(history, key, first: bool, frac: float = 0.1, *, window: int | None = None) -> float:
+    """Mean of `key` over the first (or last) `frac` of a history's rows that have it (or over
+    `window` rows), None and NaN skipped; NaN if no row has it."""
+    vals = [r[key] for r in history if r.get(key) is not None and not math.isnan(r[key])]
     if not vals:
         return float("nan")
-    k = max(1, int(len(vals) * frac))
+    k = window if window is not None else max(1, int(len(vals) * frac))
     part = vals[:k] if first else vals[-k:]
     return sum(part) / len(part)
 

@@ -200,10 +200,11 @@ def test_every_recipe_stage_has_a_smoke_reference_time():
     assert not missing, f"add smoke reference times for {missing} to progress.REFERENCE_SECONDS"
 
 
-def test_the_readme_command_runs_a_short_tour_on_cpu_and_everything_elsewhere(monkeypatch):
+def test_the_readme_command_runs_a_short_tour_on_cpu_and_everything_elsewhere():
     """`minimopd lineage` without --recipes is the README's first command, which must be fast as
     written: on `cpu` (a laptop without CUDA) every recipe takes about 11 hours, so its default is
-    a tour that trains one recipe of each kind from the shipped checkpoints in under 20 minutes; `gpu` and `smoke` run every recipe; `--recipes all` asks for every one anywhere."""
+    a tour that trains one recipe of each kind from the shipped checkpoints in under 20 minutes;
+    `gpu` and `smoke` run every recipe; `--recipes all` asks for every one anywhere."""
     from minimopd import shipped
     from minimopd.recipes import RECIPES, RECIPE_STAGES, default_recipes, lineage_plan, resolve_recipes
 
