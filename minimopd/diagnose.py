@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import losses
-from .engine import window_forward
+from .decoder import window_forward
 from .evaluation import evaluate
 from .models import count_parameters
 from .profiles import Profile, get_profile

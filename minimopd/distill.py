@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 
 from .artifacts import Artifact, base_artifact, online_artifact, sft_artifact, sft_on_pairs
-from .engine import window_forward
+from .decoder import window_forward
 from .kl import token_log_softmax
 from .masked import masked_mean
 from .profiles import Profile

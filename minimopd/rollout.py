@@ -23,6 +23,7 @@ import torch
 from transformers import DynamicCache
 
 from . import engine
+from .decoder import supports
 from .models import position_ids_from_mask, unwrap
 from .threads import model_threads
 from .tokenizer import CHAT_TEMPLATE, chat_prompt, check_compatible
@@ -111,7 +112,7 @@ def encode_prompts(tokenizer, prompts, *, chat: bool = True):
 def _decode_with_transformers(model, prompt_ids, prompt_attn, *, num_samples, max_new_tokens,
                               temperature, top_p, generator, topk, eos, pad) -> engine.Samples:
     """The plain decode loop through the model's own forward and a `DynamicCache`: what
-    `generate` uses for architectures the engine does not implement (`engine.supports`)."""
+    `generate` uses for architectures the engine does not implement (`decoder.supports`)."""
     prompt_ids = prompt_ids.repeat_interleave(num_samples, dim=0)
     attn = prompt_attn.repeat_interleave(num_samples, dim=0)
     N = prompt_ids.shape[0]
@@ -196,7 +197,7 @@ def generate(model, tokenizer, prompts, *, num_samples: int = 1, max_new_tokens:
 
     was_training = model.training
     model.eval()
-    run = engine.decode if engine.supports(model) is None else _decode_with_transformers
+    run = engine.decode if supports(model) is None else _decode_with_transformers
     out = run(model, prompt_ids, prompt_attn, num_samples=num_samples, max_new_tokens=max_new_tokens,
               temperature=temperature, top_p=top_p, generator=generator, topk=topk, eos=eos, pad=pad)
     model.train(was_training)

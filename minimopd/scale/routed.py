@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from trl import DistillationConfig, DistillationTrainer
 
 from .. import losses
-from ..engine import window_forward
+from ..decoder import window_forward
 from ..signals.routed import route_rows, score_groups
 from ..signals.teacher import TeacherSignal
 

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..engine import window_forward
+from ..decoder import window_forward
 from ..kl import token_log_softmax
 from ..losses import token_logprobs
 from ..models import count_parameters, unwrap
@@ -80,7 +80,7 @@ class TeacherSignal:
               prompt_index: torch.Tensor | None = None, topk_ids: torch.Tensor | None = None
               ) -> dict[str, torch.Tensor]:
         """The teacher's tensors for these rollout rows (see the class docstring), full width,
-        0 on prompt columns. Only the completion window is computed (`engine.window_forward`:
+        0 on prompt columns. Only the completion window is computed (`decoder.window_forward`:
         each prompt once for all its samples)."""
         self.check_length(input_ids.shape[1])
         W = prompt_length - 1

@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from .. import losses
 from ..advantages import GROUP_ESTIMATORS, adaptive_kl_beta, get_estimator, legacy_estimator
 from ..experience import Experience
-from ..engine import window_forward
+from ..decoder import window_forward
 from ..models import PolicyWithValue, count_parameters
 from ..objectives import make_objective
 from ..rollout import generate
