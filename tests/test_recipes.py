@@ -223,7 +223,10 @@ def test_the_readme_command_runs_a_short_tour_on_cpu_and_everything_elsewhere():
     assert plan.shipped == {"base", "sft", "sft:reasoning", "sft_notes", "reward_model"}
     assert plan.shipped <= shipped.shipped_plan_stages("cpu", 0)
     assert not plan.unmeasured() and plan.estimate() < 20 * 60
-    assert lineage_plan(list(RECIPES), "cpu").estimate() > 10 * plan.estimate()
+    whole = lineage_plan(list(RECIPES), "cpu")
+    assert whole.estimate() > 10 * plan.estimate()
+    # every stage of every recipe has a reference time on cpu and smoke: a new stage gets one
+    assert whole.unmeasured() == [] and lineage_plan(list(RECIPES), "smoke").unmeasured() == []
 
 
 def test_cli_says_what_the_cpu_tour_leaves_out(monkeypatch, capsys, tmp_path):
