@@ -6,7 +6,7 @@
 SDPA with grouped-query attention, a key/value cache written in place. `prefix_forward` computes
 each distinct prompt once for every row that continues it, with gradients, which is what a loss
 on G samples per prompt needs; `window_forward` uses it when it can and falls back to one full
-forward pass of the model otherwise. Both equal the model's own forward pass
+forward pass of the model otherwise; at every real position the two agree, gradients included
 (tests/test_rollout.py).
 """
 from __future__ import annotations

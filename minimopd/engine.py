@@ -9,8 +9,8 @@ records) for every token. This engine does the same mathematics with less work:
   the G samples (nanochat's engine does the same);
 * **a preallocated cache**: one (rows, kv_heads, prompt + max_new_tokens, head_dim) buffer per
   layer, written in place; attention reads the filled part;
-* **a lean step**: the decoder is the model's own weights in a few fused operations (q/k/v in
-  one matmul, gate/up in one, `F.rms_norm`, SDPA with grouped-query attention), nothing else;
+* **a lean step**: `decoder.Decoder`, the model's own weights in a few fused operations (q/k/v
+  in one matmul, gate/up in one, `F.rms_norm`, SDPA with grouped-query attention), nothing else;
 * **finished rows leave the batch** (on the CPU): once enough rows have produced `<|end|>`,
   the batch is compacted, so answers of different lengths do not pay for the longest one;
 * **on CUDA, a static decode step**: the step attends over the whole buffer with a mask, so
@@ -18,8 +18,8 @@ records) for every token. This engine does the same mathematics with less work:
   are launch-bound there); the loop checks for finished rows every few steps only.
 
 It runs the decoder-only architectures that share Llama's block (Qwen2, Qwen3, Llama,
-Mistral without sliding windows; the decoder itself is `decoder.Decoder`): `decoder.supports(model)` says why not otherwise, and `generate`
-then falls back to a plain transformers loop. Log-probs equal a full forward pass of the model
+Mistral without sliding windows): `decoder.supports(model)` says why not otherwise, and
+`generate` then falls back to a plain transformers loop. Log-probs equal a full forward pass of the model
 (tests/test_rollout.py), and greedy decoding equals `model.generate` token for token.
 """
 from __future__ import annotations

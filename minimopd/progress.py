@@ -93,7 +93,7 @@ REFERENCE_SECONDS: dict[str, dict[str, float]] = {
             "specialist_add:round2": 296, "specialist_sort:round2": 414, "specialist_reverse:round2": 599,
             "specialist_count:round2": 570, "nemotron_mopd2": 1119,
             # the last untimed stages, from the cached records (`wall_time`) of the probes that ran their
-            # work at fewer steps, one thread beside another job (2026-11-29): `opd_topk` cost what
+            # work at fewer steps, one thread beside another job (2026-11-28): `opd_topk` cost what
             # `opd_full` did step for step (100 steps: 203-229 s against 207-219 s, seeds 0-2); the
             # `count` specialist stopped at 50 and 100 of its 500 steps; a `progressive` segment is 100
             # of the recipe's 300 OPD steps, timed at 33-34 (65-72 s, experiments/progressive_probe.py)

@@ -135,3 +135,37 @@ def test_sampling_follows_the_model_distribution(tok, tiny_model):
     counts = torch.bincount(first, minlength=p.numel()).float() / len(first)
     assert probs.shape[0] == 1
     assert (counts - p).abs().max() < 0.03
+
+
+@pytest.mark.parametrize("with_value", [False, True])
+def test_window_forward_shares_each_prompt_and_equals_a_full_forward(tok, sft_tiny, with_value):
+    """`decoder.window_forward` with `prompt_index` computes each distinct prompt once for all its
+    rows (`Decoder.prefix_forward`); at every real position its logits, values and gradients equal
+    one full forward pass (padding after a row's end is never read by a loss)."""
+    import copy
+
+    from minimopd.decoder import supports, window_forward
+    from minimopd.models import PolicyWithValue
+    assert supports(sft_tiny) is None                                # the shared-prompt path runs
+    model = copy.deepcopy(sft_tiny)
+    model = PolicyWithValue(model) if with_value else model
+    ro = generate(sft_tiny, tok, PROMPTS, num_samples=3, max_new_tokens=10, seed=4)
+    real = ro.attention_mask[:, ro.prompt_length - 1:].bool()      # positions holding a real token
+    assert not real.all()                                            # some rows ended early: padding
+    runs = []
+    for index in (ro.prompt_index, None):
+        model.zero_grad()
+        logits, values = window_forward(model, ro.input_ids, ro.attention_mask, ro.prompt_length, index)
+        loss = logits.float().logsumexp(-1)[real].mean() + (values[real].sum() if with_value else 0)
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        runs.append((logits.detach(), values, grads))
+    (shared, v_shared, g_shared), (full, v_full, g_full) = runs
+    assert shared.shape == (len(ro), ro.input_ids.shape[1] - ro.prompt_length + 1, full.shape[-1])
+    torch.testing.assert_close(shared[real], full[real], atol=2e-5, rtol=1e-4)
+    if with_value:
+        torch.testing.assert_close(v_shared.detach()[real], v_full.detach()[real], atol=2e-5, rtol=1e-4)
+        assert (v_shared[:, 0] == 0).all()
+    assert len(g_shared) == len(g_full) > 0
+    for a, b in zip(g_shared, g_full):
+        torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-3)
