@@ -17,6 +17,10 @@ compute ratio at matched accuracy (none where OPD ends above the longest SFT):
 
     MINIMOPD_THREADS=1 python experiments/sft_then_opd.py --seed 0 --n 300 \\
         --json experiments/results/v3/sft_then_opd_s0.json
+
+`--scales 1 2` asks the same question after the complete trace SFT, where Thinking Machines
+compared (their SFT had reached its log-linear plateau): OPD from the full SFT against twice its
+epochs.
 """
 from __future__ import annotations
 
