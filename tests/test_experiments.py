@@ -363,7 +363,8 @@ def test_sft_then_opd_gives_the_quoted_rows(capsys):
     got = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[2:]]
            for line in out.splitlines() if line.startswith("| ") and "---" not in line}
     results = (V3.parents[2] / "RESULTS.md").read_text()
-    results = results[results.index("### More SFT or on-policy distillation"):results.index("## MOPD on v3: four specialists")]
+    results = results[results.index("### More SFT or on-policy distillation, a quarter"):
+                      results.index("### More SFT or on-policy distillation, after")]
     quoted = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[1:]]
               for line in results.splitlines() if line.startswith("| ") and "---" not in line}
     for ours, label in (("student", "student (reasoning SFT)"), ("sft x0.25 (start)", "trace SFT x0.25 (the start)"),
@@ -378,3 +379,32 @@ def test_sft_then_opd_gives_the_quoted_rows(capsys):
     for lr, full in (("2e-3", 0.391), ("6e-4", 0.693)):
         rows = {r["label"].split(" x100")[0]: r for r in json.loads((V3 / f"sft_then_opd_s0_lr{lr}.json").read_text())["rows"]}
         assert round(rows["+ opd full"]["mean"], 3) == full and f"{full:.3f} at {lr}" in " ".join(results.split())
+
+
+def test_sft_then_opd_after_the_complete_sft_gives_the_quoted_rows(capsys):
+    """RESULTS.md's "... after the complete trace SFT": summarize.py's mean ± sd over the three
+    committed seeds, row for row, and the per-seed table from the same files."""
+    import json
+    files = sorted(V3.glob("sft_then_opd_plateau_s?.json"))
+    summarize.main(["sftopd", *map(str, files)])
+    out = capsys.readouterr().out
+    assert "mean ± sd over seeds 0, 1, 2 (300 items per level)" in out
+    got = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[2:]]
+           for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    results = (V3.parents[2] / "RESULTS.md").read_text()
+    results = results[results.index("### More SFT or on-policy distillation, after"):results.index("## MOPD on v3: four specialists")]
+    quoted = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[1:]]
+              for line in results.splitlines() if line.startswith("| ") and "---" not in line}
+    for ours, label in (("sft x1 (start)", "trace SFT x1 (the start)"), ("sft x2", "trace SFT x2"),
+                        ("+ opd full x100", "start + OPD, full reverse KL, 100 steps"),
+                        ("+ opd forward x100", "start + OPD, forward KL, 100 steps")):
+        assert quoted[label][:5] == got[ours][:5], (label, quoted[label], got[ours])
+        assert float(got[ours][5]) == 0 == float(quoted[label][5]) or \
+            f"{float(got[ours][5]) / 1e13:.2f}e13" == quoted[label][5]
+    for f in files:
+        data = json.loads(f.read_text())
+        rows = {r["label"]: r["mean"] for r in data["rows"]}
+        start = rows["sft x1 (start)"]
+        line = quoted[str(data["seed"])]
+        assert line[:4] == [f"{start:.3f}", *(f"{rows[k] - start:+.3f}" for k in
+                                              ("sft x2", "+ opd full x100", "+ opd forward x100"))], line
