@@ -323,34 +323,40 @@ def test_trace_sft_and_the_seed_2_recipes_give_the_quoted_rows():
         assert cells((str(seed), "student (reasoning SFT)"))[4] == f"{probe['student']['mean']:.3f}"
 
 
-def test_nemotron3_ultra_seed_2_gives_the_quoted_rows():
-    """RESULTS.md's `nemotron3_ultra` table: each student stage's accuracy per domain, its mean and
-    FLOPs, and its specialists' accuracy on their own domains, from the committed seed-2 run."""
+def test_nemotron3_ultra_gives_the_quoted_rows():
+    """RESULTS.md's `nemotron3_ultra` table: per seed, each student stage's accuracy per domain, its
+    mean and FLOPs, and its specialists' accuracy on their own domains, from the committed runs."""
     import json
     results = (V3.parents[2] / "RESULTS.md").read_text()
     results = results[results.index("### `nemotron3_ultra`"):results.index("### More SFT or on-policy distillation")]
-    rows = {line.strip().strip("|").split("|")[0].strip().strip("*"): [c.strip().strip("*") for c in line.strip().strip("|").split("|")[1:]]
-            for line in results.splitlines() if line.startswith("| ")}
-    rec = json.loads((V3 / "lineage_nemotron_s2.json").read_text())["recipes"]["nemotron3_ultra"]
-    acc = {r["stage"]: r["acc"] for r in rec["table"]}
+    rows = {}
+    for line in results.splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0].isdigit():
+            rows[(int(cells[0]), cells[1])] = cells[2:]
     doms = ("add", "sort", "reverse", "count")
+    seeds = sorted({seed for seed, _ in rows})
+    assert seeds == [0, 2] and all((V3 / f"lineage_nemotron_s{seed}.json").exists() for seed in seeds)
+    for seed in seeds:
+        rec = json.loads((V3 / f"lineage_nemotron_s{seed}.json").read_text())["recipes"]["nemotron3_ultra"]
+        acc = {r["stage"]: r["acc"] for r in rec["table"]}
 
-    def per_domain(stage):
-        ev = rec["evals"][stage]
-        return {d: sum(r["accuracy"] * r["n"] for r in ev if r["domain"] == d) / sum(r["n"] for r in ev if r["domain"] == d)
-                for d in doms if any(r["domain"] == d for r in ev)}
+        def per_domain(stage):
+            ev = rec["evals"][stage]
+            return {d: sum(r["accuracy"] * r["n"] for r in ev if r["domain"] == d) /
+                    sum(r["n"] for r in ev if r["domain"] == d) for d in doms if any(r["domain"] == d for r in ev)}
 
-    for stage, label in (("student", "student (reasoning SFT)"), ("rlvr", "`rlvr`: mixed GRPO"),
-                         ("warmup_sft", "warm-up SFT on the specialists' traces"),
-                         ("mopd_round1", "MOPD round 1 (sampled-token)"),
-                         ("mopd_round2", "MOPD round 2, refreshed specialists")):
-        got, per = rows[label], per_domain(stage)
-        assert got[:5] == [f"{per[d]:.3f}" for d in doms] + [f"{acc[stage]:.3f}"], (label, got)
-        if stage != "student":
-            assert got[5] == f"{rec['info'][stage]['flops'] / 1e13:.2f}e13", got
-    teachers = rows["its specialists, each on its own domain (round 1 / round 2)"]
-    assert teachers[:4] == [f"{per_domain(f'teacher_{d}')[d]:.3f} / {per_domain(f'teacher_{d}_round2')[d]:.3f}"
-                            for d in doms], teachers
+        for stage, label in (("student", "student (reasoning SFT)"), ("rlvr", "`rlvr`: mixed GRPO"),
+                             ("warmup_sft", "warm-up SFT on the specialists' traces"),
+                             ("mopd_round1", "MOPD round 1 (sampled-token)"),
+                             ("mopd_round2", "MOPD round 2, refreshed specialists")):
+            got, per = rows[(seed, label)], per_domain(stage)
+            assert got[:5] == [f"{per[d]:.3f}" for d in doms] + [f"{acc[stage]:.3f}"], (seed, label, got)
+            if stage != "student":
+                assert got[5] == f"{rec['info'][stage]['flops'] / 1e13:.2f}e13", got
+        teachers = rows[(seed, "its specialists, each on its own domain (round 1 / round 2)")]
+        assert teachers[:4] == [f"{per_domain(f'teacher_{d}')[d]:.3f} / {per_domain(f'teacher_{d}_round2')[d]:.3f}"
+                                for d in doms], (seed, teachers)
 
 
 def test_sft_then_opd_gives_the_quoted_rows(capsys):
