@@ -19,8 +19,8 @@ records) for every token. This engine does the same mathematics with less work:
 
 It runs the decoder-only architectures that share Llama's block (Qwen2, Qwen3, Llama,
 Mistral without sliding windows): `decoder.supports(model)` says why not otherwise, and
-`generate` then falls back to a plain transformers loop. Log-probs equal a full forward pass of the model
-(tests/test_rollout.py), and greedy decoding equals `model.generate` token for token.
+`generate` then falls back to a plain transformers loop. Log-probs equal a full forward pass of
+the model (tests/test_rollout.py), and greedy decoding equals `model.generate` token for token.
 """
 from __future__ import annotations
 

@@ -107,6 +107,17 @@ def _row(results: str, label: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
+def _table(text: str, skip: int) -> dict[str, list[str]]:
+    """Every markdown table row of `text` (header rows included, rules left out): {first cell:
+    the cells from column `skip` on}."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and "---" not in line:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells[skip:]
+    return rows
+
+
 def test_progressive_probe_gives_the_quoted_rows():
     """RESULTS.md's progressive-distillation tables, from `experiments/progressive_probe.py`'s JSON."""
     import json
@@ -366,13 +377,11 @@ def test_sft_then_opd_gives_the_quoted_rows(capsys):
     summarize.main(["sftopd", *map(str, sorted(V3.glob("sft_then_opd_s?.json")))])
     out = capsys.readouterr().out
     assert "mean ± sd over seeds 0, 1, 2 (300 items per level)" in out
-    got = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[2:]]
-           for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    got = _table(out, skip=2)          # summarize.py's rows: label, n, then the cells
     results = (V3.parents[2] / "RESULTS.md").read_text()
     results = results[results.index("### More SFT or on-policy distillation, a quarter"):
                       results.index("### More SFT or on-policy distillation, after")]
-    quoted = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[1:]]
-              for line in results.splitlines() if line.startswith("| ") and "---" not in line}
+    quoted = _table(results, skip=1)
     for ours, label in (("student", "student (reasoning SFT)"), ("sft x0.25 (start)", "trace SFT x0.25 (the start)"),
                         ("sft x0.5", "trace SFT x0.5"), ("sft x1", "trace SFT x1"),
                         ("+ opd full x100", "start + OPD, full reverse KL, 100 steps"),
@@ -395,12 +404,10 @@ def test_sft_then_opd_after_the_complete_sft_gives_the_quoted_rows(capsys):
     summarize.main(["sftopd", *map(str, files)])
     out = capsys.readouterr().out
     assert "mean ± sd over seeds 0, 1, 2 (300 items per level)" in out
-    got = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[2:]]
-           for line in out.splitlines() if line.startswith("| ") and "---" not in line}
+    got = _table(out, skip=2)          # summarize.py's rows: label, n, then the cells
     results = (V3.parents[2] / "RESULTS.md").read_text()
     results = results[results.index("### More SFT or on-policy distillation, after"):results.index("## MOPD on v3: four specialists")]
-    quoted = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")[1:]]
-              for line in results.splitlines() if line.startswith("| ") and "---" not in line}
+    quoted = _table(results, skip=1)
     for ours, label in (("sft x1 (start)", "trace SFT x1 (the start)"), ("sft x2", "trace SFT x2"),
                         ("+ opd full x100", "start + OPD, full reverse KL, 100 steps"),
                         ("+ opd forward x100", "start + OPD, forward KL, 100 steps")):
