@@ -130,10 +130,18 @@ def test_notebooks_render_in_jupyterlab(browser, jupyterlab, shots, notebook, mi
     except playwright.TimeoutError:
         pass   # the count assertion below reports it
     page.wait_for_timeout(2000)     # then save: JupyterLab must write back exactly the committed file
+    written = Path(jupyterlab_root) / notebook
+    before = written.stat().st_mtime_ns
     page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").first.click(position={"x": 5, "y": 5})
     page.keyboard.press("Control+s")
-    page.wait_for_timeout(2000)
-    saved = json.loads((Path(jupyterlab_root) / notebook).read_text())
+    for _ in range(120):            # poll: a loaded machine can take seconds to write it
+        if written.stat().st_mtime_ns != before:
+            break
+        page.wait_for_timeout(500)
+    else:
+        pytest.fail(f"{notebook}: JupyterLab did not write the notebook within 60 s of Ctrl+S")
+    page.wait_for_timeout(500)      # the write may still be in flight: let it finish before reading
+    saved = json.loads(written.read_text())
     committed = json.loads(next(ROOT.glob(f"*/{notebook}")).read_text())
     changed = sorted(k for k in set(saved) | set(committed) if saved.get(k) != committed.get(k))
     changed += [f"cell {i}" for i, (a, b) in enumerate(zip(saved.get("cells", []), committed.get("cells", [])))
