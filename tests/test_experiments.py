@@ -300,9 +300,10 @@ def test_glm5_against_kimi_gives_the_quoted_rows():
                          f"{flops / 1e13:.2f}e13 / {kflops / 1e13:.2f}e13"], cells
 
 
-def test_trace_sft_and_the_seed_2_recipes_give_the_quoted_rows():
-    """RESULTS.md's `deepseek_v32` / `mai_thinking1` table: the lineage runs of seed 2 and
-    experiments/trace_sft_probe.py's JSON on seeds 0 and 2."""
+def test_trace_sft_and_the_two_recipes_give_the_quoted_rows():
+    """RESULTS.md's `deepseek_v32` / `mai_thinking1` table: each seed's lineage runs of the two
+    recipes (the stages' accuracy per domain, mean and FLOPs; the teachers' on their own domain)
+    and experiments/trace_sft_probe.py's JSON on seeds 0, 1 and 2."""
     import json
     results = (V3.parents[2] / "RESULTS.md").read_text()
     results = results[results.index("### `deepseek_v32` and `mai_thinking1`"):results.index("### `nemotron3_ultra`")]
@@ -313,19 +314,28 @@ def test_trace_sft_and_the_seed_2_recipes_give_the_quoted_rows():
     def cells(key):
         return [c.strip().strip("*") for c in rows[key]]
 
-    for name, file, quoted in (
-            ("deepseek_v32", "lineage_v32_s2.json", {"distill_sft": "**`deepseek_v32`: SFT on the teachers' traces**",
-                                                     "mixed_rl": "`deepseek_v32`: then mixed GRPO"}),
-            ("mai_thinking1", "lineage_mai_s2.json", {"distill_sft": "`mai_thinking1`: SFT on the climbs' traces",
-                                                      "final_rl": "`mai_thinking1`: then mixed GRPO"})):
-        rec = json.loads((V3 / file).read_text())["recipes"][name]
-        acc = {r["stage"]: r["acc"] for r in rec["table"]}
-        for stage, label in quoted.items():
-            got = cells(("2", label))
-            per = {d: sum(r["accuracy"] * r["n"] for r in rec["evals"][stage] if r["domain"] == d)
-                   / sum(r["n"] for r in rec["evals"][stage] if r["domain"] == d) for d in doms}
-            assert got[:4] == [f"{per[d]:.3f}" for d in doms], got
-            assert got[4] == f"{acc[stage]:.3f}" and got[5] == f"{rec['info'][stage]['flops'] / 1e13:.2f}e13", got
+    def per_domain(rec, stage):
+        return {d: sum(r["accuracy"] * r["n"] for r in rec["evals"][stage] if r["domain"] == d)
+                / sum(r["n"] for r in rec["evals"][stage] if r["domain"] == d)
+                for d in doms if any(r["domain"] == d for r in rec["evals"][stage])}
+
+    for name, file, seeds, quoted, teachers in (
+            ("deepseek_v32", "v32", (0, 1, 2), {"distill_sft": "**`deepseek_v32`: SFT on the teachers' traces**",
+                                                "mixed_rl": "`deepseek_v32`: then mixed GRPO"},
+             "its SFT + RL specialists, each on its own domain"),
+            ("mai_thinking1", "mai", (0, 2), {"distill_sft": "`mai_thinking1`: SFT on the climbs' traces",
+                                                 "final_rl": "`mai_thinking1`: then mixed GRPO"},
+             "`mai_thinking1`: RL climbs, each on its own domain")):
+        for seed in seeds:
+            rec = json.loads((V3 / f"lineage_{file}_s{seed}.json").read_text())["recipes"][name]
+            acc = {r["stage"]: r["acc"] for r in rec["table"]}
+            for stage, label in quoted.items():
+                got, per = cells((str(seed), label)), per_domain(rec, stage)
+                assert got[:4] == [f"{per[d]:.3f}" for d in doms], (seed, got)
+                assert got[4] == f"{acc[stage]:.3f}" and got[5] == f"{rec['info'][stage]['flops'] / 1e13:.2f}e13", got
+            got = cells((str(seed), teachers))
+            assert got[:4] == [f"{per_domain(rec, 'teacher_' + d)[d]:.3f}" for d in doms], (seed, got)
+            assert cells((str(seed), "student (reasoning SFT)"))[4] == f"{acc['student']:.3f}"
     for seed in (0, 1, 2):
         probe = json.loads((V3 / f"trace_sft_s{seed}.json").read_text())
         got = cells((str(seed), "trace SFT from the SFT-only specialists"))
