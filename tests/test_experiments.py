@@ -323,7 +323,7 @@ def test_trace_sft_and_the_two_recipes_give_the_quoted_rows():
             ("deepseek_v32", "v32", (0, 1, 2), {"distill_sft": "**`deepseek_v32`: SFT on the teachers' traces**",
                                                 "mixed_rl": "`deepseek_v32`: then mixed GRPO"},
              "its SFT + RL specialists, each on its own domain"),
-            ("mai_thinking1", "mai", (0, 2), {"distill_sft": "`mai_thinking1`: SFT on the climbs' traces",
+            ("mai_thinking1", "mai", (0, 1, 2), {"distill_sft": "`mai_thinking1`: SFT on the climbs' traces",
                                                  "final_rl": "`mai_thinking1`: then mixed GRPO"},
              "`mai_thinking1`: RL climbs, each on its own domain")):
         for seed in seeds:
