@@ -118,6 +118,25 @@ def _table(text: str, skip: int) -> dict[str, list[str]]:
     return rows
 
 
+def _seed_rows(text: str) -> dict[tuple[int, str], list[str]]:
+    """The rows of `text`'s per-seed tables (first cell a seed): {(seed, model label as written):
+    the cells after the label, bold markers stripped}."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0].isdigit():
+            rows[(int(cells[0]), cells[1])] = [c.strip("*") for c in cells[2:]]
+    return rows
+
+
+def _domain_accuracy(record: dict, stage: str) -> dict[str, float]:
+    """A lineage results.json recipe record's per-domain accuracy of `stage`, weighted by items
+    (the library's `EvalResult.accuracy`), for the domains that stage was scored on."""
+    from minimopd.evaluation import EvalResult
+    ev = EvalResult(record["evals"][stage])
+    return {d: ev.accuracy(d) for d in dict.fromkeys(r["domain"] for r in ev.rows)}
+
+
 def test_progressive_probe_gives_the_quoted_rows():
     """RESULTS.md's progressive-distillation tables, from `experiments/progressive_probe.py`'s JSON."""
     import json
@@ -307,18 +326,8 @@ def test_trace_sft_and_the_two_recipes_give_the_quoted_rows():
     import json
     results = (V3.parents[2] / "RESULTS.md").read_text()
     results = results[results.index("### `deepseek_v32` and `mai_thinking1`"):results.index("### `nemotron3_ultra`")]
-    rows = {tuple(c.strip() for c in line.strip().strip("|").split("|")[:2]): line.strip().strip("|").split("|")[2:]
-            for line in results.splitlines() if line[:5] in ("| 0 |", "| 1 |", "| 2 |")}
+    rows = _seed_rows(results)
     doms = ("add", "sort", "reverse", "count")
-
-    def cells(key):
-        return [c.strip().strip("*") for c in rows[key]]
-
-    def per_domain(rec, stage):
-        return {d: sum(r["accuracy"] * r["n"] for r in rec["evals"][stage] if r["domain"] == d)
-                / sum(r["n"] for r in rec["evals"][stage] if r["domain"] == d)
-                for d in doms if any(r["domain"] == d for r in rec["evals"][stage])}
-
     for name, file, seeds, quoted, teachers in (
             ("deepseek_v32", "v32", (0, 1, 2), {"distill_sft": "**`deepseek_v32`: SFT on the teachers' traces**",
                                                 "mixed_rl": "`deepseek_v32`: then mixed GRPO"},
@@ -330,18 +339,18 @@ def test_trace_sft_and_the_two_recipes_give_the_quoted_rows():
             rec = json.loads((V3 / f"lineage_{file}_s{seed}.json").read_text())["recipes"][name]
             acc = {r["stage"]: r["acc"] for r in rec["table"]}
             for stage, label in quoted.items():
-                got, per = cells((str(seed), label)), per_domain(rec, stage)
+                got, per = rows[(seed, label)], _domain_accuracy(rec, stage)
                 assert got[:4] == [f"{per[d]:.3f}" for d in doms], (seed, got)
                 assert got[4] == f"{acc[stage]:.3f}" and got[5] == f"{rec['info'][stage]['flops'] / 1e13:.2f}e13", got
-            got = cells((str(seed), teachers))
-            assert got[:4] == [f"{per_domain(rec, 'teacher_' + d)[d]:.3f}" for d in doms], (seed, got)
-            assert cells((str(seed), "student (reasoning SFT)"))[4] == f"{acc['student']:.3f}"
+            got = rows[(seed, teachers)]
+            assert got[:4] == [f"{_domain_accuracy(rec, 'teacher_' + d)[d]:.3f}" for d in doms], (seed, got)
+            assert rows[(seed, "student (reasoning SFT)")][4] == f"{acc['student']:.3f}"
     for seed in (0, 1, 2):
         probe = json.loads((V3 / f"trace_sft_s{seed}.json").read_text())
-        got = cells((str(seed), "trace SFT from the SFT-only specialists"))
+        got = rows[(seed, "trace SFT from the SFT-only specialists")]
         assert got[:5] == [f"{probe['trace_sft'][d]:.3f}" for d in (*doms, "mean")], got
         assert got[5] == f"{probe['info']['flops'] / 1e13:.2f}e13"
-        assert cells((str(seed), "student (reasoning SFT)"))[4] == f"{probe['student']['mean']:.3f}"
+        assert rows[(seed, "student (reasoning SFT)")][4] == f"{probe['student']['mean']:.3f}"
 
 
 def test_nemotron3_ultra_gives_the_quoted_rows():
@@ -350,34 +359,25 @@ def test_nemotron3_ultra_gives_the_quoted_rows():
     import json
     results = (V3.parents[2] / "RESULTS.md").read_text()
     results = results[results.index("### `nemotron3_ultra`"):results.index("### More SFT or on-policy distillation")]
-    rows = {}
-    for line in results.splitlines():
-        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and cells[0].isdigit():
-            rows[(int(cells[0]), cells[1])] = cells[2:]
+    rows = _seed_rows(results)
     doms = ("add", "sort", "reverse", "count")
     seeds = sorted({seed for seed, _ in rows})
     assert seeds == [0, 2] and all((V3 / f"lineage_nemotron_s{seed}.json").exists() for seed in seeds)
     for seed in seeds:
         rec = json.loads((V3 / f"lineage_nemotron_s{seed}.json").read_text())["recipes"]["nemotron3_ultra"]
         acc = {r["stage"]: r["acc"] for r in rec["table"]}
-
-        def per_domain(stage):
-            ev = rec["evals"][stage]
-            return {d: sum(r["accuracy"] * r["n"] for r in ev if r["domain"] == d) /
-                    sum(r["n"] for r in ev if r["domain"] == d) for d in doms if any(r["domain"] == d for r in ev)}
-
         for stage, label in (("student", "student (reasoning SFT)"), ("rlvr", "`rlvr`: mixed GRPO"),
                              ("warmup_sft", "warm-up SFT on the specialists' traces"),
                              ("mopd_round1", "MOPD round 1 (sampled-token)"),
-                             ("mopd_round2", "MOPD round 2, refreshed specialists")):
-            got, per = rows[(seed, label)], per_domain(stage)
+                             ("mopd_round2", "**MOPD round 2, refreshed specialists**")):
+            got, per = rows[(seed, label)], _domain_accuracy(rec, stage)
             assert got[:5] == [f"{per[d]:.3f}" for d in doms] + [f"{acc[stage]:.3f}"], (seed, label, got)
             if stage != "student":
                 assert got[5] == f"{rec['info'][stage]['flops'] / 1e13:.2f}e13", got
         teachers = rows[(seed, "its specialists, each on its own domain (round 1 / round 2)")]
-        assert teachers[:4] == [f"{per_domain(f'teacher_{d}')[d]:.3f} / {per_domain(f'teacher_{d}_round2')[d]:.3f}"
-                                for d in doms], (seed, teachers)
+        round1 = {d: _domain_accuracy(rec, f"teacher_{d}")[d] for d in doms}
+        round2 = {d: _domain_accuracy(rec, f"teacher_{d}_round2")[d] for d in doms}
+        assert teachers[:4] == [f"{round1[d]:.3f} / {round2[d]:.3f}" for d in doms], (seed, teachers)
 
 
 def test_sft_then_opd_gives_the_quoted_rows(capsys):
