@@ -353,6 +353,32 @@ def test_trace_sft_and_the_two_recipes_give_the_quoted_rows():
         assert rows[(seed, "student (reasoning SFT)")][4] == f"{probe['student']['mean']:.3f}"
 
 
+def test_reverse_blindspot_gives_the_quoted_numbers():
+    """RESULTS.md's seed-1 `reverse` diagnosis: every figure it quotes is the committed run's, and the
+    script's step reader finds the first wrong worked step (or none)."""
+    import json
+    blind = load_script("experiments/reverse_blindspot.py")
+    assert blind.first_wrong_step("abcd", "<think>4:d 3:c 2:b 1:a -> dcba</think>") is None
+    assert blind.first_wrong_step("abcd", "<think>4:d 3:b 2:b 1:a -> dbba</think>") == 3
+    assert blind.first_wrong_step("abcd", "<think>5:d 4:d -> dd</think>") == 5      # outside the word
+    results = (ROOT / "RESULTS.md").read_text()
+    text = " ".join(results[results.index("- **Seed 1's `reverse`: a blind spot"):].split("\n- ")[0].split())
+    run = json.loads((V3 / "reverse_blindspot_s1.json").read_text())
+    greedy, sampled = run["greedy_by_length"], run["sampled_8_9_letters"]
+    assert f"10-letter words ({greedy['student']['10']:.3f}, {greedy['climb']['10']:.3f})" in text
+    assert (f"({greedy['student']['8']:.3f} / {greedy['student']['9']:.3f} and {greedy['climb']['8']:.3f} / "
+            f"{greedy['climb']['9']:.3f})") in text
+    assert all(v == 1.0 for v in greedy["sft_specialist"].values()) and "1.000 on every length" in text
+    student, climb = sampled["student"], sampled["climb"]
+    assert f"on the {student['items']} with 8 or 9 letters" in text and run["k"] == 8
+    assert f"right {100 * student['t1_acc']:.1f}% of the time and pass@8 is {student['pass@8']:.3f}" in text
+    assert f"(T=1 {climb['t1_acc']:.3f}, pass@8 {climb['pass@8']:.3f})" in text
+    for rec in (student, climb):           # "96% of the failed samples first go wrong on the middle step"
+        failed = round(rec["items"] * run["k"] * (1 - rec["t1_acc"]))
+        middle = rec["first_wrong_step"]["8 letters, step 4"] + rec["first_wrong_step"]["9 letters, step 5"]
+        assert round(100 * middle / failed) == 96, (middle, failed)
+
+
 def test_nemotron3_ultra_gives_the_quoted_rows():
     """RESULTS.md's `nemotron3_ultra` table: per seed, each student stage's accuracy per domain, its
     mean and FLOPs, and its specialists' accuracy on their own domains, from the committed runs."""

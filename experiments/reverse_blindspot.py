@@ -1,0 +1,99 @@
+"""Why `mai_thinking1` never repairs seed 1's `reverse` medium items (RESULTS.md, "`deepseek_v32`
+and `mai_thinking1`"): a diagnosis of one blind spot, per word length.
+
+    MINIMOPD_THREADS=1 python experiments/reverse_blindspot.py [--seed 1] [--samples 8]
+
+For the seed's reasoning-SFT student, its `reverse` RL climb (`mai_thinking1`'s teacher: RL alone)
+and its `reverse` SFT specialist (the `mopd` recipes' teacher), on the 300 held-out `reverse`
+medium items (words of 8-10 letters): greedy accuracy per word length; then, for the student and
+the climb on the 8- and 9-letter words, accuracy at T=1, pass@k (k = the `cpu` profile's GRPO group
+size: a prompt with no correct sample in its group gives GRPO no gradient) and the worked step
+("position:letter", counted from the end) where a sample first goes wrong. Writes
+experiments/results/v3/reverse_blindspot_sS.json.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+from pathlib import Path
+
+from minimopd import distill, get_profile
+from minimopd.artifacts import sft_artifact
+from minimopd.rollout import generate
+from minimopd.tasks import get_task
+
+STEP = re.compile(r"(\d+):([a-z])")
+
+
+def first_wrong_step(word: str, text: str) -> int | None:
+    """The position of the first worked step whose letter is not `word`'s letter there."""
+    for pos, letter in STEP.findall(text.split("->")[0]):
+        pos = int(pos)
+        if not 1 <= pos <= len(word) or word[pos - 1] != letter:
+            return pos
+    return None
+
+
+def greedy_by_length(art, task, examples, max_new_tokens, batch=50) -> dict[int, float]:
+    scores = collections.defaultdict(list)
+    for i in range(0, len(examples), batch):
+        chunk = examples[i:i + batch]
+        ro = generate(art.model, art.tokenizer, [e.prompt for e in chunk], temperature=0.0,
+                      max_new_tokens=max_new_tokens)
+        for ex, text in zip(chunk, ro.texts):
+            scores[len(ex.meta["word"])].append(task.score(ex, text))
+    return {n: round(sum(s) / len(s), 3) for n, s in sorted(scores.items())}
+
+
+def sampled(art, task, examples, k, max_new_tokens, batch=16) -> dict:
+    per_sample, per_prompt, wrong_at = [], [], collections.Counter()
+    for i in range(0, len(examples), batch):
+        chunk = examples[i:i + batch]
+        ro = generate(art.model, art.tokenizer, [e.prompt for e in chunk], num_samples=k, temperature=1.0,
+                      seed=i, max_new_tokens=max_new_tokens)
+        for j, ex in enumerate(chunk):
+            texts = ro.texts[j * k:(j + 1) * k]
+            scores = [task.score(ex, t) for t in texts]
+            per_sample += scores
+            per_prompt.append(max(scores))
+            for t in texts:
+                pos = first_wrong_step(ex.meta["word"], t)
+                if pos is not None:
+                    wrong_at[f"{len(ex.meta['word'])} letters, step {pos}"] += 1
+    return {"items": len(examples), "t1_acc": round(sum(per_sample) / len(per_sample), 3),
+            f"pass@{k}": round(sum(per_prompt) / len(per_prompt), 3),
+            "first_wrong_step": dict(wrong_at.most_common(6))}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--samples", type=int, default=None, help="k of pass@k (default: the profile's group size)")
+    args = ap.parse_args(argv)
+    prof = get_profile("cpu")
+    k = args.samples or prof.rl_group_size
+    max_new = prof.max_new_tokens * 4                       # the evaluation's budget for traces
+    task = get_task("reverse")
+    items = task.sample(300, split="test", seed=args.seed, difficulty="medium")
+    short = [e for e in items if len(e.meta["word"]) < 10]
+    student = sft_artifact(prof, seed=args.seed, reasoning=True, progress=False)
+    models = {"student": student,
+              "climb": distill.specialist_artifact(student, prof, "reverse", seed=args.seed, sft=False, rl=True,
+                                                   progress=False),
+              "sft_specialist": distill.specialist_artifact(student, prof, "reverse", seed=args.seed, progress=False)}
+    out = {"seed": args.seed, "k": k, "greedy_by_length": {}, "sampled_8_9_letters": {}}
+    for name, art in models.items():
+        out["greedy_by_length"][name] = greedy_by_length(art, task, items, max_new)
+        print(name, art.path.name, "greedy by word length:", out["greedy_by_length"][name], flush=True)
+    for name in ("student", "climb"):
+        out["sampled_8_9_letters"][name] = sampled(models[name], task, short, k, max_new)
+        print(name, "8-9 letters at T=1:", out["sampled_8_9_letters"][name], flush=True)
+    path = Path(__file__).parent / "results" / "v3" / f"reverse_blindspot_s{args.seed}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
