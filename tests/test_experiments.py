@@ -381,7 +381,8 @@ def test_reverse_blindspot_gives_the_quoted_numbers():
 
 def test_nemotron3_ultra_gives_the_quoted_rows():
     """RESULTS.md's `nemotron3_ultra` table: per seed, each student stage's accuracy per domain, its
-    mean and FLOPs, and its specialists' accuracy on their own domains, from the committed runs."""
+    mean and FLOPs, its specialists' accuracy on their own domains, and the round 2 that
+    `experiments/nemotron_refresh_probe.py` ran from round 1's specialists, from the committed runs."""
     import json
     results = (V3.parents[2] / "RESULTS.md").read_text()
     results = results[results.index("### `nemotron3_ultra`"):results.index("### More SFT or on-policy distillation")]
@@ -400,6 +401,11 @@ def test_nemotron3_ultra_gives_the_quoted_rows():
             assert got[:5] == [f"{per[d]:.3f}" for d in doms] + [f"{acc[stage]:.3f}"], (seed, label, got)
             if stage != "student":
                 assert got[5] == f"{rec['info'][stage]['flops'] / 1e13:.2f}e13", got
+        probe = json.loads((V3 / f"nemotron_refresh_s{seed}.json").read_text())
+        assert probe["round2_refreshed"]["mean"] == acc["mopd_round2"] and probe["eval_per_level"] == 300
+        same = probe["round2_round1_teachers"]
+        got = rows[(seed, "MOPD round 2 from round 1's specialists (probe)")]
+        assert got[:6] == [f"{same[d]:.3f}" for d in doms] + [f"{same['mean']:.3f}", f"{same['flops'] / 1e13:.2f}e13"]
         teachers = rows[(seed, "its specialists, each on its own domain (round 1 / round 2)")]
         round1 = {d: _domain_accuracy(rec, f"teacher_{d}")[d] for d in doms}
         round2 = {d: _domain_accuracy(rec, f"teacher_{d}_round2")[d] for d in doms}
