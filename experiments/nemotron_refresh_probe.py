@@ -7,9 +7,11 @@ The recipe forks four new specialists from round 1's student and runs round 2 fr
 probe runs the same round 2 (same student, steps, settings and seed) from round 1's specialists
 instead, so the two rounds differ only in their teachers, then evaluates it like the recipe does
 (greedy, 300 held-out items per level) next to the recipe's own rows, read from
-experiments/results/v3/lineage_nemotron_sS.json. Every stage before the new round must come from
-the cache the recipe's run left (the script checks each against the committed run and stops
-otherwise: a retrained RLVR stage would not be the run it is compared with). Writes
+experiments/results/v3/lineage_nemotron_sS.json. Every stage before the new round must be the one
+the recipe's run trained, loaded from the cache: the script checks each one's cache folder and its
+recorded training time against the committed run and stops otherwise (a stage retrained since,
+with the same settings, gets the same folder but is not the run it is compared with; a missing
+one is retrained before the check catches it). Writes
 experiments/results/v3/nemotron_refresh_sS.json.
 """
 from __future__ import annotations
@@ -39,10 +41,11 @@ def main(argv=None) -> dict:
     run = RecipeRun("nemotron_refresh_probe", profile, args.seed, progress=False)
 
     def same(stage, art):
-        want = Path(rec["info"][stage]["path"]).name
-        if art.path.name != want:
-            raise SystemExit(f"{stage}: got {art.path.name}, the committed run used {want}; this cache is not the "
-                             f"run's (retrain it with the recipe's command first)")
+        want = rec["info"][stage]
+        if (art.path.name, art.info.get("wall_time")) != (Path(want["path"]).name, want.get("wall_time")):
+            raise SystemExit(f"{stage}: got {art.path.name} (trained in {art.info.get('wall_time')} s), the committed "
+                             f"run used {Path(want['path']).name} (trained in {want.get('wall_time')} s); this cache is "
+                             f"not the run's (rerun the recipe's command to match them)")
         return art
 
     student = same("student", sft_artifact(profile, seed=args.seed, reasoning=True, progress=False))

@@ -7,9 +7,12 @@ For the seed's reasoning-SFT student, its `reverse` RL climb (`mai_thinking1`'s 
 and its `reverse` SFT specialist (the `mopd` recipes' teacher), on the 300 held-out `reverse`
 medium items (words of 8-10 letters): greedy accuracy per word length; then, for the student and
 the climb on the 8- and 9-letter words, accuracy at T=1, pass@k (k = the `cpu` profile's GRPO group
-size: a prompt with no correct sample in its group gives GRPO no gradient) and the worked step
-("position:letter", counted from the end) where a sample first goes wrong. Writes
-experiments/results/v3/reverse_blindspot_sS.json.
+size: a prompt with no correct sample in its group gives GRPO no gradient, and the RL stages'
+prompt selection drops it) and, over the failed samples, the worked step where each first goes
+wrong. The trace writes the word from its end as "position:letter" steps, positions counted from
+1 at the start ("8:x 7:k ... 1:z -> ..."). The student and climb must be the ones the committed
+`mai_thinking1` run of the seed used (experiments/results/v3/lineage_mai_sS.json); the script
+stops otherwise. Writes experiments/results/v3/reverse_blindspot_sS.json.
 """
 from __future__ import annotations
 
@@ -28,10 +31,12 @@ STEP = re.compile(r"(\d+):([a-z])")
 
 
 def first_wrong_step(word: str, text: str) -> int | None:
-    """The position of the first worked step whose letter is not `word`'s letter there."""
-    for pos, letter in STEP.findall(text.split("->")[0]):
-        pos = int(pos)
-        if not 1 <= pos <= len(word) or word[pos - 1] != letter:
+    """The position the first wrong worked step should have held: the n-th step written must be
+    `f"{len(word) - n + 1}:{word[len(word) - n]}"`; a wrong letter, a skipped or repeated position
+    and a trace that stops early all count. None when all `len(word)` steps are right."""
+    steps = STEP.findall(text.split("->")[0])
+    for n, pos in enumerate(range(len(word), 0, -1)):
+        if n >= len(steps) or steps[n] != (str(pos), word[pos - 1]):
             return pos
     return None
 
@@ -48,7 +53,7 @@ def greedy_by_length(art, task, examples, max_new_tokens, batch=50) -> dict[int,
 
 
 def sampled(art, task, examples, k, max_new_tokens, batch=16) -> dict:
-    per_sample, per_prompt, wrong_at = [], [], collections.Counter()
+    per_sample, per_prompt, wrong_at, failed = [], [], collections.Counter(), 0
     for i in range(0, len(examples), batch):
         chunk = examples[i:i + batch]
         ro = generate(art.model, art.tokenizer, [e.prompt for e in chunk], num_samples=k, temperature=1.0,
@@ -58,13 +63,15 @@ def sampled(art, task, examples, k, max_new_tokens, batch=16) -> dict:
             scores = [task.score(ex, t) for t in texts]
             per_sample += scores
             per_prompt.append(max(scores))
-            for t in texts:
-                pos = first_wrong_step(ex.meta["word"], t)
-                if pos is not None:
-                    wrong_at[f"{len(ex.meta['word'])} letters, step {pos}"] += 1
-    return {"items": len(examples), "t1_acc": round(sum(per_sample) / len(per_sample), 3),
+            for text, score in zip(texts, scores):
+                if not score:
+                    failed += 1
+                    pos = first_wrong_step(ex.meta["word"], text)
+                    wrong_at[f"{len(ex.meta['word'])} letters, position {pos}" if pos else "steps all right"] += 1
+    return {"items": len(examples), "samples": len(per_sample), "failed": failed,
+            "t1_acc": round(sum(per_sample) / len(per_sample), 3),
             f"pass@{k}": round(sum(per_prompt) / len(per_prompt), 3),
-            "first_wrong_step": dict(wrong_at.most_common(6))}
+            "first_wrong_step": dict(wrong_at.most_common())}
 
 
 def main(argv=None) -> dict:
@@ -78,12 +85,20 @@ def main(argv=None) -> dict:
     task = get_task("reverse")
     items = task.sample(300, split="test", seed=args.seed, difficulty="medium")
     short = [e for e in items if len(e.meta["word"]) < 10]
+    run = Path(__file__).parent / "results" / "v3" / f"lineage_mai_s{args.seed}.json"
+    used = json.loads(run.read_text())["recipes"]["mai_thinking1"]["info"] if run.exists() else {}
     student = sft_artifact(prof, seed=args.seed, reasoning=True, progress=False)
     models = {"student": student,
               "climb": distill.specialist_artifact(student, prof, "reverse", seed=args.seed, sft=False, rl=True,
                                                    progress=False),
               "sft_specialist": distill.specialist_artifact(student, prof, "reverse", seed=args.seed, progress=False)}
-    out = {"seed": args.seed, "k": k, "greedy_by_length": {}, "sampled_8_9_letters": {}}
+    for name, stage in (("student", "student"), ("climb", "teacher_reverse")):
+        want = Path(used[stage]["path"]).name if stage in used else None
+        if want != models[name].path.name:
+            raise SystemExit(f"{name}: got {models[name].path.name}, but {run} used {want}; run the mai_thinking1 "
+                             f"recipe on seed {args.seed} first (RESULTS.md gives the command)")
+    out = {"seed": args.seed, "k": k, "items_by_length": dict(sorted(collections.Counter(
+        len(e.meta["word"]) for e in items).items())), "greedy_by_length": {}, "sampled_8_9_letters": {}}
     for name, art in models.items():
         out["greedy_by_length"][name] = greedy_by_length(art, task, items, max_new)
         print(name, art.path.name, "greedy by word length:", out["greedy_by_length"][name], flush=True)

@@ -354,17 +354,35 @@ def test_trace_sft_and_the_two_recipes_give_the_quoted_rows():
 
 
 def test_reverse_blindspot_gives_the_quoted_numbers():
-    """RESULTS.md's seed-1 `reverse` diagnosis: every figure it quotes is the committed run's, and the
-    script's step reader finds the first wrong worked step (or none)."""
+    """RESULTS.md's seed-1 `reverse` diagnosis: every figure it quotes is the committed runs' (the
+    diagnosis, `mai_thinking1`'s and `deepseek_v32`'s of seed 1), the per-length accuracies add up
+    to the recipe's medium accuracy, and the script's step reader finds the first wrong step."""
     import json
     blind = load_script("experiments/reverse_blindspot.py")
-    assert blind.first_wrong_step("abcd", "<think>4:d 3:c 2:b 1:a -> dcba</think>") is None
-    assert blind.first_wrong_step("abcd", "<think>4:d 3:b 2:b 1:a -> dbba</think>") == 3
-    assert blind.first_wrong_step("abcd", "<think>5:d 4:d -> dd</think>") == 5      # outside the word
+    step = blind.first_wrong_step
+    assert step("abcd", "<think>4:d 3:c 2:b 1:a -> dcba</think>") is None
+    assert step("abcd", "<think>4:d 3:b 2:b 1:a -> dbba</think>") == 3        # a wrong letter
+    assert step("abcd", "<think>4:d 3:c 1:a -> dca</think>") == 2              # a skipped position
+    assert step("abcd", "<think>4:d 3:c -> dc</think>") == 2                   # stops early
+    assert step("abcd", "<think>5:d 4:d -> dd</think>") == 4                   # outside the word
     results = (ROOT / "RESULTS.md").read_text()
     text = " ".join(results[results.index("- **Seed 1's `reverse`: a blind spot"):].split("\n- ")[0].split())
     run = json.loads((V3 / "reverse_blindspot_s1.json").read_text())
-    greedy, sampled = run["greedy_by_length"], run["sampled_8_9_letters"]
+    greedy, sampled, n = run["greedy_by_length"], run["sampled_8_9_letters"], run["items_by_length"]
+    mai = json.loads((V3 / "lineage_mai_s1.json").read_text())["recipes"]["mai_thinking1"]
+    level = {stage: {r["difficulty"]: r["accuracy"] for r in mai["evals"][stage] if r["domain"] == "reverse"}
+             for stage in ("student", "teacher_reverse", "distill_sft", "final_rl")}
+    for name, stage in (("student", "student"), ("climb", "teacher_reverse")):   # lengths add up to the level
+        mean = sum(greedy[name][k] * n[k] for k in n) / sum(n.values())
+        assert abs(mean - level[stage]["medium"]) < 0.002, (name, mean, level[stage])
+    assert sum(n.values()) == 300 and f"greedy on the {sum(n.values())} medium items" in text
+    assert "(student {:.2f}, climb {:.2f}, trace SFT {:.2f}, final RL {:.2f})".format(
+        *(level[s]["medium"] for s in level)) in text
+    assert "hard items rise {:.2f} -> {:.2f} (climb) -> {:.2f} (trace SFT)".format(
+        level["student"]["hard"], level["teacher_reverse"]["hard"], level["distill_sft"]["hard"]) in text
+    assert f"stops at {_domain_accuracy(mai, 'final_rl')['reverse']:.2f} on seed 1's `reverse`" in text
+    v32 = json.loads((V3 / "lineage_v32_s1.json").read_text())["recipes"]["deepseek_v32"]
+    assert _domain_accuracy(v32, "distill_sft")["reverse"] == 1.0 and "reaches 1.000 on seed 1's `reverse`" in text
     assert f"10-letter words ({greedy['student']['10']:.3f}, {greedy['climb']['10']:.3f})" in text
     assert (f"({greedy['student']['8']:.3f} / {greedy['student']['9']:.3f} and {greedy['climb']['8']:.3f} / "
             f"{greedy['climb']['9']:.3f})") in text
@@ -372,11 +390,13 @@ def test_reverse_blindspot_gives_the_quoted_numbers():
     student, climb = sampled["student"], sampled["climb"]
     assert f"on the {student['items']} with 8 or 9 letters" in text and run["k"] == 8
     assert f"right {100 * student['t1_acc']:.1f}% of the time and pass@8 is {student['pass@8']:.3f}" in text
+    assert round(10 * (1 - student["pass@8"])) == 9 and "nine in ten of these prompts" in text
     assert f"(T=1 {climb['t1_acc']:.3f}, pass@8 {climb['pass@8']:.3f})" in text
-    for rec in (student, climb):           # "96% of the failed samples first go wrong on the middle step"
-        failed = round(rec["items"] * run["k"] * (1 - rec["t1_acc"]))
-        middle = rec["first_wrong_step"]["8 letters, step 4"] + rec["first_wrong_step"]["9 letters, step 5"]
-        assert round(100 * middle / failed) == 96, (middle, failed)
+    for rec in (student, climb):           # "96% of the failed samples first go wrong at the fifth step written"
+        assert rec["failed"] == sum(rec["first_wrong_step"].values())
+        middle = rec["first_wrong_step"]["8 letters, position 4"] + rec["first_wrong_step"]["9 letters, position 5"]
+        assert round(100 * middle / rec["failed"]) == 96, (middle, rec["failed"])
+    assert "96% of the failed samples" in text and "(position 4 of 8, position 5 of 9)" in text
 
 
 def test_nemotron3_ultra_gives_the_quoted_rows():
