@@ -12,7 +12,10 @@ prompt selection drops it) and, over the failed samples, the worked step where e
 wrong. The trace writes the word from its end as "position:letter" steps, positions counted from
 1 at the start ("8:x 7:k ... 1:z -> ..."). The student and climb must be the ones the committed
 `mai_thinking1` run of the seed used (experiments/results/v3/lineage_mai_sS.json); the script
-stops otherwise. Writes experiments/results/v3/reverse_blindspot_sS.json.
+stops otherwise. Last, `at_the_slip`: with the correct trace written up to the step the student
+slips on, how sure each model is of the next letter, and the exact reverse and forward KL from the
+student (and the climb) to the SFT specialist there, with their gradients' size. Writes
+experiments/results/v3/reverse_blindspot_sS.json.
 """
 from __future__ import annotations
 
@@ -22,10 +25,14 @@ import json
 import re
 from pathlib import Path
 
+import torch
+
 from minimopd import distill, get_profile
 from minimopd.artifacts import sft_artifact
+from minimopd.models import forward_logits
 from minimopd.rollout import generate
 from minimopd.tasks import get_task
+from minimopd.tokenizer import chat_prompt
 
 STEP = re.compile(r"(\d+):([a-z])")
 
@@ -74,6 +81,48 @@ def sampled(art, task, examples, k, max_new_tokens, batch=16) -> dict:
             "first_wrong_step": dict(wrong_at.most_common())}
 
 
+@torch.no_grad()
+def at_the_slip(models: dict, teacher: str, examples) -> dict:
+    """Next-token distributions at the step the student slips on (position len // 2 + len % 2 of
+    the 8- and 9-letter words), the correct trace written up to it: each model's probability of
+    the right letter and of its own top letter; and for each other model, the per-token reverse and
+    forward KL to `teacher` there with the norms of their gradients with respect to the model's
+    logits (reverse: p * (log p - log q - KL); forward: p - q): what an exact-KL distillation step
+    from `teacher` could do at that token."""
+    prefixes, right = [], []
+    for ex in examples:
+        word = ex.meta["word"]
+        slip = (len(word) + 1) // 2
+        steps = " ".join(f"{i}:{word[i - 1]}" for i in range(len(word), slip, -1))
+        prefixes.append(chat_prompt(models[teacher].tokenizer, ex.prompt) + f"<think>{steps} {slip}:")
+        right.append(word[slip - 1])
+    tok = models[teacher].tokenizer
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in prefixes]
+    right_ids = torch.tensor([tok.convert_tokens_to_ids(c) for c in right])
+    width = max(map(len, ids))
+    batch = torch.tensor([[tok.pad_token_id] * (width - len(i)) + i for i in ids])   # left-padded
+    mask = (torch.arange(width)[None] >= torch.tensor([width - len(i) for i in ids])[:, None]).long()
+    logp = {name: torch.log_softmax(forward_logits(art.model, batch, mask)[:, -1].float(), -1)
+            for name, art in models.items()}
+    rows = torch.arange(len(ids))
+    out = {}
+    for name, lp in logp.items():
+        p = lp.exp()
+        rec = {"p_right": round(p[rows, right_ids].median().item(), 4),
+               "p_top": round(p.max(-1).values.median().item(), 4),
+               "top_is_right": round((p.argmax(-1) == right_ids).float().mean().item(), 3)}
+        if name != teacher:
+            lq = logp[teacher]
+            rev = (p * (lp - lq)).sum(-1)
+            rev_grad = p * (lp - lq - rev[:, None])
+            fwd = (lq.exp() * (lq - lp)).sum(-1)
+            rec.update(reverse_kl=round(rev.median().item(), 3), forward_kl=round(fwd.median().item(), 3),
+                       reverse_grad_norm=round(rev_grad.norm(dim=-1).median().item(), 4),
+                       forward_grad_norm=round((p - lq.exp()).norm(dim=-1).median().item(), 4))
+        out[name] = rec
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=1)
@@ -105,6 +154,8 @@ def main(argv=None) -> dict:
     for name in ("student", "climb"):
         out["sampled_8_9_letters"][name] = sampled(models[name], task, short, k, max_new)
         print(name, "8-9 letters at T=1:", out["sampled_8_9_letters"][name], flush=True)
+    out["at_the_slip"] = at_the_slip(models, "sft_specialist", short)
+    print("at the slip, the correct trace written up to it:", out["at_the_slip"], flush=True)
     path = Path(__file__).parent / "results" / "v3" / f"reverse_blindspot_s{args.seed}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     return out

@@ -397,6 +397,29 @@ def test_reverse_blindspot_gives_the_quoted_numbers():
         middle = rec["first_wrong_step"]["8 letters, position 4"] + rec["first_wrong_step"]["9 letters, position 5"]
         assert round(100 * middle / rec["failed"]) == 96, (middle, rec["failed"])
     assert "96% of the failed samples" in text and "(position 4 of 8, position 5 of 9)" in text
+    # the next bullet: every other recipe of seed 1 on those items, and the student at the slip
+    text = " ".join(results[results.index("- **On-policy distillation does not repair it either"):].split("\n- ")[0].split())
+
+    def medium(file, recipe, stage):
+        rows = json.loads((V3 / file).read_text())["recipes"][recipe]["evals"][stage]
+        return next(r["accuracy"] for r in rows if r["domain"] == "reverse" and r["difficulty"] == "medium")
+
+    quoted = {"`kimi_k25`'s mixed GRPO": ("lineage_frontier_s1.json", "kimi_k25", "mixed_rl"),
+              "`glm5`'s staged RL": ("lineage_glm5_s1.json", "glm5", "rl_count"),
+              "MiMo's sampled-token MOPD": ("lineage_frontier_s1.json", "mimo_v2_flash", "mopd"),
+              "`mopd`": ("lineage_mopd_eval300_s1.json", "mopd", "mopd"),
+              "`deepseek_v4`'s full reverse KL": ("lineage_frontier_s1.json", "deepseek_v4", "mopd"),
+              "the forward-KL `mopd_forward`": ("lineage_mopd_eval300_s1.json", "mopd", "mopd_forward")}
+    for label, where in quoted.items():
+        assert f"{label} {medium(*where):.3f}" in text, label
+    nemo = [medium("lineage_nemotron_s1.json", "nemotron3_ultra", s) for s in ("warmup_sft", "mopd_round1", "mopd_round2")]
+    assert f"two rounds {min(nemo):.3f}-{max(nemo):.3f})" in text
+    slip, sure = run["at_the_slip"]["student"], run["at_the_slip"]["sft_specialist"]["p_right"]
+    assert (f"right letter {slip['p_right']:.3f}, of its own top letter {slip['p_top']:.3f}" in text
+            and f"is certain ({sure:.4f})" in text)
+    assert (f"reverse KL to that specialist is {slip['reverse_kl']:.1f} nats there, with a gradient of norm "
+            f"{slip['reverse_grad_norm']:.2f}" in text
+            and f"(forward KL: {slip['forward_kl']:.1f} nats, {slip['forward_grad_norm']:.2f})" in text)
 
 
 def test_nemotron3_ultra_gives_the_quoted_rows():
@@ -409,7 +432,8 @@ def test_nemotron3_ultra_gives_the_quoted_rows():
     rows = _seed_rows(results)
     doms = ("add", "sort", "reverse", "count")
     seeds = sorted({seed for seed, _ in rows})
-    assert seeds == [0, 2] and all((V3 / f"lineage_nemotron_s{seed}.json").exists() for seed in seeds)
+    assert seeds == [0, 1, 2] and all((V3 / f"lineage_nemotron_s{seed}.json").exists() for seed in seeds)
+    same_minus_refreshed, totals = [], []
     for seed in seeds:
         rec = json.loads((V3 / f"lineage_nemotron_s{seed}.json").read_text())["recipes"]["nemotron3_ultra"]
         acc = {r["stage"]: r["acc"] for r in rec["table"]}
@@ -422,14 +446,45 @@ def test_nemotron3_ultra_gives_the_quoted_rows():
             if stage != "student":
                 assert got[5] == f"{rec['info'][stage]['flops'] / 1e13:.2f}e13", got
         probe = json.loads((V3 / f"nemotron_refresh_s{seed}.json").read_text())
-        assert probe["round2_refreshed"]["mean"] == acc["mopd_round2"] and probe["eval_per_level"] == 300
+        assert probe["eval_per_level"] == 300 and probe["round2_round1_teachers"]["path"].startswith("nemotron_mopd2_")
         same = probe["round2_round1_teachers"]
         got = rows[(seed, "MOPD round 2 from round 1's specialists (probe)")]
         assert got[:6] == [f"{same[d]:.3f}" for d in doms] + [f"{same['mean']:.3f}", f"{same['flops'] / 1e13:.2f}e13"]
+        same_minus_refreshed.append(same["mean"] - acc["mopd_round2"])
+        flops = {k: v["flops"] for k, v in rec["info"].items() if v.get("flops")}
+        refresh = sum(flops[f"teacher_{d}_round2"] for d in doms)
+        totals.append((sum(flops.values()), sum(flops.values()) - refresh, flops["rlvr"], refresh))
         teachers = rows[(seed, "its specialists, each on its own domain (round 1 / round 2)")]
         round1 = {d: _domain_accuracy(rec, f"teacher_{d}")[d] for d in doms}
         round2 = {d: _domain_accuracy(rec, f"teacher_{d}_round2")[d] for d in doms}
         assert teachers[:4] == [f"{round1[d]:.3f} / {round2[d]:.3f}" for d in doms], (seed, teachers)
+    import statistics
+    text = " ".join(results.split())
+    final = {seed: {r["stage"]: r["acc"] for r in json.loads((V3 / f"lineage_nemotron_s{seed}.json").read_text())
+                    ["recipes"]["nemotron3_ultra"]["table"]}["mopd_round2"] for seed in seeds}
+
+    def others(file, recipe, stage):
+        recs = json.loads((V3 / file).read_text())["recipes"]
+        return {r["stage"]: r["acc"] for r in recs[recipe]["table"]}[stage]
+
+    for name, quoted, (file, recipe, stage) in (
+            ("mimo", "{:+.3f} ± {:.3f} above it", ("lineage_frontier_s{}.json", "mimo_v2_flash", "mopd")),
+            ("v4", "{:+.3f} ± {:.3f} above `deepseek_v4`", ("lineage_frontier_s{}.json", "deepseek_v4", "mopd")),
+            ("forward", "`mopd_forward` ({:+.3f} ± {:.3f}:", ("lineage_mopd_eval300_s{}.json", "mopd", "mopd_forward")),
+            ("v32", "above), {:.3f} ± {:.3f} above", ("lineage_v32_s{}.json", "deepseek_v32", "distill_sft"))):
+        diff = [final[seed] - others(file.format(seed), recipe, stage) for seed in seeds]
+        if name == "v32":
+            diff = [-d for d in diff]
+        assert quoted.format(statistics.mean(diff), statistics.stdev(diff)) in text, (name, diff)
+    assert f"({statistics.mean(final.values()):.3f} ± {statistics.stdev(final.values()):.3f})" in text
+    mean, sd = statistics.mean(same_minus_refreshed), statistics.stdev(same_minus_refreshed)
+    assert f"difference {mean:+.3f} ± {sd:.3f}" in text, (mean, sd)
+    total, kept = [t / 1e14 for t, _, _, _ in totals], [k / 1e14 for _, k, _, _ in totals]
+    assert {f"{t:.1f}" for t in total} == {"2.0"} and "2.0e14 FLOPs from the student on every seed" in text
+    ratio = [t / r for t, _, r, _ in totals] + [k / r for _, k, r, _ in totals]
+    assert (f"{min(ratio[:3]):.1f}-{max(ratio[:3]):.1f}x the mixed RL run" in text
+            and f"{min(kept):.2f}-{max(kept):.2f}e14 ({min(ratio[3:]):.1f}-{max(ratio[3:]):.1f}x)" in text), ratio
+    assert {f"{r / 1e13:.1f}" for _, _, _, r in totals} == {"5.6"} and "(5.6e13 FLOPs, twice a MOPD round)" in text
 
 
 def test_sft_then_opd_gives_the_quoted_rows(capsys):
