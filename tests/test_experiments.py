@@ -420,6 +420,15 @@ def test_reverse_blindspot_gives_the_quoted_numbers():
     assert (f"reverse KL to that specialist is {slip['reverse_kl']:.1f} nats there, with a gradient of norm "
             f"{slip['reverse_grad_norm']:.2f}" in text
             and f"(forward KL: {slip['forward_kl']:.1f} nats, {slip['forward_grad_norm']:.2f})" in text)
+    opd = json.loads((V3 / "blindspot_opd_s1.json").read_text())
+    low, high = opd["runs"]["recipes_lr"], opd["runs"]["sft_lr"]
+    assert opd["steps"] == 100 and (low["lr"], high["lr"]) == (2e-4, 2e-3) and "100 steps" in text
+    assert (f"hard items go {level['student']['hard']:.3f} -> {low['levels']['hard']:.3f} and the mean per-token KL "
+            f"{low['teacher_kl'][0]:.3f} -> {low['teacher_kl'][1]:.3f}" in text)
+    assert (f"stay at {low['medium_by_length']['8']:.3f} and {low['medium_by_length']['9']:.3f} "
+            f"(medium {low['levels']['medium']:.3f})" in text)
+    assert (f"(easy {high['levels']['easy']:.3f}, hard {high['levels']['hard']:.3f}) and those words fall to "
+            f"{high['medium_by_length']['8']:.3f} and {high['medium_by_length']['9']:.3f}" in text)
 
 
 def test_nemotron3_ultra_gives_the_quoted_rows():
