@@ -22,6 +22,7 @@ from pathlib import Path
 
 from minimopd import distill, get_profile
 from minimopd.artifacts import sft_artifact
+from minimopd.evaluation import EvalResult
 from minimopd.recipes_opd import RecipeRun
 from minimopd.tasks import VERIFIABLE_DOMAINS as D
 
@@ -57,9 +58,8 @@ def main(argv=None) -> dict:
     ev = run.evaluate(again)
 
     def per_domain(stage):
-        rows = rec["evals"][stage]
-        return {d: round(sum(r["accuracy"] * r["n"] for r in rows if r["domain"] == d)
-                         / sum(r["n"] for r in rows if r["domain"] == d), 3) for d in D}
+        committed_eval = EvalResult(rec["evals"][stage])
+        return {d: round(committed_eval.accuracy(d), 3) for d in D}
 
     acc = {r["stage"]: r["acc"] for r in rec["table"]}
     out = {"seed": args.seed, "profile": profile.name, "eval_per_level": profile.eval_per_level,

@@ -29,6 +29,8 @@ import torch
 
 from minimopd import distill, get_profile
 from minimopd.artifacts import sft_artifact
+from minimopd.kl import generalized_jsd
+from minimopd.losses import token_logprobs
 from minimopd.models import forward_logits
 from minimopd.rollout import generate
 from minimopd.tasks import get_task
@@ -81,44 +83,38 @@ def sampled(art, task, examples, k, max_new_tokens, batch=16) -> dict:
             "first_wrong_step": dict(wrong_at.most_common())}
 
 
-@torch.no_grad()
 def at_the_slip(models: dict, teacher: str, examples) -> dict:
     """Next-token distributions at the step the student slips on (position len // 2 + len % 2 of
     the 8- and 9-letter words), the correct trace written up to it: each model's probability of
     the right letter and of its own top letter; and for each other model, the per-token reverse and
-    forward KL to `teacher` there with the norms of their gradients with respect to the model's
-    logits (reverse: p * (log p - log q - KL); forward: p - q): what an exact-KL distillation step
-    from `teacher` could do at that token."""
-    prefixes, right = [], []
-    for ex in examples:
+    forward KL to `teacher` there (the library's `kl.generalized_jsd`, beta 1 and 0) with the norms
+    of their gradients with respect to the model's logits, by autograd: what an exact-KL
+    distillation step from `teacher` could do at that token."""
+    tok = models[teacher].tokenizer
+    ids = []
+    for ex in examples:          # the correct trace up to and including the slip's letter
         word = ex.meta["word"]
         slip = (len(word) + 1) // 2
-        steps = " ".join(f"{i}:{word[i - 1]}" for i in range(len(word), slip, -1))
-        prefixes.append(chat_prompt(models[teacher].tokenizer, ex.prompt) + f"<think>{steps} {slip}:")
-        right.append(word[slip - 1])
-    tok = models[teacher].tokenizer
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in prefixes]
-    right_ids = torch.tensor([tok.convert_tokens_to_ids(c) for c in right])
+        steps = "".join(f"{i}:{word[i - 1]} " for i in range(len(word), slip - 1, -1))
+        ids.append(tok(chat_prompt(tok, ex.prompt) + f"<think>{steps.rstrip()}", add_special_tokens=False)["input_ids"])
     width = max(map(len, ids))
     batch = torch.tensor([[tok.pad_token_id] * (width - len(i)) + i for i in ids])   # left-padded
     mask = (torch.arange(width)[None] >= torch.tensor([width - len(i) for i in ids])[:, None]).long()
-    logp = {name: torch.log_softmax(forward_logits(art.model, batch, mask)[:, -1].float(), -1)
-            for name, art in models.items()}
-    rows = torch.arange(len(ids))
+    with torch.no_grad():
+        logits = {name: forward_logits(art.model, batch, mask).float() for name, art in models.items()}
     out = {}
-    for name, lp in logp.items():
-        p = lp.exp()
-        rec = {"p_right": round(p[rows, right_ids].median().item(), 4),
-               "p_top": round(p.max(-1).values.median().item(), 4),
-               "top_is_right": round((p.argmax(-1) == right_ids).float().mean().item(), 3)}
+    for name, lg in logits.items():
+        p = torch.softmax(lg[:, -2], -1)                     # the distribution that predicts the slip's letter
+        p_right = token_logprobs(lg, batch)[:, -1].exp()
+        rec = {"p_right": round(p_right.median().item(), 4), "p_top": round(p.max(-1).values.median().item(), 4),
+               "top_is_right": round((p.argmax(-1) == batch[:, -1]).float().mean().item(), 3)}
         if name != teacher:
-            lq = logp[teacher]
-            rev = (p * (lp - lq)).sum(-1)
-            rev_grad = p * (lp - lq - rev[:, None])
-            fwd = (lq.exp() * (lq - lp)).sum(-1)
-            rec.update(reverse_kl=round(rev.median().item(), 3), forward_kl=round(fwd.median().item(), 3),
-                       reverse_grad_norm=round(rev_grad.norm(dim=-1).median().item(), 4),
-                       forward_grad_norm=round((p - lq.exp()).norm(dim=-1).median().item(), 4))
+            for kind, beta in (("reverse", 1.0), ("forward", 0.0)):
+                student = lg.clone().requires_grad_(True)
+                kl = generalized_jsd(student, logits[teacher], beta=beta)[:, -1]
+                kl.sum().backward()                          # each row's KL depends on its own logits only
+                rec[f"{kind}_kl"] = round(kl.median().item(), 3)
+                rec[f"{kind}_grad_norm"] = round(student.grad[:, -2].norm(dim=-1).median().item(), 4)
         out[name] = rec
     return out
 

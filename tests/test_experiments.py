@@ -369,8 +369,9 @@ def test_reverse_blindspot_gives_the_quoted_numbers():
     text = " ".join(results[results.index("- **Seed 1's `reverse`: a blind spot"):].split("\n- ")[0].split())
     run = json.loads((V3 / "reverse_blindspot_s1.json").read_text())
     greedy, sampled, n = run["greedy_by_length"], run["sampled_8_9_letters"], run["items_by_length"]
+    from minimopd.evaluation import EvalResult
     mai = json.loads((V3 / "lineage_mai_s1.json").read_text())["recipes"]["mai_thinking1"]
-    level = {stage: {r["difficulty"]: r["accuracy"] for r in mai["evals"][stage] if r["domain"] == "reverse"}
+    level = {stage: {d: EvalResult(mai["evals"][stage]).accuracy("reverse", d) for d in ("medium", "hard")}
              for stage in ("student", "teacher_reverse", "distill_sft", "final_rl")}
     for name, stage in (("student", "student"), ("climb", "teacher_reverse")):   # lengths add up to the level
         mean = sum(greedy[name][k] * n[k] for k in n) / sum(n.values())
@@ -401,8 +402,8 @@ def test_reverse_blindspot_gives_the_quoted_numbers():
     text = " ".join(results[results.index("- **On-policy distillation does not repair it either"):].split("\n- ")[0].split())
 
     def medium(file, recipe, stage):
-        rows = json.loads((V3 / file).read_text())["recipes"][recipe]["evals"][stage]
-        return next(r["accuracy"] for r in rows if r["domain"] == "reverse" and r["difficulty"] == "medium")
+        return EvalResult(json.loads((V3 / file).read_text())["recipes"][recipe]["evals"][stage]).accuracy(
+            "reverse", "medium")
 
     quoted = {"`kimi_k25`'s mixed GRPO": ("lineage_frontier_s1.json", "kimi_k25", "mixed_rl"),
               "`glm5`'s staged RL": ("lineage_glm5_s1.json", "glm5", "rl_count"),
@@ -442,7 +443,7 @@ def test_nemotron3_ultra_gives_the_quoted_rows():
     doms = ("add", "sort", "reverse", "count")
     seeds = sorted({seed for seed, _ in rows})
     assert seeds == [0, 1, 2] and all((V3 / f"lineage_nemotron_s{seed}.json").exists() for seed in seeds)
-    same_minus_refreshed, totals = [], []
+    same_minus_refreshed, totals, final = [], [], {}
     for seed in seeds:
         rec = json.loads((V3 / f"lineage_nemotron_s{seed}.json").read_text())["recipes"]["nemotron3_ultra"]
         acc = {r["stage"]: r["acc"] for r in rec["table"]}
@@ -459,7 +460,8 @@ def test_nemotron3_ultra_gives_the_quoted_rows():
         same = probe["round2_round1_teachers"]
         got = rows[(seed, "MOPD round 2 from round 1's specialists (probe)")]
         assert got[:6] == [f"{same[d]:.3f}" for d in doms] + [f"{same['mean']:.3f}", f"{same['flops'] / 1e13:.2f}e13"]
-        same_minus_refreshed.append(same["mean"] - acc["mopd_round2"])
+        final[seed] = acc["mopd_round2"]
+        same_minus_refreshed.append(same["mean"] - final[seed])
         flops = {k: v["flops"] for k, v in rec["info"].items() if v.get("flops")}
         refresh = sum(flops[f"teacher_{d}_round2"] for d in doms)
         totals.append((sum(flops.values()), sum(flops.values()) - refresh, flops["rlvr"], refresh))
@@ -469,8 +471,6 @@ def test_nemotron3_ultra_gives_the_quoted_rows():
         assert teachers[:4] == [f"{round1[d]:.3f} / {round2[d]:.3f}" for d in doms], (seed, teachers)
     import statistics
     text = " ".join(results.split())
-    final = {seed: {r["stage"]: r["acc"] for r in json.loads((V3 / f"lineage_nemotron_s{seed}.json").read_text())
-                    ["recipes"]["nemotron3_ultra"]["table"]}["mopd_round2"] for seed in seeds}
 
     def others(file, recipe, stage):
         recs = json.loads((V3 / file).read_text())["recipes"]
